@@ -1,0 +1,3 @@
+from localxai.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""The narrow interface between the core and every engine."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from localxai.chat import Event, Message, ModelInfo, Sampling, Token
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the core asks of an engine: the model is resolved and every value validated."""
+
+    model: str
+    messages: tuple[Message, ...]
+    sampling: Sampling
+    n: int = 1
+
+
+class Engine(abc.ABC):
+    """Serves one or more models.
+
+    `start` does everything that can fail because of the request (template, tokenizing, context
+    length) and raises before any output exists, so adapters can still answer with a clean error.
+    The iterator it returns yields `TextDelta`/`Finished` per choice and ends with one
+    `UsageReport`. Closing the iterator early (client gone) cancels the generation.
+    """
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]: ...
+
+    @abc.abstractmethod
+    async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]: ...
+
+    @abc.abstractmethod
+    async def tokenize(self, model: str, text: str) -> list[Token]: ...
+
+    async def close(self) -> None:  # noqa: B027 - engines without resources need nothing
+        """Release the engine's resources."""

@@ -1,0 +1,153 @@
+"""A loaded GGUF: llama.cpp model, vocabulary and one context, behind a small typed wrapper.
+
+Only the scheduler thread decodes; tokenizing touches the read-only vocabulary and may run anywhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as ll
+
+from localxai.engines.llamacpp.templates import Segment
+from localxai.errors import ConfigError, InternalError
+
+log = logging.getLogger(__name__)
+
+
+GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR = 3, 4
+
+
+@ll.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty on stderr; keep only its warnings and errors, in our log.
+    if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
+        severity = logging.WARNING if level == GGML_LOG_LEVEL_WARN else logging.ERROR
+        log.log(severity, "llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+
+ll.llama_log_set(_llama_log, ctypes.c_void_p(0))
+ll.llama_backend_init()
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    ctx_size: int  # tokens per sequence
+    threads: int
+    n_batch: int = 512
+
+
+class LlamaModel:
+    def __init__(self, path: Path, shape: ContextShape) -> None:
+        self.path = path
+        self.shape = shape
+        params = ll.llama_model_default_params()
+        self._model = ll.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise ConfigError(f"llama.cpp could not load {path} (not a GGUF model it supports?)")
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        self.metadata = self._read_metadata()
+        self.n_ctx_train = ll.llama_model_n_ctx_train(self._model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
+        self._pieces: dict[int, bytes] = {}
+        ctx_params = ll.llama_context_default_params()
+        ctx_params.n_ctx = shape.ctx_size
+        ctx_params.n_batch = shape.n_batch
+        ctx_params.n_ubatch = shape.n_batch
+        ctx_params.n_seq_max = 1
+        ctx_params.n_threads = shape.threads
+        ctx_params.n_threads_batch = shape.threads
+        ctx_params.no_perf = True
+        self.ctx = ll.llama_init_from_model(self._model, ctx_params)
+        if not self.ctx:
+            raise ConfigError(f"llama.cpp could not create a context of {shape.ctx_size} tokens")
+        self.memory = ll.llama_get_memory(self.ctx)
+        self._batch = ll.llama_batch_init(shape.n_batch, 0, 1)
+
+    # -- vocabulary ---------------------------------------------------------------------------
+
+    @property
+    def bos_text(self) -> str:
+        return self.piece(ll.llama_vocab_bos(self._vocab), special=True).decode(errors="replace")
+
+    @property
+    def eos_text(self) -> str:
+        return self.piece(ll.llama_vocab_eos(self._vocab), special=True).decode(errors="replace")
+
+    def tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        data = text.encode()
+        capacity = len(data) + 8
+        while True:
+            buf = (ll.llama_token * capacity)()
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
+            if n >= 0:
+                return list(buf[:n])
+            capacity = -n
+
+    def tokenize_segments(self, segments: list[Segment]) -> list[int]:
+        add_bos = ll.llama_vocab_get_add_bos(self._vocab)
+        tokens: list[int] = []
+        for i, segment in enumerate(segments):
+            tokens += self.tokenize(segment.text, add_bos=add_bos and i == 0, special=segment.special)
+        return tokens
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (possibly a partial UTF-8 sequence); control tokens render empty."""
+        key = token if not special else -token - 1
+        cached = self._pieces.get(key)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+            cached = self._pieces[key] = buf.raw[:n]
+        return cached
+
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self._vocab, token))
+
+    # -- decoding (scheduler thread only) -------------------------------------------------------
+
+    def clear(self) -> None:
+        ll.llama_memory_clear(self.memory, True)
+
+    def decode(self, tokens: list[int], start_pos: int, seq_id: int = 0) -> None:
+        """Decode `tokens` at positions start_pos..; logits are kept for the last one only."""
+        batch = self._batch
+        for offset in range(0, len(tokens), self.shape.n_batch):
+            chunk = tokens[offset : offset + self.shape.n_batch]
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = start_pos + offset + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq_id
+                batch.logits[i] = False
+            last = offset + len(chunk) == len(tokens)
+            batch.logits[len(chunk) - 1] = last
+            rc = ll.llama_decode(self.ctx, batch)
+            if rc != 0:
+                raise InternalError(f"llama_decode failed with code {rc}")
+
+    def close(self) -> None:
+        if self.ctx:
+            ll.llama_batch_free(self._batch)
+            ll.llama_free(self.ctx)
+            self.ctx = None
+        if self._model:
+            ll.llama_model_free(self._model)
+            self._model = None
+
+    def _read_metadata(self) -> dict[str, str]:
+        buf = ctypes.create_string_buffer(1 << 20)  # chat templates can be long
+        out: dict[str, str] = {}
+        for i in range(ll.llama_model_meta_count(self._model)):
+            ll.llama_model_meta_key_by_index(self._model, i, buf, len(buf))
+            key = buf.value.decode(errors="replace")
+            ll.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
+            out[key] = buf.value.decode(errors="replace")
+        return out

@@ -1,0 +1,105 @@
+"""The one exception tree of localxai.
+
+Each error carries a canonical RPC status (xAI's REST layer fronts a gRPC service, so REST bodies
+carry the gRPC status text as `code`). Adapters map classes to their wire status in one table each.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+
+class Status(enum.Enum):
+    """Canonical RPC statuses; the value is the description xAI sends as `code`."""
+
+    INVALID_ARGUMENT = "Client specified an invalid argument"
+    UNAUTHENTICATED = "The request does not have valid authentication credentials"
+    PERMISSION_DENIED = "The caller does not have permission to execute the specified operation"
+    NOT_FOUND = "Some requested entity was not found"
+    RESOURCE_EXHAUSTED = "Some resource has been exhausted"
+    UNIMPLEMENTED = "Operation is not implemented or not supported"
+    UNAVAILABLE = "The service is currently unavailable"
+    INTERNAL = "Internal error"
+
+
+class LocalXAIError(Exception):
+    """Base class; `message` is safe to show to the client."""
+
+    status: ClassVar[Status] = Status.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(LocalXAIError):
+    status = Status.INVALID_ARGUMENT
+
+
+class UnsupportedParameter(InvalidArgument):
+    """A parameter this model or server does not honour; never dropped silently."""
+
+
+class ContextLengthExceeded(InvalidArgument):
+    def __init__(self, limit: int, count: int) -> None:
+        super().__init__(
+            f"This model's maximum prompt length is {limit} but the request contains {count} tokens."
+        )
+        self.limit = limit
+        self.count = count
+
+
+class IncorrectApiKey(InvalidArgument):
+    """xAI answers a wrong key with 400, not 401."""
+
+
+class MalformedBody(InvalidArgument):
+    """The body is not JSON or a field has the wrong type (HTTP 422)."""
+
+
+class UnsupportedMediaType(InvalidArgument):
+    """Empty body or a Content-Type other than JSON (HTTP 415)."""
+
+
+class Unauthenticated(LocalXAIError):
+    status = Status.UNAUTHENTICATED
+
+
+class PermissionDenied(LocalXAIError):
+    status = Status.PERMISSION_DENIED
+
+
+class NotFound(LocalXAIError):
+    status = Status.NOT_FOUND
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model {model} does not exist or your team does not have access to it.")
+        self.model = model
+
+
+class MethodNotAllowed(LocalXAIError):
+    status = Status.UNIMPLEMENTED
+
+
+class ResourceExhausted(LocalXAIError):
+    status = Status.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(LocalXAIError):
+    status = Status.UNAVAILABLE
+
+
+class InternalError(LocalXAIError):
+    def __init__(self, message: str = "internal error") -> None:
+        super().__init__(message)
+
+
+class ConfigError(Exception):
+    """A startup problem the operator must fix (bad flag, missing file); never sent to clients."""

@@ -1,0 +1,172 @@
+"""The FastAPI application: routes that parse, call the ChatService and render xAI's shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from localxai.auth import ApiKey, KeyChecker
+from localxai.errors import LocalXAIError
+from localxai.httpapi import convert
+from localxai.httpapi import errors as http_errors
+from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
+from localxai.httpapi.sse import chat_chunks
+from localxai.service import ChatService
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health"})
+DISCONNECT_POLL_S = 0.25
+
+
+class AuthMiddleware:
+    """Every route but /health needs a valid key; checked before the body is even read."""
+
+    def __init__(self, app: ASGIApp, keys: KeyChecker) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        if scope["path"] not in PUBLIC_PATHS:
+            headers = dict(scope["headers"])
+            auth = headers.get(b"authorization")
+            try:
+                scope["state"]["api_key"] = self.keys.check(auth.decode("latin-1") if auth else None)
+            except LocalXAIError as exc:
+                response = http_errors.error_response(exc, request_id)
+                return await response(scope, receive, send_with_id)
+        await self.app(scope, receive, send_with_id)
+
+
+def require_json(request: Request) -> None:
+    """xAI answers 415 when the Content-Type is not JSON (the body itself parsed fine here)."""
+    problem = http_errors.body_media_problem(request, None)
+    if problem is not None:
+        raise problem
+
+
+async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
+    """Run `work`, cancelling it if the client disconnects (Starlette does not for plain responses)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                log.info("client disconnected; generation cancelled (request %s)", request.state.request_id)
+                return JSONResponse({}, status_code=499)
+        return task.result()
+    finally:
+        task.cancel()
+
+
+def create_app(service: ChatService, keys: KeyChecker, on_close: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        await service.close()
+        if on_close is not None:
+            await on_close()
+
+    app = FastAPI(title="localxai", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(AuthMiddleware, keys=keys)
+    app.add_exception_handler(RequestValidationError, http_errors.on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(LocalXAIError, http_errors.on_local_error)
+    app.add_exception_handler(StarletteHTTPException, http_errors.on_http_error)
+    app.add_exception_handler(Exception, http_errors.on_unexpected)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        require_json(request)
+        chat = convert.chat_request(body)
+        if not chat.stream:
+            return await until_disconnect(
+                request, _complete_body(service, chat)
+            )
+        stream = await service.start(chat)
+        return StreamingResponse(
+            chat_chunks(stream, chat.include_usage, request.state.request_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [convert.model_body(m) for m in service.list_models()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        return convert.model_body(service.get_model(model_id))
+
+    @app.get("/v1/language-models")
+    async def list_language_models() -> dict[str, Any]:
+        return {"models": [convert.language_model_body(m) for m in service.list_models()]}
+
+    @app.get("/v1/language-models/{model_id:path}")
+    async def get_language_model(model_id: str) -> dict[str, Any]:
+        return convert.language_model_body(service.get_model(model_id))
+
+    @app.post("/v1/tokenize-text")
+    async def tokenize_text(body: TokenizeRequest, request: Request) -> dict[str, Any]:
+        require_json(request)
+        _, tokens = await service.tokenize(body.model, body.text)
+        return {
+            "token_ids": [
+                {"token_id": t.id, "string_token": t.text, "token_bytes": list(t.bytes)} for t in tokens
+            ]
+        }
+
+    @app.get("/v1/api-key")
+    async def api_key(request: Request) -> dict[str, Any]:
+        key: ApiKey = request.state.api_key
+        created = _rfc3339(key.created)
+        return {
+            "redacted_api_key": key.redacted,
+            "user_id": "local",
+            "name": key.name,
+            "create_time": created,
+            "modify_time": created,
+            "modified_by": "local",
+            "team_id": "local",
+            "acls": ["api-key:model:*", "api-key:endpoint:*"],
+            "api_key_id": key.key_id,
+            "team_blocked": False,
+            "api_key_blocked": False,
+            "api_key_disabled": False,
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _complete_body(service: ChatService, chat: Any) -> dict[str, Any]:
+    return convert.completion_body(await service.complete(chat))
+
+
+def _rfc3339(ts: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")

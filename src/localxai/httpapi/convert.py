@@ -1,0 +1,160 @@
+"""REST wire <-> core types. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localxai.chat import (
+    ChatRequest,
+    Completion,
+    Detail,
+    ImagePart,
+    Message,
+    ModelInfo,
+    Part,
+    Role,
+    Sampling,
+    TextPart,
+    Usage,
+)
+from localxai.httpapi.schema import ChatCompletionRequest, ChatMessage, TextContent
+
+OWNED_BY = "localxai"
+
+
+def chat_request(body: ChatCompletionRequest) -> ChatRequest:
+    sampling = Sampling(
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
+        stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+    )
+    return ChatRequest(
+        model=body.model,
+        messages=tuple(_message(m) for m in body.messages),
+        sampling=sampling,
+        n=1 if body.n is None else body.n,
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        user=body.user,
+        unsupported=_unsupported(body),
+    )
+
+
+def _message(m: ChatMessage) -> Message:
+    if m.content is None:
+        parts: tuple[Part, ...] = ()
+    elif isinstance(m.content, str):
+        parts = (TextPart(m.content),)
+    else:
+        parts = tuple(
+            TextPart(p.text)
+            if isinstance(p, TextContent)
+            else ImagePart(p.image_url.url, Detail(p.image_url.detail or "auto"))
+            for p in m.content
+        )
+    return Message(role=Role(m.role), content=parts, name=m.name)
+
+
+def _unsupported(body: ChatCompletionRequest) -> tuple[str, ...]:
+    """Fields set to something localxai does not implement yet; the core refuses them."""
+    checks = {
+        "logit_bias": bool(body.logit_bias),
+        "logprobs": bool(body.logprobs),
+        "top_logprobs": body.top_logprobs is not None,
+        "response_format": bool(body.response_format) and body.response_format.get("type") != "text",
+        "tools": bool(body.tools),
+        "tool_choice": body.tool_choice not in (None, "none"),
+        "reasoning_effort": body.reasoning_effort is not None,
+        "deferred": bool(body.deferred),
+        "search_parameters": bool(body.search_parameters)
+        and body.search_parameters.get("mode", "off") != "off",
+        "web_search_options": body.web_search_options is not None,
+        "messages[].tool_calls": any(m.tool_calls for m in body.messages),
+    }
+    return tuple(name for name, is_set in checks.items() if is_set)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {
+            "text_tokens": usage.text_tokens,
+            "audio_tokens": 0,
+            "image_tokens": usage.image_tokens,
+            "cached_tokens": usage.cached_tokens,
+        },
+        "completion_tokens_details": {
+            "reasoning_tokens": usage.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+        "num_sources_used": 0,
+    }
+
+
+def completion_body(c: Completion) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "object": "chat.completion",
+        "created": c.created,
+        "model": c.model,
+        "choices": [
+            {
+                "index": choice.index,
+                "message": {"role": "assistant", "content": choice.text, "refusal": None},
+                "finish_reason": choice.finish_reason.value,
+            }
+            for choice in c.choices
+        ],
+        "usage": usage_body(c.usage),
+        "system_fingerprint": c.fingerprint,
+    }
+
+
+def model_body(info: ModelInfo) -> dict[str, Any]:
+    """GET /v1/models entry (prices are zero: nothing is billed here)."""
+    return {
+        "id": info.id,
+        "created": info.created,
+        "object": "model",
+        "owned_by": OWNED_BY,
+        "aliases": list(info.aliases),
+        "context_length": info.context_length,
+        **_prices(),
+    }
+
+
+def language_model_body(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "fingerprint": info.fingerprint,
+        "created": info.created,
+        "object": "model",
+        "owned_by": OWNED_BY,
+        "version": "1.0.0",
+        "input_modalities": list(info.input_modalities),
+        "output_modalities": list(info.output_modalities),
+        **_prices(),
+        "search_price": 0,
+        "aliases": list(info.aliases),
+    }
+
+
+def _prices() -> dict[str, int]:
+    names = (
+        "prompt_text_token_price",
+        "cached_prompt_text_token_price",
+        "prompt_image_token_price",
+        "completion_text_token_price",
+    )
+    return {name: 0 for name in names}

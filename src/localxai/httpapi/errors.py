@@ -1,0 +1,98 @@
+"""xAI's error body and the one table from exception classes to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from localxai import errors as e
+
+log = logging.getLogger(__name__)
+
+# First match wins: subclasses before their bases.
+HTTP_STATUS: tuple[tuple[type[e.LocalXAIError], int], ...] = (
+    (e.MalformedBody, 422),
+    (e.UnsupportedMediaType, 415),
+    (e.InvalidArgument, 400),
+    (e.Unauthenticated, 401),
+    (e.PermissionDenied, 403),
+    (e.NotFound, 404),
+    (e.MethodNotAllowed, 405),
+    (e.ResourceExhausted, 429),
+    (e.Unavailable, 503),
+)
+
+
+def status_for(exc: e.LocalXAIError) -> int:
+    return next((status for cls, status in HTTP_STATUS if isinstance(exc, cls)), 500)
+
+
+def error_body(exc: e.LocalXAIError | None, request_id: str = "") -> dict[str, Any]:
+    """`{"code": <gRPC status text>, "error": <message>}`; unexpected errors say only 'internal error'."""
+    if exc is None or status_for(exc) == 500:
+        suffix = f" (request id {request_id})" if request_id else ""
+        return {"code": e.Status.INTERNAL.value, "error": f"internal error{suffix}"}
+    return {"code": exc.status.value, "error": exc.message}
+
+
+def error_response(exc: e.LocalXAIError | None, request_id: str = "") -> JSONResponse:
+    status = 500 if exc is None else status_for(exc)
+    headers = {}
+    if isinstance(exc, e.ResourceExhausted) and exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(error_body(exc, request_id), status_code=status, headers=headers)
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "")
+
+
+def body_media_problem(request: Request, body: bytes | None) -> e.UnsupportedMediaType | None:
+    """xAI answers 415 for an empty POST body or a Content-Type other than JSON."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return e.UnsupportedMediaType("Content-Type must be application/json.")
+    if body is not None and not body.strip():
+        return e.UnsupportedMediaType("The request body is empty; a JSON object is required.")
+    return None
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    path = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    where = f"{path}: " if path else ""
+    return f"Failed to deserialize the JSON body into the target type: {where}{first.get('msg', 'invalid')}"
+
+
+async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problem = body_media_problem(request, await request.body())
+    if problem is not None:
+        return error_response(problem)
+    return error_response(e.MalformedBody(_describe(list(exc.errors()))))
+
+
+async def on_local_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.LocalXAIError)
+    if status_for(exc) == 500:
+        log.error("internal error (request %s): %s", request_id(request), exc.message)
+    return error_response(exc, request_id(request))
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return error_response(e.MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}."))
+    if exc.status_code == 404:
+        return error_response(e.NotFound(f"No route for {request.method} {request.url.path}."))
+    log.warning("unexpected HTTP error %s on %s", exc.status_code, request.url.path)
+    return error_response(e.InvalidArgument(str(exc.detail)) if exc.status_code < 500 else None)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error (request %s)", request_id(request))
+    return error_response(None, request_id(request))

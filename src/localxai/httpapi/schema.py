@@ -1,0 +1,87 @@
+"""Pydantic models of xAI's REST request bodies: types only.
+
+A value of the wrong type is a 422 (like xAI's JSON deserialisation); a well-typed value out of
+range is the core's business (400). Strict mode: no silent coercion of "1" into 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextContent(WireModel):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(WireModel):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageContent(WireModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
+
+
+class ChatMessage(WireModel):
+    role: Literal["system", "user", "assistant", "tool", "function", "developer"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class StreamOptions(WireModel):
+    include_usage: bool
+
+
+class ChatCompletionRequest(WireModel):
+    """POST /v1/chat/completions (xai-api-spec §1)."""
+
+    model: str
+    messages: list[ChatMessage]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_completion_tokens: int | None = None
+    max_tokens: int | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+    deferred: bool | None = None
+    search_parameters: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
+
+
+class TokenizeRequest(WireModel):
+    """POST /v1/tokenize-text."""
+
+    text: str
+    model: str
+    user: str | None = None

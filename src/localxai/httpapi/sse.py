@@ -1,0 +1,81 @@
+"""Server-sent events for chat completions: xAI's chunk shapes, pings while idle, one error frame."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from localxai.chat import Finished, TextDelta, UsageReport
+from localxai.errors import LocalXAIError
+from localxai.httpapi.convert import usage_body
+from localxai.httpapi.errors import error_body
+from localxai.service import ChatStream
+
+log = logging.getLogger(__name__)
+
+PING = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+async def chat_chunks(
+    stream: ChatStream, include_usage: bool, request_id: str, ping_interval: float = 10.0
+) -> AsyncIterator[bytes]:
+    head = {"id": stream.id, "object": "chat.completion.chunk", "created": stream.created, "model": stream.model}
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return frame({**head, "choices": choices, **extra, "system_fingerprint": stream.fingerprint})
+
+    role_sent: set[int] = set()
+
+    def delta(index: int, content: str) -> dict[str, Any]:
+        # The first chunk of each choice carries the role (xAI, OpenAI).
+        if index in role_sent:
+            return {"content": content}
+        role_sent.add(index)
+        return {"role": "assistant", "content": content}
+
+    try:
+        async for event in with_pings(stream.events, ping_interval):
+            if event is None:
+                yield PING
+            elif isinstance(event, TextDelta):
+                yield chunk([{"index": event.index, "delta": delta(event.index, event.text)}])
+            elif isinstance(event, Finished):
+                body = {} if event.index in role_sent else delta(event.index, "")
+                yield chunk([{"index": event.index, "delta": body, "finish_reason": event.reason.value}])
+            elif isinstance(event, UsageReport) and include_usage:
+                yield chunk([], usage=usage_body(event.usage))
+        yield DONE
+    except LocalXAIError as exc:
+        yield frame(error_body(exc))
+    except Exception:
+        log.exception("stream failed after the first byte (request %s)", request_id)
+        yield frame(error_body(None, request_id))
+    finally:
+        await stream.events.aclose()
+
+
+async def with_pings(events: AsyncIterator[Any], interval: float) -> AsyncIterator[Any]:
+    """Yield the events, and None whenever `interval` seconds pass without one."""
+    iterator = aiter(events)
+    while True:
+        step = asyncio.ensure_future(anext(iterator))
+        try:
+            while not (await asyncio.wait({step}, timeout=interval))[0]:
+                yield None
+        except BaseException:
+            # Client gone (or closed): stop the engine step and let it unwind before re-raising.
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+            raise
+        try:
+            yield step.result()
+        except StopAsyncIteration:
+            return

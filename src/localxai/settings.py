@@ -1,0 +1,95 @@
+"""Settings: built once from flags > environment (`LOCALXAI_*`) > defaults, then frozen.
+
+This is the only module that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localxai.errors import ConfigError
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    engine: str = "llamacpp"  # or "fake": the scripted engine, for gateway tests and benchmarks
+    model: Path | None = None  # None: the embedded default model
+    model_id: str | None = None  # None: derived from the file name
+    aliases: tuple[tuple[str, str], ...] = ()  # (alias, model id)
+    api_keys: tuple[str, ...] = ()
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "localxai")
+    ctx_size: int = 8192  # tokens per sequence: prompt + completion of one choice
+    threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    top_k: int = 40  # server-side sampling cut (xAI's API has no top_k field)
+    max_n: int = 16
+    log_level: str = "info"
+
+    @property
+    def open_access(self) -> bool:
+        """No keys configured: any bearer token is accepted, so only loopback may listen."""
+        return not self.api_keys
+
+    def check(self) -> Settings:
+        if self.open_access and self.host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without API keys: pass --api-key (or set "
+                "LOCALXAI_API_KEYS), or listen on 127.0.0.1"
+            )
+        if self.ctx_size < 16:
+            raise ConfigError("--ctx-size must be at least 16 tokens")
+        if self.model is not None and not self.model.is_file():
+            raise ConfigError(f"model file not found: {self.model}")
+        if self.engine not in ("llamacpp", "fake"):
+            raise ConfigError(f"unknown engine {self.engine!r} (expected llamacpp or fake)")
+        return self
+
+
+def parse_alias(text: str) -> tuple[str, str]:
+    name, sep, target = text.partition("=")
+    if not sep or not name.strip() or not target.strip():
+        raise ConfigError(f"--alias expects NAME=MODEL, got {text!r}")
+    return name.strip(), target.strip()
+
+
+def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge command-line flags (None = not given) over `LOCALXAI_*` variables over defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    env_keys = [k.strip() for k in env.get("LOCALXAI_API_KEYS", "").split(",") if k.strip()]
+    simple = {
+        "host": str,
+        "port": int,
+        "engine": str,
+        "model": Path,
+        "model_id": str,
+        "data_dir": Path,
+        "ctx_size": int,
+        "threads": int,
+        "top_k": int,
+        "max_n": int,
+        "log_level": str,
+    }
+    for name, convert in simple.items():
+        raw = env.get(f"LOCALXAI_{name.upper()}")
+        if raw:
+            try:
+                values[name] = convert(raw)
+            except ValueError as exc:
+                raise ConfigError(f"LOCALXAI_{name.upper()}: {exc}") from None
+        if flags.get(name) is not None:
+            values[name] = convert(flags[name])
+    keys = list(flags.get("api_key") or []) or env_keys
+    values["api_keys"] = tuple(keys)
+    aliases = list(flags.get("alias") or [])
+    if not aliases and env.get("LOCALXAI_ALIASES"):
+        aliases = [a for a in env["LOCALXAI_ALIASES"].split(",") if a.strip()]
+    values["aliases"] = tuple(parse_alias(a) for a in aliases)
+    return Settings(**values).check()
