@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--ctx-size", type=int, help="context tokens per request (default 8192)")
     serve.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
-    serve.add_argument("--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)")
+    serve.add_argument(
+        "--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)"
+    )
     serve.add_argument("--max-n", type=int, help="largest n a request may ask for (default 16)")
     serve.add_argument("--data-dir", help="cache and state directory (default ~/.cache/localxai)")
     serve.add_argument("--engine", choices=["llamacpp", "fake"], help="'fake' serves a scripted test model")
@@ -71,9 +73,7 @@ def serve(settings: Settings) -> None:
         aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
         log.info("serving model %s%s, %d context tokens per request", info.id, aliases, info.context_length)
     if settings.open_access:
-        log.warning(
-            "no API keys configured: accepting any bearer token, listening on %s only", settings.host
-        )
+        log.warning("no API keys configured: accepting any bearer token, listening on %s only", settings.host)
     app = create_app(service, KeyChecker(settings.api_keys))
     log.info("listening on http://%s:%d/v1", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)

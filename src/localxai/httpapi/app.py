@@ -80,7 +80,9 @@ async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
         task.cancel()
 
 
-def create_app(service: ChatService, keys: KeyChecker, on_close: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+def create_app(
+    service: ChatService, keys: KeyChecker, on_close: Callable[[], Awaitable[None]] | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         yield
@@ -100,9 +102,7 @@ def create_app(service: ChatService, keys: KeyChecker, on_close: Callable[[], Aw
         require_json(request)
         chat = convert.chat_request(body)
         if not chat.stream:
-            return await until_disconnect(
-                request, _complete_body(service, chat)
-            )
+            return await until_disconnect(request, _complete_body(service, chat))
         stream = await service.start(chat)
         return StreamingResponse(
             chat_chunks(stream, chat.include_usage, request.state.request_id),

@@ -61,17 +61,18 @@ def _message(m: ChatMessage) -> Message:
 
 def _unsupported(body: ChatCompletionRequest) -> tuple[str, ...]:
     """Fields set to something localxai does not implement yet; the core refuses them."""
+    response_format = body.response_format or {}
+    search = body.search_parameters or {}
     checks = {
         "logit_bias": bool(body.logit_bias),
         "logprobs": bool(body.logprobs),
         "top_logprobs": body.top_logprobs is not None,
-        "response_format": bool(body.response_format) and body.response_format.get("type") != "text",
+        "response_format": bool(response_format) and response_format.get("type") != "text",
         "tools": bool(body.tools),
         "tool_choice": body.tool_choice not in (None, "none"),
         "reasoning_effort": body.reasoning_effort is not None,
         "deferred": bool(body.deferred),
-        "search_parameters": bool(body.search_parameters)
-        and body.search_parameters.get("mode", "off") != "off",
+        "search_parameters": bool(search) and search.get("mode") != "off",
         "web_search_options": body.web_search_options is not None,
         "messages[].tool_calls": any(m.tool_calls for m in body.messages),
     }

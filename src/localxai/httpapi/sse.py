@@ -27,7 +27,12 @@ def frame(payload: dict[str, Any]) -> bytes:
 async def chat_chunks(
     stream: ChatStream, include_usage: bool, request_id: str, ping_interval: float = 10.0
 ) -> AsyncIterator[bytes]:
-    head = {"id": stream.id, "object": "chat.completion.chunk", "created": stream.created, "model": stream.model}
+    head = {
+        "id": stream.id,
+        "object": "chat.completion.chunk",
+        "created": stream.created,
+        "model": stream.model,
+    }
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return frame({**head, "choices": choices, **extra, "system_fingerprint": stream.fingerprint})

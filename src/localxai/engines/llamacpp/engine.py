@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localxai import __version__
-from localxai.chat import Event, Finished, FinishReason, ModelInfo, Sampling, TextDelta, Token, Usage, UsageReport
+from localxai.chat import (
+    Event,
+    Finished,
+    FinishReason,
+    ModelInfo,
+    Sampling,
+    TextDelta,
+    Token,
+    Usage,
+    UsageReport,
+)
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
@@ -119,7 +129,9 @@ class LlamaCppEngine(Engine):
                         break
                     completion_tokens += self._generate(job, index)
                 else:
-                    job.emit(UsageReport(Usage(prompt_tokens=len(job.prompt), completion_tokens=completion_tokens)))
+                    job.emit(
+                        UsageReport(Usage(prompt_tokens=len(job.prompt), completion_tokens=completion_tokens))
+                    )
                 job.emit(None)
             except LocalXAIError as exc:
                 job.emit(exc)
@@ -133,7 +145,7 @@ class LlamaCppEngine(Engine):
         limit = model.shape.ctx_size - len(job.prompt)
         if job.sampling.max_tokens is not None:
             limit = min(limit, job.sampling.max_tokens)
-        sampler = Sampler(job.sampling, choice_seed(job.sampling.seed, index), self._top_k)
+        sampler = Sampler(job.sampling, choice_seed(job.sampling.seed, index), self._top_k, model.n_vocab)
         assembler = TextAssembler(job.sampling.stop)
         try:
             model.clear()
@@ -154,6 +166,9 @@ class LlamaCppEngine(Engine):
                     break
                 if count < limit:
                     model.decode([token], len(job.prompt) + count - 1)
+            if job.cancelled.is_set():
+                log.info("generation cancelled after %d tokens: the client went away", count)
+                return count
             tail = assembler.flush()
             if tail:
                 job.emit(TextDelta(index, tail))

@@ -22,20 +22,21 @@ def choice_seed(seed: int | None, index: int) -> int:
 class Sampler:
     """One llama.cpp sampler chain; the cut to `top_k` keeps sampling over a 262k vocabulary cheap."""
 
-    def __init__(self, sampling: Sampling, seed: int, top_k: int) -> None:
+    def __init__(self, sampling: Sampling, seed: int, top_k: int, n_vocab: int) -> None:
         self._chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         add = self._add
+        if top_k > 0:
+            add(ll.llama_sampler_init_top_k(top_k))
         if sampling.presence_penalty or sampling.frequency_penalty:
+            # After the top-k cut: penalties over the whole vocabulary cost milliseconds per token.
             add(
                 ll.llama_sampler_init_penalties(
-                    PENALTY_WINDOW, 1.0, sampling.frequency_penalty, sampling.presence_penalty
+                    n_vocab, PENALTY_WINDOW, 1.0, sampling.frequency_penalty, sampling.presence_penalty
                 )
             )
         if sampling.temperature == 0:
             add(ll.llama_sampler_init_greedy())
             return
-        if top_k > 0:
-            add(ll.llama_sampler_init_top_k(top_k))
         if sampling.top_p < 1:
             add(ll.llama_sampler_init_top_p(sampling.top_p, 1))
         add(ll.llama_sampler_init_temp(sampling.temperature))

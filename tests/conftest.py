@@ -1,0 +1,109 @@
+"""Fixtures: an in-process app on the fake engine, and one real `localxai serve` process per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from localxai.auth import KeyChecker
+from localxai.engines.fake import FakeEngine
+from localxai.httpapi.app import create_app
+from localxai.service import ChatService
+
+API_KEY = "xai-test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def fake_app(engine: FakeEngine | None = None, keys: tuple[str, ...] = (API_KEY,), **service_kwargs):  # type: ignore[no-untyped-def]
+    engine = engine or FakeEngine()
+    service = ChatService([engine], **service_kwargs)
+    return create_app(service, KeyChecker(keys))
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+async def client(fake_engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
+    app = fake_app(fake_engine, aliases=[("grok-4", "fake-model")])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=AUTH) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+
+def start_server(tmp: Path, *args: str, timeout: float = 120.0) -> Server:
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALXAI_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localxai", "serve", "--port", str(port), *args],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(server.base_url + "/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server did not become healthy:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real default model behind a real HTTP server, shared by the whole session."""
+    server = start_server(
+        tmp_path_factory.mktemp("real"),
+        "--api-key",
+        API_KEY,
+        "--alias",
+        "grok-4=gemma-3-270m",
+        "--ctx-size",
+        "2048",
+    )
+    yield server
+    stop_server(server)

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from localxai.errors import ConfigError
+from localxai.settings import build_settings
+
+
+def test_defaults() -> None:
+    s = build_settings({}, environ={})
+    assert s.host == "127.0.0.1" and s.port == 8000 and s.open_access and s.model is None
+
+
+def test_flags_win_over_environment() -> None:
+    env = {"LOCALXAI_PORT": "9000", "LOCALXAI_API_KEYS": "a,b", "LOCALXAI_CTX_SIZE": "1024"}
+    s = build_settings({"port": 9100}, environ=env)
+    assert s.port == 9100 and s.api_keys == ("a", "b") and s.ctx_size == 1024
+    s = build_settings({"api_key": ["c"]}, environ=env)
+    assert s.api_keys == ("c",)
+
+
+def test_aliases() -> None:
+    s = build_settings({"alias": ["grok-4=m", " grok-4.3 = m "]}, environ={})
+    assert s.aliases == (("grok-4", "m"), ("grok-4.3", "m"))
+    with pytest.raises(ConfigError, match="NAME=MODEL"):
+        build_settings({"alias": ["grok-4"]}, environ={})
+
+
+def test_open_access_only_on_loopback() -> None:
+    with pytest.raises(ConfigError, match="without API keys"):
+        build_settings({"host": "0.0.0.0"}, environ={})
+    assert build_settings({"host": "0.0.0.0", "api_key": ["k"]}, environ={}).host == "0.0.0.0"
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        build_settings({"model": str(tmp_path / "nope.gguf")}, environ={})
+
+
+def test_bad_environment_value() -> None:
+    with pytest.raises(ConfigError, match="LOCALXAI_PORT"):
+        build_settings({}, environ={"LOCALXAI_PORT": "eighty"})
