@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, AUTH, fake_app
 
 from localxai.engines.fake import FakeEngine
+
+from conftest import API_KEY, AUTH, fake_app
 
 USER = [{"role": "user", "content": "hello there"}]
 INVALID = "Client specified an invalid argument"

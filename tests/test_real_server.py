@@ -11,6 +11,7 @@ import time
 import httpx
 import openai
 import pytest
+
 from conftest import API_KEY, AUTH, Server
 
 MODEL = "gemma-3-270m"
