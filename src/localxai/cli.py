@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", action="append", help="accepted API key (repeatable; or LOCALXAI_API_KEYS=k1,k2)"
     )
     serve.add_argument("--ctx-size", type=int, help="context tokens per request (default 8192)")
+    serve.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
+    serve.add_argument("--max-queue", type=int, help="requests that may wait for a sequence (default 64)")
     serve.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
     serve.add_argument(
         "--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)"
@@ -94,5 +96,5 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
     else:
         path = settings.model
         model_id = settings.model_id or path.name.removesuffix(".gguf")
-    shape = ContextShape(ctx_size=settings.ctx_size, threads=settings.threads)
-    return LlamaCppEngine(path, model_id, shape, top_k=settings.top_k)
+    shape = ContextShape(ctx_size=settings.ctx_size, threads=settings.threads, parallel=settings.parallel)
+    return LlamaCppEngine(path, model_id, shape, top_k=settings.top_k, max_queue=settings.max_queue)

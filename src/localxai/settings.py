@@ -27,6 +27,8 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "localxai")
     ctx_size: int = 8192  # tokens per sequence: prompt + completion of one choice
+    parallel: int = 4  # sequences decoded together; idle ones keep their KV as prefix cache
+    max_queue: int = 64  # requests waiting for a sequence; past it: 429
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     top_k: int = 40  # server-side sampling cut (xAI's API has no top_k field)
     max_n: int = 16
@@ -45,6 +47,8 @@ class Settings:
             )
         if self.ctx_size < 16:
             raise ConfigError("--ctx-size must be at least 16 tokens")
+        if self.parallel < 1 or self.max_queue < 0:
+            raise ConfigError("--parallel must be at least 1 and --max-queue at least 0")
         if self.model is not None and not self.model.is_file():
             raise ConfigError(f"model file not found: {self.model}")
         if self.engine not in ("llamacpp", "fake"):
@@ -72,6 +76,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "model_id": str,
         "data_dir": Path,
         "ctx_size": int,
+        "parallel": int,
+        "max_queue": int,
         "threads": int,
         "top_k": int,
         "max_n": int,

@@ -35,9 +35,15 @@ ll.llama_backend_init()
 
 @dataclass(frozen=True)
 class ContextShape:
-    ctx_size: int  # tokens per sequence
+    ctx_size: int  # tokens per sequence: prompt + completion of one choice
     threads: int
+    parallel: int = 4  # sequences decoded together (and kept as prefix cache when idle)
     n_batch: int = 512
+
+    @property
+    def cells(self) -> int:
+        """KV cells: every sequence can reach ctx_size at once; shared prefixes take less."""
+        return self.ctx_size * self.parallel
 
 
 class LlamaModel:
@@ -54,10 +60,14 @@ class LlamaModel:
         self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
         self._pieces: dict[int, bytes] = {}
         ctx_params = ll.llama_context_default_params()
-        ctx_params.n_ctx = shape.ctx_size
+        ctx_params.n_ctx = shape.cells
         ctx_params.n_batch = shape.n_batch
         ctx_params.n_ubatch = shape.n_batch
-        ctx_params.n_seq_max = 1
+        ctx_params.n_seq_max = shape.parallel
+        # One KV buffer for all sequences: copying a shared prefix to another sequence is then
+        # metadata only. Full-size SWA layers so a cached prefix can be cut at any position.
+        ctx_params.kv_unified = True
+        ctx_params.swa_full = True
         ctx_params.n_threads = shape.threads
         ctx_params.n_threads_batch = shape.threads
         ctx_params.no_perf = True
@@ -112,26 +122,36 @@ class LlamaModel:
 
     # -- decoding (scheduler thread only) -------------------------------------------------------
 
-    def clear(self) -> None:
-        ll.llama_memory_clear(self.memory, True)
+    def seq_keep_prefix(self, seq_id: int, length: int) -> None:
+        """Drop the sequence's KV from position `length` on (0: all of it)."""
+        ll.llama_memory_seq_rm(self.memory, seq_id, length, -1)
 
-    def decode(self, tokens: list[int], start_pos: int, seq_id: int = 0) -> None:
-        """Decode `tokens` at positions start_pos..; logits are kept for the last one only."""
+    def seq_copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Let `dst` share the first `length` positions of `src` (no data is copied)."""
+        ll.llama_memory_seq_cp(self.memory, src, dst, 0, length)
+
+    def batch_clear(self) -> None:
+        self._batch.n_tokens = 0
+
+    def batch_add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        """Append one token to the pending batch; returns its index (for reading logits)."""
         batch = self._batch
-        for offset in range(0, len(tokens), self.shape.n_batch):
-            chunk = tokens[offset : offset + self.shape.n_batch]
-            batch.n_tokens = len(chunk)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = start_pos + offset + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = seq_id
-                batch.logits[i] = False
-            last = offset + len(chunk) == len(tokens)
-            batch.logits[len(chunk) - 1] = last
-            rc = ll.llama_decode(self.ctx, batch)
-            if rc != 0:
-                raise InternalError(f"llama_decode failed with code {rc}")
+        i = batch.n_tokens
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+        batch.n_tokens = i + 1
+        return i
+
+    def batch_size(self) -> int:
+        return int(self._batch.n_tokens)
+
+    def batch_decode(self) -> None:
+        rc = ll.llama_decode(self.ctx, self._batch)
+        if rc != 0:
+            raise InternalError(f"llama_decode failed with code {rc}")
 
     def close(self) -> None:
         if self.ctx:

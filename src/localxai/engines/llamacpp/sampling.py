@@ -45,9 +45,9 @@ class Sampler:
     def _add(self, sampler: ll.llama_sampler_p) -> None:
         ll.llama_sampler_chain_add(self._chain, sampler)
 
-    def sample(self, ctx: ll.llama_context_p) -> int:
-        """Sample from the logits of the last decoded token (and accept it into the chain)."""
-        return int(ll.llama_sampler_sample(self._chain, ctx, -1))
+    def sample(self, ctx: ll.llama_context_p, batch_index: int) -> int:
+        """Sample from the logits of one token of the last batch (and accept it into the chain)."""
+        return int(ll.llama_sampler_sample(self._chain, ctx, batch_index))
 
     def close(self) -> None:
         ll.llama_sampler_free(self._chain)

@@ -1,0 +1,300 @@
+"""Continuous batching: one thread owns the llama.cpp context and decodes every running sequence.
+
+Each step builds one batch holding the next token of every generating sequence plus a bounded chunk
+of pending prompt tokens (chunked prefill), decodes it once, and samples per sequence. Requests join
+between steps and leave as they finish or their client goes away.
+
+Sequences live in slots (llama.cpp sequence ids). An idle slot keeps its KV as prefix cache: a new
+request starts from the longest prefix any slot holds (shared system prompts, multi-turn history),
+shared through the unified KV cache without copying data; the least recently used idle slot is
+reused first. `n > 1` choices decode the prompt once and share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from localxai.chat import Event, Finished, FinishReason, Sampling, TextDelta, Usage, UsageReport
+from localxai.engines.llamacpp.model import LlamaModel
+from localxai.engines.llamacpp.sampling import Sampler, choice_seed
+from localxai.engines.stops import TextAssembler
+from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+AT_CAPACITY = "The service is temporarily at capacity. Please retry your request shortly."
+IDLE_WAIT_S = 0.5
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its prompt, its choices, and the way back to the event loop."""
+
+    prompt: list[int]
+    sampling: Sampling
+    n: int
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[Event | BaseException | None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    unfinished: int = 0
+
+    def emit(self, item: Event | BaseException | None) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # what this sequence's KV holds, by position
+    last_used: int = 0
+    seq: Sequence | None = None
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One choice being generated in one slot."""
+
+    job: Job
+    index: int
+    slot: Slot
+    sampler: Sampler
+    assembler: TextAssembler
+    limit: int  # most tokens it may generate
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
+    next_token: int | None = None  # sampled, decoded in the next step
+    generated: int = 0
+
+
+class Scheduler:
+    def __init__(self, model: LlamaModel, top_k: int, max_queue: int, prefill_chunk: int = 128) -> None:
+        self._model = model
+        self._top_k = top_k
+        self._max_queue = max_queue
+        self._prefill_chunk = prefill_chunk
+        self._slots = [Slot(seq_id=i) for i in range(model.shape.parallel)]
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._wake = threading.Condition()
+        self._running: list[Job] = []
+        self._step = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="llamacpp-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- called from the event loop ---------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._wake:
+            if len(self._waiting) >= self._max_queue:
+                raise ResourceExhausted(AT_CAPACITY, retry_after=1.0)
+            self._waiting.append(job)
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    # -- scheduler thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._waiting and not self._running:
+                    self._wake.wait(IDLE_WAIT_S)
+                if self._stopping:
+                    break
+            try:
+                self._drop_cancelled()
+                self._admit()
+                self._step_once()
+            except Exception as exc:
+                log.exception("scheduler step failed")
+                error = exc if isinstance(exc, LocalXAIError) else InternalError()
+                for job in list(self._running):
+                    self._fail(job, error)
+        for job in [*self._running, *self._waiting]:
+            self._fail(job, InternalError("the server is shutting down"))
+
+    def _drop_cancelled(self) -> None:
+        for job in [j for j in self._running if j.cancelled.is_set()]:
+            sequences = self._sequences(job)
+            done = sum(seq.generated for seq in sequences) + job.completion_tokens
+            log.info("generation cancelled after %d tokens: the client went away", done)
+            for seq in sequences:
+                self._release(seq)
+            self._running.remove(job)
+        with self._wake:
+            kept = [j for j in self._waiting if not j.cancelled.is_set()]
+            self._waiting = collections.deque(kept)
+
+    def _admit(self) -> None:
+        while True:
+            with self._wake:
+                if not self._waiting:
+                    return
+                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.last_used)
+                job = self._waiting[0]
+                if len(free) < job.n:
+                    return  # FIFO: wait for enough slots rather than starve big requests
+                self._waiting.popleft()
+            self._start(job, free)
+
+    def _start(self, job: Job, free: list[Slot]) -> None:
+        prompt = job.prompt
+        reusable = len(prompt) - 1  # the last prompt token is always decoded: its logits start sampling
+        source, common = max(
+            ((slot, _common_prefix(slot.tokens, prompt, reusable)) for slot in self._slots),
+            key=lambda pair: (pair[1], pair[0].seq is None),
+        )
+        first = source if source.seq is None and common > 0 else free[0]
+        others = [s for s in free if s is not first][: job.n - 1]
+        model = self._model
+        if first is source:
+            model.seq_keep_prefix(first.seq_id, common)
+        else:
+            model.seq_keep_prefix(first.seq_id, 0)
+            if common:
+                model.seq_copy_prefix(source.seq_id, first.seq_id, common)
+        first.tokens = prompt[:common]
+        job.cached_tokens = common
+        job.unfinished = job.n
+        limit = model.shape.ctx_size - len(prompt)
+        if job.sampling.max_tokens is not None:
+            limit = min(limit, job.sampling.max_tokens)
+        n_vocab = model.n_vocab
+        for index, slot in enumerate([first, *others]):
+            slot.seq = Sequence(
+                job=job,
+                index=index,
+                slot=slot,
+                sampler=Sampler(job.sampling, choice_seed(job.sampling.seed, index), self._top_k, n_vocab),
+                assembler=TextAssembler(job.sampling.stop),
+                limit=limit,
+                pending=prompt[common:] if index == 0 else [],
+            )
+        self._running.append(job)
+
+    def _step_once(self) -> None:
+        model = self._model
+        model.batch_clear()
+        decoding: list[tuple[Sequence, int]] = []
+        prefilling: list[tuple[Sequence, list[int], int]] = []
+        active = [s.seq for s in self._slots if s.seq is not None]
+        for seq in active:
+            if seq.next_token is not None:
+                pos = len(seq.slot.tokens)
+                decoding.append((seq, model.batch_add(seq.next_token, pos, seq.slot.seq_id, True)))
+        # Running streams first; prompts get a bounded share so they never stall them for long.
+        room = model.shape.n_batch - len(decoding)
+        budget = min(room, self._prefill_chunk) if decoding else room
+        for seq in sorted((s for s in active if s.pending), key=lambda s: self._running.index(s.job)):
+            if budget <= 0:
+                break
+            chunk = seq.pending[:budget]
+            start = len(seq.slot.tokens)
+            last_index = -1
+            for offset, token in enumerate(chunk):
+                completes = offset == len(chunk) - 1 and len(chunk) == len(seq.pending)
+                last_index = model.batch_add(token, start + offset, seq.slot.seq_id, completes)
+            prefilling.append((seq, chunk, last_index))
+            budget -= len(chunk)
+        if model.batch_size() == 0:
+            return
+        model.batch_decode()
+        self._step += 1
+        for seq, _ in decoding:
+            assert seq.next_token is not None
+            seq.slot.tokens.append(seq.next_token)
+            seq.next_token = None
+        for seq, chunk, _ in prefilling:
+            seq.slot.tokens.extend(chunk)
+            del seq.pending[: len(chunk)]
+        for seq, index in decoding:
+            self._accept(seq, seq.sampler.sample(model.ctx, index))
+        for seq, _, index in prefilling:
+            if not seq.pending:
+                self._prompt_done(seq, index)
+
+    def _prompt_done(self, first: Sequence, batch_index: int) -> None:
+        """The prompt is in the KV: siblings share it, and every choice samples its first token."""
+        job = first.job
+        siblings = [
+            s.seq for s in self._slots if s.seq is not None and s.seq.job is job and s.seq is not first
+        ]
+        for seq in siblings:
+            self._model.seq_keep_prefix(seq.slot.seq_id, 0)
+            self._model.seq_copy_prefix(first.slot.seq_id, seq.slot.seq_id, len(job.prompt))
+            seq.slot.tokens = list(job.prompt)
+        for seq in [first, *siblings]:
+            self._accept(seq, seq.sampler.sample(self._model.ctx, batch_index))
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        seq.generated += 1
+        if self._model.is_eog(token):
+            return self._finish(seq, FinishReason.STOP)
+        text = seq.assembler.feed(self._model.piece(token))
+        if text:
+            seq.job.emit(TextDelta(seq.index, text))
+        if seq.assembler.stopped:
+            return self._finish(seq, FinishReason.STOP)
+        if seq.generated >= seq.limit:
+            return self._finish(seq, FinishReason.LENGTH)
+        seq.next_token = token
+        return None
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        job = seq.job
+        tail = seq.assembler.flush()
+        if tail:
+            job.emit(TextDelta(seq.index, tail))
+        job.emit(Finished(seq.index, reason))
+        job.completion_tokens += seq.generated
+        job.unfinished -= 1
+        self._release(seq)
+        if job.unfinished == 0:
+            usage = Usage(
+                prompt_tokens=len(job.prompt),
+                completion_tokens=job.completion_tokens,
+                cached_tokens=job.cached_tokens,
+            )
+            job.emit(UsageReport(usage))
+            job.emit(None)
+            self._running.remove(job)
+
+    def _release(self, seq: Sequence) -> None:
+        seq.sampler.close()
+        seq.slot.seq = None
+        seq.slot.last_used = self._step
+        if seq.pending:  # never finished its prompt: what is in the KV is still exact, keep it
+            seq.pending = []
+
+    def _sequences(self, job: Job) -> list[Sequence]:
+        return [slot.seq for slot in self._slots if slot.seq is not None and slot.seq.job is job]
+
+    def _fail(self, job: Job, error: LocalXAIError) -> None:
+        for seq in self._sequences(job):
+            self._model.seq_keep_prefix(seq.slot.seq_id, 0)  # its KV may be half-written
+            seq.slot.tokens = []
+            self._release(seq)
+        if job in self._running:
+            self._running.remove(job)
+        job.emit(error)
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
