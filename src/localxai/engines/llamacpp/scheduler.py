@@ -66,8 +66,9 @@ class Sequence:
     sampler: Sampler
     assembler: TextAssembler
     limit: int  # most tokens it may generate
-    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
-    next_token: int | None = None  # sampled, decoded in the next step
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    next_token: int | None = None  # decoded in the next step: the last prompt token, then samples
+    in_prompt: bool = False  # next_token is the last prompt token (its logits start sampling)
     generated: int = 0
 
 
@@ -90,6 +91,8 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         with self._wake:
+            if len(self._waiting) >= self._max_queue:  # first forget requests whose client left
+                self._waiting = collections.deque(j for j in self._waiting if not j.cancelled.is_set())
             if len(self._waiting) >= self._max_queue:
                 raise ResourceExhausted(AT_CAPACITY, retry_after=1.0)
             self._waiting.append(job)
@@ -181,18 +184,23 @@ class Scheduler:
                 sampler=Sampler(job.sampling, choice_seed(job.sampling.seed, index), self._top_k, n_vocab),
                 assembler=TextAssembler(job.sampling.stop),
                 limit=limit,
-                pending=prompt[common:] if index == 0 else [],
             )
+        # The last prompt token is decoded on its own, like a generated token, so its logits do not
+        # depend on how much of the prompt came from the cache: a repeated seeded request gives the
+        # same output whether or not its prefix was cached.
+        first.seq.pending = prompt[common:-1]
+        first.seq.next_token = prompt[-1]
+        first.seq.in_prompt = True
         self._running.append(job)
 
     def _step_once(self) -> None:
         model = self._model
         model.batch_clear()
         decoding: list[tuple[Sequence, int]] = []
-        prefilling: list[tuple[Sequence, list[int], int]] = []
+        prefilling: list[tuple[Sequence, list[int]]] = []
         active = [s.seq for s in self._slots if s.seq is not None]
         for seq in active:
-            if seq.next_token is not None:
+            if seq.next_token is not None and not seq.pending:
                 pos = len(seq.slot.tokens)
                 decoding.append((seq, model.batch_add(seq.next_token, pos, seq.slot.seq_id, True)))
         # Running streams first; prompts get a bounded share so they never stall them for long.
@@ -203,11 +211,9 @@ class Scheduler:
                 break
             chunk = seq.pending[:budget]
             start = len(seq.slot.tokens)
-            last_index = -1
             for offset, token in enumerate(chunk):
-                completes = offset == len(chunk) - 1 and len(chunk) == len(seq.pending)
-                last_index = model.batch_add(token, start + offset, seq.slot.seq_id, completes)
-            prefilling.append((seq, chunk, last_index))
+                model.batch_add(token, start + offset, seq.slot.seq_id, False)
+            prefilling.append((seq, chunk))
             budget -= len(chunk)
         if model.batch_size() == 0:
             return
@@ -217,14 +223,15 @@ class Scheduler:
             assert seq.next_token is not None
             seq.slot.tokens.append(seq.next_token)
             seq.next_token = None
-        for seq, chunk, _ in prefilling:
+        for seq, chunk in prefilling:
             seq.slot.tokens.extend(chunk)
             del seq.pending[: len(chunk)]
         for seq, index in decoding:
-            self._accept(seq, seq.sampler.sample(model.ctx, index))
-        for seq, _, index in prefilling:
-            if not seq.pending:
+            if seq.in_prompt:
+                seq.in_prompt = False
                 self._prompt_done(seq, index)
+            else:
+                self._accept(seq, seq.sampler.sample(model.ctx, index))
 
     def _prompt_done(self, first: Sequence, batch_index: int) -> None:
         """The prompt is in the KV: siblings share it, and every choice samples its first token."""
