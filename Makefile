@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python compiles llama.cpp (a few minutes on 2 cores); pip caches the wheel afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test lint install install-test clean
+.PHONY: serve test lint bench install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ serve: install
 test: install-test
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (not tests): localxai vs llama-server built from the same llama.cpp source.
+bench: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check src tests

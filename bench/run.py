@@ -1,0 +1,222 @@
+"""`make bench`: localxai against llama.cpp's llama-server on the same machine, in one run.
+
+Same model file, threads, parallel slots and per-slot context; the same streaming workload at
+concurrency 1, 2, 4, 8 and 16. Also a one-request-at-a-time localxai (--parallel 1) and warm vs
+cold prefix TTFT with a ~1,000-token shared system prompt. Writes bench/results/*.json and a PNG.
+Not a test: run it on demand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from anchors import llama_server_binary  # noqa: E402
+from load import run_level, stream_one  # noqa: E402
+
+from localxai.engines.llamacpp.default_model import default_model_path  # noqa: E402
+
+HERE = Path(__file__).parent
+KEY = "bench-key"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+MODEL = "gemma-3-270m"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(cmd: list[str], port: int, log: Path) -> Iterator[str]:
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[0]} exited: see {log}")
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[0]} did not start: see {log}")
+                time.sleep(0.2)
+            yield base + "/v1/chat/completions"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def workload(n: int, max_tokens: int, offset: int = 0) -> list[dict[str, Any]]:
+    topics = ["a lighthouse", "a dragon", "the ocean", "a city at night", "an old robot", "a garden"]
+    return [
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": f"Write a long story about {topics[i % 6]}, part {i + offset}."}],
+            "max_tokens": max_tokens,
+            "temperature": 0.8,
+            "seed": i + offset,
+        }
+        for i in range(n)
+    ]
+
+
+def run_levels(url: str, levels: list[int], max_tokens: int) -> list[dict[str, Any]]:
+    asyncio.run(run_level(url, HEADERS, workload(2, 16, offset=1000), 2))  # warm-up
+    rows = []
+    for c in levels:
+        row = asyncio.run(run_level(url, HEADERS, workload(max(4, 2 * c), max_tokens, offset=100 * c), c))
+        print(f"  concurrency {c:>2}: {row['output_tok_s']:7.1f} tok/s  ttft p50 {row['ttft_p50_ms']:7.1f} ms  "
+              f"itl p50 {row['itl_p50_ms']:6.1f} ms  p99 {row['itl_p99_ms']:6.1f} ms", flush=True)
+        rows.append(row)
+    return rows
+
+
+def prefix_ttft(url: str, trials: int = 3) -> dict[str, float]:
+    """TTFT of a request whose ~1,000-token system prompt is new (cold) vs already seen (warm)."""
+    cold, warm = [], []
+
+    async def one(system: str, question: str) -> float:
+        body = {"model": MODEL, "max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
+        async with httpx.AsyncClient(headers=HEADERS, timeout=600) as client:
+            return (await stream_one(client, url, body)).ttft
+
+    for t in range(trials):
+        system = f"Session {t} {time.time_ns()}. " + "The quick brown fox jumps over the lazy dog. " * 90
+        cold.append(asyncio.run(one(system, "What is the first question?")))
+        warm.append(asyncio.run(one(system, "And what is a different question?")))
+    return {"cold_ttft_ms": 1000 * statistics.median(cold), "warm_ttft_ms": 1000 * statistics.median(warm)}
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in results["servers"].items():
+        xs = [r["concurrency"] for r in rows]
+        left.plot(xs, [r["output_tok_s"] for r in rows], marker="o", label=name)
+        right.plot(xs, [r["ttft_p50_ms"] for r in rows], marker="o", label=name)
+    right.set_yscale("log")
+    for ax, title in ((left, "output tokens/s"), (right, "TTFT p50 (ms, log scale)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent streams")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{MODEL}, {results['config']['threads']} threads, {results['config']['parallel']} slots, "
+                 f"{results['config']['max_tokens']} output tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--ctx-size", type=int, default=2048)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    model = default_model_path(Path.home() / ".cache" / "localxai" / "models")
+    binary = llama_server_binary(HERE / ".cache")
+    logs = HERE / ".cache" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    common = ["--threads", str(args.threads), "--ctx-size", str(args.ctx_size)]
+
+    def localxai(parallel: int) -> list[str]:
+        return [sys.executable, "-m", "localxai", "serve", "--model", str(model), "--model-id", MODEL,
+                "--api-key", KEY, "--parallel", str(parallel), "--max-queue", "256", *common, "--port"]
+
+    llama = [str(binary), "-m", str(model), "-t", str(args.threads), "-np", str(args.parallel),
+             "-c", str(args.ctx_size * args.parallel), "--no-jinja", "--chat-template", "gemma", "--no-webui",
+             "--api-key", KEY, "--port"]
+
+    servers: dict[str, list[dict[str, Any]]] = {}
+    prefix: dict[str, dict[str, float]] = {}
+    plan = [("localxai", localxai(args.parallel), levels),
+            ("llama-server", llama, levels),
+            ("localxai --parallel 1", localxai(1), [1, 8])]
+    for name, cmd, server_levels in plan:
+        print(f"{name}:", flush=True)
+        port = free_port()
+        with server([*cmd, str(port)], port, logs / f"{name.replace(' ', '_')}.log") as url:
+            servers[name] = run_levels(url, server_levels, args.max_tokens)
+            if name != "localxai --parallel 1":
+                prefix[name] = prefix_ttft(url)
+                print(f"  prefix TTFT: {prefix[name]}", flush=True)
+
+    ours = {r["concurrency"]: r for r in servers["localxai"]}
+    anchor = {r["concurrency"]: r for r in servers["llama-server"]}
+    serial = {r["concurrency"]: r for r in servers["localxai --parallel 1"]}
+    ratios = {str(c): ours[c]["output_tok_s"] / anchor[c]["output_tok_s"] for c in levels if c in anchor}
+    targets = {
+        "tok_s_vs_llama_server_ge_1.0_every_level": all(v >= 1.0 for v in ratios.values()),
+        "tok_s_vs_llama_server_ge_0.95_at_1": ratios.get("1", 0) >= 0.95,
+        "speedup_vs_serial_at_8": ours[8]["output_tok_s"] / serial[8]["output_tok_s"] if 8 in ours else None,
+        "warm_over_cold_ttft": prefix["localxai"]["warm_ttft_ms"] / prefix["localxai"]["cold_ttft_ms"],
+    }
+    results = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "config": {**vars(args), "model": MODEL},
+        "servers": servers,
+        "prefix_ttft": prefix,
+        "ratios_tok_s_localxai_over_llama_server": ratios,
+        "targets": targets,
+    }
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in (f"throughput-{stamp}.json", "throughput-latest.json"):
+        (out / name).write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, out / "throughput-latest.png")
+    print(markdown(results))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README table."""
+    lines = ["| concurrency | localxai tok/s | llama-server tok/s | ratio | localxai TTFT p50 / ITL p50 / p99 (ms) "
+             "| llama-server TTFT p50 / ITL p50 / p99 (ms) |", "|---|---|---|---|---|---|"]
+    anchor = {r["concurrency"]: r for r in results["servers"]["llama-server"]}
+    for r in results["servers"]["localxai"]:
+        a = anchor[r["concurrency"]]
+        lines.append(
+            f"| {r['concurrency']} | {r['output_tok_s']:.1f} | {a['output_tok_s']:.1f} "
+            f"| {r['output_tok_s'] / a['output_tok_s']:.2f} "
+            f"| {r['ttft_p50_ms']:.0f} / {r['itl_p50_ms']:.1f} / {r['itl_p99_ms']:.1f} "
+            f"| {a['ttft_p50_ms']:.0f} / {a['itl_p50_ms']:.1f} / {a['itl_p99_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
