@@ -14,19 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localxai.auth import KeyChecker
 from localxai.engines.fake import FakeEngine
 from localxai.httpapi.app import create_app
-from localxai.service import ChatService
+from localxai.runtime import Runtime
 
 API_KEY = "xai-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def fake_app(engine: FakeEngine | None = None, keys: tuple[str, ...] = (API_KEY,), **service_kwargs):  # type: ignore[no-untyped-def]
-    engine = engine or FakeEngine()
-    service = ChatService([engine], **service_kwargs)
-    return create_app(service, KeyChecker(keys))
+    return create_app(Runtime.build([engine or FakeEngine()], keys, **service_kwargs))
 
 
 @pytest.fixture
@@ -53,6 +50,7 @@ class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     log: Path
+    grpc_port: int
 
     @property
     def v1(self) -> str:
@@ -60,16 +58,26 @@ class Server:
 
 
 def start_server(tmp: Path, *args: str, timeout: float = 120.0) -> Server:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log = tmp / f"server-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALXAI_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "localxai", "serve", "--port", str(port), *args],
+        [
+            sys.executable,
+            "-m",
+            "localxai",
+            "serve",
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+            *args,
+        ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=env,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
+    server = Server(f"http://127.0.0.1:{port}", process, log, grpc_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -103,7 +111,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--alias",
         "grok-4=gemma-3-270m",
         "--ctx-size",
-        "2048",
+        "1024",
     )
     yield server
     stop_server(server)

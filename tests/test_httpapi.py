@@ -254,7 +254,7 @@ async def test_wrong_types_are_422(client: httpx.AsyncClient, body: dict[str, An
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"reasoning_effort": "high"}, "reasoning_effort"),
-        ({"deferred": True}, "deferred"),
+        ({"deferred": True, "stream": True}, "deferred and stream"),
         ({"logit_bias": {"1": 2.0}}, "logit_bias"),
     ],
 )

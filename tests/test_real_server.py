@@ -154,11 +154,11 @@ def test_alias_runs_unchanged(oai: openai.OpenAI) -> None:
 def test_context_overflow_is_rejected_with_xai_message(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         oai.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hello " * 3000}], max_tokens=2
+            model=MODEL, messages=[{"role": "user", "content": "hello " * 1500}], max_tokens=2
         )
     body = info.value.response.json()
     assert body["code"] == "Client specified an invalid argument"
-    assert body["error"].startswith("This model's maximum prompt length is 2047 but the request contains ")
+    assert body["error"].startswith("This model's maximum prompt length is 1023 but the request contains ")
 
 
 def test_errors_over_real_http(real_server: Server) -> None:
@@ -241,3 +241,19 @@ def test_client_disconnect_cancels_generation(real_server: Server) -> None:
         timeout=60,
     )
     assert r2.status_code == 200
+
+
+def test_deferred_completion_with_the_real_model(real_server: Server) -> None:
+    body = {"model": "grok-4", "messages": SHORT, "max_tokens": 4, "deferred": True}
+    request_id = httpx.post(real_server.v1 + "/chat/completions", json=body, headers=AUTH).json()[
+        "request_id"
+    ]
+    url = f"{real_server.v1}/chat/deferred-completion/{request_id}"
+    deadline = time.monotonic() + 60
+    while (r := httpx.get(url, headers=AUTH)).status_code == 202:
+        assert r.content == b""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert r.status_code == 200
+    assert r.json()["model"] == MODEL and r.json()["usage"]["completion_tokens"] <= 4
+    assert httpx.get(url, headers=AUTH).status_code == 404

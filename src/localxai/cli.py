@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (default: the embedded Gemma 3 270M model)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port for xai-sdk clients (default 50051; 0 = off)")
     serve.add_argument("--model", help="path of a GGUF model (default: the embedded Gemma 3 270M)")
     serve.add_argument("--model-id", help="model id clients use (default: the file name without .gguf)")
     serve.add_argument(
@@ -65,18 +66,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from localxai.auth import KeyChecker
     from localxai.httpapi.app import create_app
-    from localxai.service import ChatService
+    from localxai.runtime import Runtime
 
-    engines = [build_engine(settings)]
-    service = ChatService(engines, aliases=settings.aliases, max_n=settings.max_n)
-    for info in service.list_models():
+    runtime = Runtime.build([build_engine(settings)], settings.api_keys, settings.aliases, settings.max_n)
+    for info in runtime.service.list_models():
         aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
         log.info("serving model %s%s, %d context tokens per request", info.id, aliases, info.context_length)
     if settings.open_access:
         log.warning("no API keys configured: accepting any bearer token, listening on %s only", settings.host)
-    app = create_app(service, KeyChecker(settings.api_keys))
+    companions = []
+    if settings.grpc_port:
+        from localxai.grpcapi.server import grpc_server
+
+        companions.append(lambda: grpc_server(runtime, settings.host, settings.grpc_port))
+    app = create_app(runtime, companions)
     log.info("listening on http://%s:%d/v1", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 

@@ -107,28 +107,7 @@ class ChatService:
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Non-streaming is a collected stream: one code path."""
-        stream = await self.start(request)
-        texts: dict[int, list[str]] = {i: [] for i in range(request.n)}
-        reasons: dict[int, FinishReason] = {}
-        usage: Usage | None = None
-        async for event in stream.events:
-            if isinstance(event, TextDelta):
-                texts[event.index].append(event.text)
-            elif isinstance(event, Finished):
-                reasons[event.index] = event.reason
-            elif isinstance(event, UsageReport):
-                usage = event.usage
-        if usage is None or len(reasons) != request.n:
-            raise InternalError("engine ended without finishing every choice")
-        choices = tuple(Choice(i, "".join(texts[i]), reasons[i]) for i in range(request.n))
-        return Completion(
-            id=stream.id,
-            created=stream.created,
-            model=stream.model,
-            fingerprint=stream.fingerprint,
-            choices=choices,
-            usage=usage,
-        )
+        return await collect(await self.start(request), request.n)
 
     async def close(self) -> None:
         for engine in self._engines:
@@ -149,6 +128,31 @@ class ChatService:
         if not 1 <= request.n <= self._max_n:
             raise InvalidArgument(f"n must be between 1 and {self._max_n}, got {request.n}.")
         _validate_sampling(request)
+
+
+async def collect(stream: ChatStream, n: int) -> Completion:
+    """Gather a stream's events into one Completion."""
+    texts: dict[int, list[str]] = {i: [] for i in range(n)}
+    reasons: dict[int, FinishReason] = {}
+    usage: Usage | None = None
+    async for event in stream.events:
+        if isinstance(event, TextDelta):
+            texts[event.index].append(event.text)
+        elif isinstance(event, Finished):
+            reasons[event.index] = event.reason
+        elif isinstance(event, UsageReport):
+            usage = event.usage
+    if usage is None or len(reasons) != n:
+        raise InternalError("engine ended without finishing every choice")
+    choices = tuple(Choice(i, "".join(texts[i]), reasons[i]) for i in range(n))
+    return Completion(
+        id=stream.id,
+        created=stream.created,
+        model=stream.model,
+        fingerprint=stream.fingerprint,
+        choices=choices,
+        usage=usage,
+    )
 
 
 def _check_range(name: str, value: float | None, low: float, high: float) -> None:

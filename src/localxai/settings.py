@@ -20,6 +20,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 50051  # 0: no gRPC listener
     engine: str = "llamacpp"  # or "fake": the scripted engine, for gateway tests and benchmarks
     model: Path | None = None  # None: the embedded default model
     model_id: str | None = None  # None: derived from the file name
@@ -71,6 +72,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     simple = {
         "host": str,
         "port": int,
+        "grpc_port": int,
         "engine": str,
         "model": Path,
         "model_id": str,

@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localxai.auth import ApiKey, KeyChecker
-from localxai.errors import LocalXAIError
+from localxai.errors import InvalidArgument, LocalXAIError
 from localxai.httpapi import convert
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
-from localxai.service import ChatService
+from localxai.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +81,21 @@ async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
 
 
 def create_app(
-    service: ChatService, keys: KeyChecker, on_close: Callable[[], Awaitable[None]] | None = None
+    runtime: Runtime, companions: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = ()
 ) -> FastAPI:
+    """The REST app; `companions` (the gRPC server) start and stop with it."""
+    service, deferred = runtime.service, runtime.deferred
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        yield
-        await service.close()
-        if on_close is not None:
-            await on_close()
+        async with AsyncExitStack() as stack:
+            for companion in companions:
+                await stack.enter_async_context(companion())
+            yield
+        await runtime.close()
 
     app = FastAPI(title="localxai", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(AuthMiddleware, keys=keys)
+    app.add_middleware(AuthMiddleware, keys=runtime.keys)
     app.add_exception_handler(RequestValidationError, http_errors.on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(LocalXAIError, http_errors.on_local_error)
     app.add_exception_handler(StarletteHTTPException, http_errors.on_http_error)
@@ -101,6 +105,11 @@ def create_app(
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         require_json(request)
         chat = convert.chat_request(body)
+        if body.deferred:
+            if chat.stream:
+                raise InvalidArgument("deferred and stream cannot be combined.")
+            key: ApiKey = request.state.api_key
+            return {"request_id": await deferred.submit(chat, owner=key.key_id)}
         if not chat.stream:
             return await until_disconnect(request, _complete_body(service, chat))
         stream = await service.start(chat)
@@ -109,6 +118,14 @@ def create_app(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @app.get("/v1/chat/deferred-completion/{request_id}")
+    async def deferred_completion(request_id: str, request: Request) -> Any:
+        key: ApiKey = request.state.api_key
+        completion = deferred.fetch(request_id, owner=key.key_id)
+        if completion is None:
+            return Response(status_code=202)  # pending: empty body, as xAI
+        return convert.completion_body(completion)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -162,7 +179,7 @@ def create_app(
     return app
 
 
-async def _complete_body(service: ChatService, chat: Any) -> dict[str, Any]:
+async def _complete_body(service: Any, chat: Any) -> dict[str, Any]:
     return convert.completion_body(await service.complete(chat))
 
 

@@ -71,7 +71,6 @@ def _unsupported(body: ChatCompletionRequest) -> tuple[str, ...]:
         "tools": bool(body.tools),
         "tool_choice": body.tool_choice not in (None, "none"),
         "reasoning_effort": body.reasoning_effort is not None,
-        "deferred": bool(body.deferred),
         "search_parameters": bool(search) and search.get("mode") != "off",
         "web_search_options": body.web_search_options is not None,
         "messages[].tool_calls": any(m.tool_calls for m in body.messages),

@@ -185,12 +185,13 @@ class Scheduler:
                 assembler=TextAssembler(job.sampling.stop),
                 limit=limit,
             )
-        # The last prompt token is decoded on its own, like a generated token, so its logits do not
-        # depend on how much of the prompt came from the cache: a repeated seeded request gives the
-        # same output whether or not its prefix was cached.
-        first.seq.pending = prompt[common:-1]
-        first.seq.next_token = prompt[-1]
-        first.seq.in_prompt = True
+            if index == 0:
+                # The last prompt token is decoded on its own, like a generated token, so its logits
+                # do not depend on how much of the prompt came from the cache: a repeated seeded
+                # request gives the same output whether or not its prefix was cached.
+                slot.seq.pending = prompt[common:-1]
+                slot.seq.next_token = prompt[-1]
+                slot.seq.in_prompt = True
         self._running.append(job)
 
     def _step_once(self) -> None:

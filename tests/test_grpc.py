@@ -1,0 +1,148 @@
+"""The official xai-sdk (gRPC), sync and async, against a real `localxai serve` with the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from xai_sdk import AsyncClient, Client
+from xai_sdk.chat import image, system, user
+
+from conftest import API_KEY, Server
+
+MODEL = "gemma-3-270m"
+
+
+@pytest.fixture(scope="module")
+def client(real_server: Server) -> Client:
+    return Client(api_key=API_KEY, api_host=f"localhost:{real_server.grpc_port}", timeout=3600)
+
+
+def test_seed_example_verbatim(real_server: Server) -> None:
+    client = Client(api_key=API_KEY, api_host=f"localhost:{real_server.grpc_port}", timeout=3600)
+
+    chat = client.chat.create(model="grok-4")
+    chat.append(system("You are Grok, a highly intelligent, helpful AI assistant."))
+    chat.append(user("What is the meaning of life, the universe, and everything?"))
+
+    response = chat.sample()
+    assert isinstance(response.content, str)
+    assert response.finish_reason in ("REASON_STOP", "REASON_MAX_LEN")
+    assert response.role == "ROLE_ASSISTANT"
+    assert response.usage.prompt_tokens > 10
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+
+
+def test_sample_shape_and_seed(client: Client) -> None:
+    def run() -> str:
+        chat = client.chat.create(model=MODEL, max_tokens=8, seed=42, temperature=0.9)
+        chat.append(user("Tell me a story."))
+        response = chat.sample()
+        assert response.id and response.system_fingerprint.startswith("fp_")
+        assert response.usage.completion_tokens <= 8
+        return response.content
+
+    first = run()
+    assert first and run() == first
+
+
+def test_stream(client: Client) -> None:
+    chat = client.chat.create(model=MODEL, max_tokens=10, seed=3)
+    chat.append(user("Count slowly."))
+    pieces = []
+    response = None
+    for response, chunk in chat.stream():  # noqa: B007 - the last response is the whole answer
+        pieces.append(chunk.content)
+    assert response is not None
+    assert response.content == "".join(pieces)
+    assert response.content
+    assert response.finish_reason in ("REASON_STOP", "REASON_MAX_LEN")
+    assert 1 <= response.usage.completion_tokens <= 10
+
+
+def test_defer(client: Client) -> None:
+    chat = client.chat.create(model=MODEL, max_tokens=6)
+    chat.append(user("Say something."))
+    response = chat.defer()
+    assert isinstance(response.content, str)
+    assert response.usage.completion_tokens <= 6
+
+
+def test_multi_turn(client: Client) -> None:
+    chat = client.chat.create(model=MODEL, max_tokens=6)
+    chat.append(system("Be brief."))
+    chat.append(user("Hi!"))
+    chat.append(chat.sample())
+    chat.append(user("And again?"))
+    response = chat.sample()
+    assert response.usage.prompt_tokens > 10
+
+
+def test_image_on_text_only_model_is_refused(client: Client) -> None:
+    chat = client.chat.create(model=MODEL, max_tokens=4)
+    chat.append(user("What is this?", image("https://example.com/cat.png", detail="high")))
+    with pytest.raises(grpc.RpcError) as info:
+        chat.sample()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "does not support image input" in (info.value.details() or "")
+
+
+def test_tokenize_models_and_key(client: Client) -> None:
+    tokens = client.tokenize.tokenize_text("Hello world", model="grok-4")
+    assert "".join(t.string_token for t in tokens) == "Hello world"
+    models = client.models.list_language_models()
+    assert [m.name for m in models] == [MODEL]
+    assert list(models[0].aliases) == ["grok-4"]
+    assert client.models.get_language_model("grok-4").name == MODEL
+    key = client.auth.get_api_key_info()
+    assert key.redacted_api_key == "xai-...6789"
+
+
+def test_errors(real_server: Server, client: Client) -> None:
+    bad = Client(api_key="wrong-key-xx", api_host=f"localhost:{real_server.grpc_port}")
+    with pytest.raises(grpc.RpcError) as info:
+        bad.models.list_language_models()
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "Incorrect API key provided: wr***xx" in (info.value.details() or "")
+    chat = client.chat.create(model="grok-1", max_tokens=2)
+    chat.append(user("hi"))
+    with pytest.raises(grpc.RpcError) as info:
+        chat.sample()
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    chat = client.chat.create(model=MODEL, max_tokens=2, temperature=5)
+    chat.append(user("hi"))
+    with pytest.raises(grpc.RpcError) as info:
+        chat.sample()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "temperature" in (info.value.details() or "")
+
+
+def test_async_client_and_cancellation(real_server: Server) -> None:
+    async def run() -> None:
+        client = AsyncClient(api_key=API_KEY, api_host=f"localhost:{real_server.grpc_port}")
+        chat = client.chat.create(model=MODEL, max_tokens=5)
+        chat.append(user("Hello"))
+        response = await chat.sample()
+        assert response.usage.completion_tokens <= 5
+        long = client.chat.create(model=MODEL, max_tokens=1500, temperature=0)
+        long.append(user("Write an endless story."))
+        first_chunk = asyncio.Event()
+
+        async def consume() -> None:
+            async for _response, _chunk in long.stream():
+                first_chunk.set()
+
+        task = asyncio.create_task(consume())
+        await first_chunk.wait()
+        task.cancel()  # the client gives up: gRPC cancels the call, the server must stop generating
+        await asyncio.gather(task, return_exceptions=True)
+
+    needle = "generation cancelled after"
+    seen = real_server.log.read_text().count(needle)
+    asyncio.run(run())
+    deadline = time.monotonic() + 60
+    while real_server.log.read_text().count(needle) <= seen:
+        assert time.monotonic() < deadline, "cancelled gRPC stream kept generating"
+        time.sleep(0.1)
