@@ -47,9 +47,7 @@ def test_concurrent_requests_complete_well_formed(real_server: Server) -> None:
     token can change. docs/engine.md reports how often; this test only requires well-formed answers.
     """
     url = real_server.v1 + "/chat/completions"
-    prompts = [
-        body(f"Tell me about the number {i}.", max_tokens=12, seed=i, temperature=0.7) for i in range(8)
-    ]
+    prompts = [body(f"Tell me about the number {i}.", max_tokens=12, seed=i, temperature=0.7) for i in range(8)]
 
     async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with httpx.AsyncClient(headers=AUTH, timeout=120) as client:
@@ -101,10 +99,7 @@ def test_burst_of_mixed_requests_does_not_deadlock(real_server: Server) -> None:
 
     async def run() -> list[dict[str, Any]]:
         async with httpx.AsyncClient(headers=AUTH, timeout=300) as client:
-            jobs = [
-                post(client, url, body(f"Item {i}", max_tokens=4, stream=i % 2 == 0, seed=i))
-                for i in range(50)
-            ]
+            jobs = [post(client, url, body(f"Item {i}", max_tokens=4, stream=i % 2 == 0, seed=i)) for i in range(50)]
             return list(await asyncio.gather(*jobs))
 
     results = asyncio.run(run())

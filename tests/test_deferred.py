@@ -16,9 +16,7 @@ BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], 
 
 async def test_deferred_round_trip() -> None:
     app = fake_app(FakeEngine(token_delay=0.02), keys=(AUTH["Authorization"].split()[1], "another-key-0000"))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH
-    ) as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:
         r = await c.post("/v1/chat/completions", json=BODY)
         assert r.status_code == 200
         assert set(r.json()) == {"request_id"}

@@ -146,3 +146,47 @@ def test_async_client_and_cancellation(real_server: Server) -> None:
     while real_server.log.read_text().count(needle) <= seen:
         assert time.monotonic() < deadline, "cancelled gRPC stream kept generating"
         time.sleep(0.1)
+
+
+def test_tools_parse_and_logprobs(client: Client) -> None:
+    import json
+
+    import jsonschema
+    from pydantic import BaseModel
+    from xai_sdk.chat import tool, tool_result
+
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+    }
+    chat = client.chat.create(
+        model=MODEL, tools=[tool("get_weather", "Weather in a city", parameters)], tool_choice="required", seed=1
+    )
+    chat.append(user("What is the weather in Paris?"))
+    response = chat.sample()
+    assert response.finish_reason == "REASON_TOOL_CALLS"
+    assert response.tool_calls
+    for call in response.tool_calls:
+        assert call.function.name == "get_weather" and call.id.startswith("call_")
+        jsonschema.validate(json.loads(call.function.arguments), parameters)
+    chat.append(response)
+    chat.append(tool_result("40 C", tool_call_id=response.tool_calls[0].id))
+    follow_up = client.chat.create(model=MODEL, messages=list(chat.messages), max_tokens=4)
+    assert follow_up.sample().finish_reason in ("REASON_STOP", "REASON_MAX_LEN")
+
+    class City(BaseModel):
+        name: str
+        country: str
+        population: int
+
+    chat = client.chat.create(model=MODEL, max_tokens=200, seed=3)
+    chat.append(user("Describe a city."))
+    _response, city = chat.parse(City)
+    assert isinstance(city, City)
+
+    chat = client.chat.create(model=MODEL, max_tokens=3, logprobs=True, top_logprobs=2)
+    chat.append(user("Hi"))
+    response = chat.sample()
+    assert len(response.logprobs.content) == response.usage.completion_tokens
+    assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in response.logprobs.content)

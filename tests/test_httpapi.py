@@ -14,6 +14,7 @@ from conftest import API_KEY, AUTH, fake_app
 
 USER = [{"role": "user", "content": "hello there"}]
 INVALID = "Client specified an invalid argument"
+FN = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -100,9 +101,7 @@ async def test_n_choices_are_independent(client: httpx.AsyncClient) -> None:
 
 async def test_stop_is_not_emitted() -> None:
     app = fake_app(FakeEngine(reply="one two three four"))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH
-    ) as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:
         body = (await c.post("/v1/chat/completions", json=chat(stop=["three"]))).json()
         assert body["choices"][0]["message"]["content"] == "one two "
         assert body["choices"][0]["finish_reason"] == "stop"
@@ -201,9 +200,7 @@ async def test_unknown_route_is_404(client: httpx.AsyncClient) -> None:
         (b"{not json", {"Content-Type": "text/plain"}),
     ],
 )
-async def test_media_type_errors_are_415(
-    client: httpx.AsyncClient, content: bytes, headers: dict[str, str]
-) -> None:
+async def test_media_type_errors_are_415(client: httpx.AsyncClient, content: bytes, headers: dict[str, str]) -> None:
     r = await client.post("/v1/chat/completions", content=content, headers=headers)
     await expect_error(r, 415, INVALID)
 
@@ -230,9 +227,7 @@ async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_wrong_types_are_422(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
-    await expect_error(
-        await client.post("/v1/chat/completions", json=body), 422, INVALID, "Failed to deserialize"
-    )
+    await expect_error(await client.post("/v1/chat/completions", json=body), 422, INVALID, "Failed to deserialize")
 
 
 @pytest.mark.parametrize(
@@ -250,10 +245,25 @@ async def test_wrong_types_are_422(client: httpx.AsyncClient, body: dict[str, An
         ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
         ({"stop": [""]}, "stop"),
         ({"seed": 2**40}, "seed"),
-        ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"logprobs": True, "top_logprobs": 9}, "top_logprobs"),
+        ({"top_logprobs": 2}, "requires logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "Invalid function name"),
+        ({"tools": [FN, FN]}, "Duplicate function names: f"),
+        ({"tools": [FN] * 129}, "At most 128"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "g", "parameters": {"type": "nonsense"}}}]},
+            "not a valid JSON Schema",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "g", "parameters": {"type": "string"}}}]},
+            "must be an object schema",
+        ),
+        ({"tool_choice": "required"}, "requires tools"),
+        ({"tools": [FN], "tool_choice": {"type": "function", "function": {"name": "g"}}}, "not in tools"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 5}}}}, "valid JSON Schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "needs a schema"),
+        ({"reasoning_effort": "high"}, "Model fake-model does not support parameter reasoningEffort"),
+        ({"search_parameters": {"mode": "auto"}}, "search_parameters"),
         ({"deferred": True, "stream": True}, "deferred and stream"),
         ({"logit_bias": {"1": 2.0}}, "logit_bias"),
     ],
@@ -268,7 +278,6 @@ async def test_invalid_values_are_400(client: httpx.AsyncClient, extra: dict[str
         ([], "at least one message"),
         ([{"role": "user", "content": []}], "at least one content element"),
         ([{"role": "user"}], "at least one content element"),
-        ([{"role": "tool", "content": "40 C", "tool_call_id": "call_1"}], "tool"),
         (
             [
                 {
@@ -292,14 +301,10 @@ async def test_errors_come_before_streaming_starts(client: httpx.AsyncClient) ->
 
 async def test_context_overflow_is_400_not_truncation() -> None:
     app = fake_app(FakeEngine(context_length=10))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH
-    ) as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:
         long = {"model": "fake-model", "messages": [{"role": "user", "content": "w " * 50}]}
         r = await c.post("/v1/chat/completions", json=long)
-        await expect_error(
-            r, 400, INVALID, "This model's maximum prompt length is 10 but the request contains"
-        )
+        await expect_error(r, 400, INVALID, "This model's maximum prompt length is 10 but the request contains")
 
 
 async def test_any_order_of_roles_and_text_parts(client: httpx.AsyncClient) -> None:

@@ -57,9 +57,7 @@ def test_max_tokens_gives_finish_reason_length(oai: openai.OpenAI) -> None:
 
 def test_seed_makes_output_repeatable(oai: openai.OpenAI) -> None:
     def run() -> str:
-        c = oai.chat.completions.create(
-            model=MODEL, messages=SHORT, max_tokens=16, seed=1234, temperature=1.0
-        )
+        c = oai.chat.completions.create(model=MODEL, messages=SHORT, max_tokens=16, seed=1234, temperature=1.0)
         return c.choices[0].message.content or ""
 
     first = run()
@@ -153,9 +151,7 @@ def test_alias_runs_unchanged(oai: openai.OpenAI) -> None:
 
 def test_context_overflow_is_rejected_with_xai_message(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hello " * 1500}], max_tokens=2
-        )
+        oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello " * 1500}], max_tokens=2)
     body = info.value.response.json()
     assert body["code"] == "Client specified an invalid argument"
     assert body["error"].startswith("This model's maximum prompt length is 1023 but the request contains ")
@@ -229,9 +225,7 @@ def test_client_disconnect_cancels_generation(real_server: Server) -> None:
     # Non-streaming: the client gives up waiting.
     seen = real_server.log.read_text().count(needle)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
-            real_server.v1 + "/chat/completions", json={**body, "stream": False}, headers=AUTH, timeout=1.5
-        )
+        httpx.post(real_server.v1 + "/chat/completions", json={**body, "stream": False}, headers=AUTH, timeout=1.5)
     assert _wait_for_log(real_server, needle, seen)
     # The engine is free again.
     r2 = httpx.post(
@@ -245,9 +239,7 @@ def test_client_disconnect_cancels_generation(real_server: Server) -> None:
 
 def test_deferred_completion_with_the_real_model(real_server: Server) -> None:
     body = {"model": "grok-4", "messages": SHORT, "max_tokens": 4, "deferred": True}
-    request_id = httpx.post(real_server.v1 + "/chat/completions", json=body, headers=AUTH).json()[
-        "request_id"
-    ]
+    request_id = httpx.post(real_server.v1 + "/chat/completions", json=body, headers=AUTH).json()["request_id"]
     url = f"{real_server.v1}/chat/deferred-completion/{request_id}"
     deadline = time.monotonic() + 60
     while (r := httpx.get(url, headers=AUTH)).status_code == 202:

@@ -36,10 +36,20 @@ Part = TextPart | ImagePart
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON text, as on the wire
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     content: tuple[Part, ...] = ()
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn answering that call
+    reasoning: str | None = None  # an assistant turn's thinking, sent back by the client
 
     @property
     def text(self) -> str:
@@ -65,6 +75,38 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: str = '{"type": "object", "properties": {}}'  # JSON Schema, as JSON text
+
+
+class ToolMode(str, enum.Enum):
+    NONE = "none"
+    AUTO = "auto"
+    REQUIRED = "required"
+    FUNCTION = "function"  # one named function must be called
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    mode: ToolMode = ToolMode.AUTO
+    function: str | None = None  # with ToolMode.FUNCTION
+
+
+class FormatType(str, enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    type: FormatType = FormatType.TEXT
+    schema: str | None = None  # JSON Schema as JSON text, with FormatType.JSON_SCHEMA
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """One chat completion request as both adapters hand it to the core."""
 
@@ -75,12 +117,20 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None  # None: auto with tools, none without
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None
     unsupported: tuple[str, ...] = ()  # names of set fields localxai does not honour (-> 400)
 
 
 class FinishReason(str, enum.Enum):
     STOP = "stop"
     LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
 
 
 @dataclass(frozen=True)
@@ -105,9 +155,39 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: bytes
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: bytes
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
     index: int
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """Whole tool calls (xAI streams each call complete, in one chunk)."""
+
+    index: int
+    calls: tuple[ToolCall, ...]
 
 
 @dataclass(frozen=True)
@@ -121,7 +201,7 @@ class UsageReport:
     usage: Usage
 
 
-Event = TextDelta | Finished | UsageReport
+Event = TextDelta | ReasoningDelta | ToolCallDelta | Finished | UsageReport
 
 
 @dataclass(frozen=True)
@@ -129,6 +209,9 @@ class Choice:
     index: int
     text: str
     finish_reason: FinishReason
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] | None = None  # None: not requested
 
 
 @dataclass(frozen=True)
@@ -154,6 +237,8 @@ class ModelInfo:
     input_modalities: tuple[str, ...] = ("text",)
     output_modalities: tuple[str, ...] = ("text",)
     aliases: tuple[str, ...] = ()
+    reasoning: bool = False  # thinking is split into reasoning_content
+    reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values (empty: refused)
 
 
 @dataclass(frozen=True)

@@ -30,17 +30,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=MODEL",
         help="let clients call MODEL by NAME, e.g. grok-4=gemma-3-270m (repeatable)",
     )
-    serve.add_argument(
-        "--api-key", action="append", help="accepted API key (repeatable; or LOCALXAI_API_KEYS=k1,k2)"
-    )
+    serve.add_argument("--api-key", action="append", help="accepted API key (repeatable; or LOCALXAI_API_KEYS=k1,k2)")
     serve.add_argument("--ctx-size", type=int, help="context tokens per request (default 8192)")
     serve.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
     serve.add_argument("--max-queue", type=int, help="requests that may wait for a sequence (default 64)")
     serve.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
-    serve.add_argument(
-        "--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)"
-    )
+    serve.add_argument("--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)")
     serve.add_argument("--max-n", type=int, help="largest n a request may ask for (default 16)")
+    serve.add_argument(
+        "--reasoning", action="store_true", help="the model is a reasoning model thinking in <think>...</think>"
+    )
+    serve.add_argument("--reasoning-tags", nargs=2, metavar=("START", "END"), help="its thinking delimiters")
+    serve.add_argument(
+        "--reasoning-open", action="store_true", help="the chat template opens the thinking block (output starts in it)"
+    )
+    serve.add_argument("--reasoning-efforts", help="accepted reasoning_effort values, e.g. low,medium,high")
     serve.add_argument("--data-dir", help="cache and state directory (default ~/.cache/localxai)")
     serve.add_argument("--engine", choices=["llamacpp", "fake"], help="'fake' serves a scripted test model")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -53,9 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = build_settings(vars(args))
     except ConfigError as exc:
         sys.exit(f"localxai: {exc}")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         try:
             serve(settings)
@@ -93,6 +95,7 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
     from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID, default_model_path
     from localxai.engines.llamacpp.engine import LlamaCppEngine
     from localxai.engines.llamacpp.model import ContextShape
+    from localxai.engines.output import ReasoningSpec
 
     if settings.model is None:
         path = default_model_path(settings.data_dir / "models")
@@ -101,4 +104,16 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
         path = settings.model
         model_id = settings.model_id or path.name.removesuffix(".gguf")
     shape = ContextShape(ctx_size=settings.ctx_size, threads=settings.threads, parallel=settings.parallel)
-    return LlamaCppEngine(path, model_id, shape, top_k=settings.top_k, max_queue=settings.max_queue)
+    reasoning = None
+    if settings.reasoning:
+        start, end = settings.reasoning_tags
+        reasoning = ReasoningSpec(start=start, end=end, starts_thinking=settings.reasoning_open)
+    return LlamaCppEngine(
+        path,
+        model_id,
+        shape,
+        top_k=settings.top_k,
+        max_queue=settings.max_queue,
+        reasoning=reasoning,
+        reasoning_efforts=settings.reasoning_efforts,
+    )

@@ -43,9 +43,7 @@ class UnsupportedParameter(InvalidArgument):
 
 class ContextLengthExceeded(InvalidArgument):
     def __init__(self, limit: int, count: int) -> None:
-        super().__init__(
-            f"This model's maximum prompt length is {limit} but the request contains {count} tokens."
-        )
+        super().__init__(f"This model's maximum prompt length is {limit} but the request contains {count} tokens.")
         self.limit = limit
         self.count = count
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
+
+import jsonschema
 
 from localxai.chat import (
     ChatRequest,
@@ -15,10 +20,16 @@ from localxai.chat import (
     Event,
     Finished,
     FinishReason,
+    FormatType,
     ModelInfo,
-    Role,
+    ReasoningDelta,
     TextDelta,
     Token,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolMode,
     Usage,
     UsageReport,
 )
@@ -27,8 +38,6 @@ from localxai.errors import ConfigError, InternalError, InvalidArgument, ModelNo
 
 MAX_STOP_SEQUENCES = 4
 INT32 = (-(2**31), 2**31 - 1)
-# Roles the engines cannot take yet; refused by name rather than dropped.
-UNSUPPORTED_ROLES = {Role.TOOL: "tool", Role.FUNCTION: "function"}
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,17 @@ class ChatService:
         self._validate(request, info)
         events = await engine.start(
             GenerationRequest(
-                model=info.id, messages=request.messages, sampling=request.sampling, n=request.n
+                model=info.id,
+                messages=request.messages,
+                sampling=request.sampling,
+                n=request.n,
+                tools=request.tools,
+                tool_choice=_tool_choice(request),
+                parallel_tool_calls=request.parallel_tool_calls,
+                response_format=request.response_format,
+                logprobs=request.logprobs,
+                top_logprobs=request.top_logprobs or 0,
+                reasoning_effort=request.reasoning_effort,
             )
         )
         return ChatStream(
@@ -116,35 +135,54 @@ class ChatService:
     def _validate(self, request: ChatRequest, info: ModelInfo) -> None:
         if not request.messages:
             raise InvalidArgument("messages must contain at least one message.")
-        for i, message in enumerate(request.messages):
-            if message.role in UNSUPPORTED_ROLES:
-                raise UnsupportedParameter(
-                    f"messages[{i}]: role '{UNSUPPORTED_ROLES[message.role]}' is not supported yet."
-                )
-            if not message.content:
+        for message in request.messages:
+            if not message.content and not message.tool_calls:
                 raise InvalidArgument("Each message must have at least one content element.")
             if message.images and "image" not in info.input_modalities:
                 raise InvalidArgument(f"The model {info.id} does not support image input.")
         if not 1 <= request.n <= self._max_n:
             raise InvalidArgument(f"n must be between 1 and {self._max_n}, got {request.n}.")
         _validate_sampling(request)
+        _validate_tools(request)
+        _validate_output(request)
+        _validate_reasoning(request, info)
 
 
 async def collect(stream: ChatStream, n: int) -> Completion:
     """Gather a stream's events into one Completion."""
     texts: dict[int, list[str]] = {i: [] for i in range(n)}
+    thoughts: dict[int, list[str]] = {i: [] for i in range(n)}
+    calls: dict[int, list[ToolCall]] = {i: [] for i in range(n)}
+    logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(n)}
     reasons: dict[int, FinishReason] = {}
     usage: Usage | None = None
+    wants_logprobs = False
     async for event in stream.events:
         if isinstance(event, TextDelta):
             texts[event.index].append(event.text)
+            logprobs[event.index].extend(event.logprobs)
+            wants_logprobs = wants_logprobs or bool(event.logprobs)
+        elif isinstance(event, ReasoningDelta):
+            thoughts[event.index].append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            calls[event.index].extend(event.calls)
         elif isinstance(event, Finished):
             reasons[event.index] = event.reason
         elif isinstance(event, UsageReport):
             usage = event.usage
     if usage is None or len(reasons) != n:
         raise InternalError("engine ended without finishing every choice")
-    choices = tuple(Choice(i, "".join(texts[i]), reasons[i]) for i in range(n))
+    choices = tuple(
+        Choice(
+            index=i,
+            text="".join(texts[i]),
+            finish_reason=reasons[i],
+            reasoning="".join(thoughts[i]) or None,
+            tool_calls=tuple(calls[i]),
+            logprobs=tuple(logprobs[i]) if wants_logprobs else None,
+        )
+        for i in range(n)
+    )
     return Completion(
         id=stream.id,
         created=stream.created,
@@ -174,3 +212,78 @@ def _validate_sampling(request: ChatRequest) -> None:
         raise InvalidArgument(f"stop accepts at most {MAX_STOP_SEQUENCES} sequences, got {len(s.stop)}.")
     if any(not stop for stop in s.stop):
         raise InvalidArgument("stop sequences must not be empty strings.")
+
+
+MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 8
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _schema(text: str, what: str) -> dict[str, Any]:
+    """Parse and check a JSON Schema; a schema that is not one is the client's mistake (400)."""
+    try:
+        schema = json.loads(text)
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except (ValueError, jsonschema.SchemaError) as exc:
+        reason = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
+        raise InvalidArgument(f"{what} is not a valid JSON Schema: {reason}") from None
+    if not isinstance(schema, dict):
+        raise InvalidArgument(f"{what} must be a JSON Schema object.")
+    return schema
+
+
+def _validate_tools(request: ChatRequest) -> None:
+    if len(request.tools) > MAX_TOOLS:
+        raise InvalidArgument(f"At most {MAX_TOOLS} tools are allowed, got {len(request.tools)}.")
+    names = [tool.name for tool in request.tools]
+    for tool in request.tools:
+        if not TOOL_NAME.match(tool.name):
+            raise InvalidArgument(f"Invalid function name {tool.name!r}: use 1-64 letters, digits, _ or -.")
+        schema = _schema(tool.parameters, f"The parameters of function {tool.name}")
+        if schema.get("type", "object") != "object":
+            raise InvalidArgument(f"The parameters of function {tool.name} must be an object schema.")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidArgument(f"Duplicate function names: {', '.join(duplicates)}.")
+    choice = request.tool_choice
+    if choice is not None and choice.mode in (ToolMode.REQUIRED, ToolMode.FUNCTION) and not request.tools:
+        raise InvalidArgument("tool_choice requires tools.")
+    if choice is not None and choice.mode is ToolMode.FUNCTION and choice.function not in names:
+        raise InvalidArgument(f"tool_choice names function {choice.function!r}, which is not in tools.")
+
+
+def _tool_choice(request: ChatRequest) -> ToolChoice:
+    if request.tool_choice is not None:
+        return request.tool_choice
+    return ToolChoice(ToolMode.AUTO if request.tools else ToolMode.NONE)
+
+
+def _validate_output(request: ChatRequest) -> None:
+    fmt = request.response_format
+    if fmt.type is FormatType.JSON_SCHEMA:
+        if fmt.schema is None:
+            raise InvalidArgument("response_format json_schema needs a schema.")
+        _schema(fmt.schema, "response_format.json_schema.schema")
+    if request.top_logprobs is not None:
+        if not 0 <= request.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidArgument(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}.")
+        if not request.logprobs:
+            raise InvalidArgument("top_logprobs requires logprobs to be true.")
+
+
+def _validate_reasoning(request: ChatRequest, info: ModelInfo) -> None:
+    """xAI's rules: reasoning_effort only where the model takes it; reasoning models refuse
+    penalties and stop sequences."""
+
+    def refuse(parameter: str) -> None:
+        raise UnsupportedParameter(f"Model {info.id} does not support parameter {parameter}")
+
+    if request.reasoning_effort is not None and request.reasoning_effort not in info.reasoning_efforts:
+        refuse("reasoningEffort")
+    if info.reasoning:
+        if request.sampling.presence_penalty:
+            refuse("presencePenalty")
+        if request.sampling.frequency_penalty:
+            refuse("frequencyPenalty")
+        if request.sampling.stop:
+            refuse("stop")

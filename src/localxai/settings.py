@@ -32,6 +32,10 @@ class Settings:
     max_queue: int = 64  # requests waiting for a sequence; past it: 429
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     top_k: int = 40  # server-side sampling cut (xAI's API has no top_k field)
+    reasoning: bool = False  # the model thinks between reasoning_tags; split into reasoning_content
+    reasoning_tags: tuple[str, str] = ("<think>", "</think>")
+    reasoning_open: bool = False  # the chat template opens the thinking block itself
+    reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values
     max_n: int = 16
     log_level: str = "info"
 
@@ -52,6 +56,8 @@ class Settings:
             raise ConfigError("--parallel must be at least 1 and --max-queue at least 0")
         if self.model is not None and not self.model.is_file():
             raise ConfigError(f"model file not found: {self.model}")
+        if self.reasoning and not all(self.reasoning_tags):
+            raise ConfigError("--reasoning-tags needs a non-empty start and end")
         if self.engine not in ("llamacpp", "fake"):
             raise ConfigError(f"unknown engine {self.engine!r} (expected llamacpp or fake)")
         return self
@@ -94,6 +100,16 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
                 raise ConfigError(f"LOCALXAI_{name.upper()}: {exc}") from None
         if flags.get(name) is not None:
             values[name] = convert(flags[name])
+    if flags.get("reasoning") or env.get("LOCALXAI_REASONING", "").lower() in ("1", "true", "yes"):
+        values["reasoning"] = True
+    if flags.get("reasoning_open"):
+        values["reasoning_open"] = values["reasoning"] = True
+    if flags.get("reasoning_tags"):
+        values["reasoning_tags"] = tuple(flags["reasoning_tags"])
+        values["reasoning"] = True
+    efforts = flags.get("reasoning_efforts") or env.get("LOCALXAI_REASONING_EFFORTS")
+    if efforts:
+        values["reasoning_efforts"] = tuple(e.strip() for e in efforts.split(",") if e.strip())
     keys = list(flags.get("api_key") or []) or env_keys
     values["api_keys"] = tuple(keys)
     aliases = list(flags.get("alias") or [])

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from localxai.chat import Event, Message, ModelInfo, Sampling, Token
+from localxai.chat import (
+    Event,
+    Message,
+    ModelInfo,
+    ResponseFormat,
+    Sampling,
+    Token,
+    Tool,
+    ToolChoice,
+    ToolMode,
+)
 
 
 @dataclass(frozen=True)
@@ -15,8 +25,15 @@ class GenerationRequest:
 
     model: str
     messages: tuple[Message, ...]
-    sampling: Sampling
+    sampling: Sampling = field(default_factory=Sampling)
     n: int = 1
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice(ToolMode.NONE))
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    reasoning_effort: str | None = None
 
 
 class Engine(abc.ABC):

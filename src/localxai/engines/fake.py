@@ -11,8 +11,9 @@ import random
 import time
 from collections.abc import AsyncGenerator
 
-from localxai.chat import Event, Finished, FinishReason, ModelInfo, TextDelta, Token, Usage, UsageReport
+from localxai.chat import Event, FinishReason, ModelInfo, Token, TokenLogprob, TopLogprob, Usage, UsageReport
 from localxai.engines.base import Engine, GenerationRequest
+from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
 from localxai.errors import ContextLengthExceeded
 
@@ -26,11 +27,15 @@ class FakeEngine(Engine):
         context_length: int = 4096,
         reply: str | None = None,
         token_delay: float = 0.0,
+        reasoning: ReasoningSpec | None = None,
+        reasoning_efforts: tuple[str, ...] = (),
     ) -> None:
         self.model_id = model_id
         self.context_length = context_length
         self.reply = reply
         self.token_delay = token_delay
+        self.reasoning = reasoning
+        self.reasoning_efforts = reasoning_efforts
         self.cancelled = 0  # generations closed before they finished, for tests
         self._created = int(time.time())
 
@@ -41,6 +46,8 @@ class FakeEngine(Engine):
                 created=self._created,
                 context_length=self.context_length,
                 fingerprint="fp_fake",
+                reasoning=self.reasoning is not None,
+                reasoning_efforts=self.reasoning_efforts,
             )
         ]
 
@@ -56,7 +63,7 @@ class FakeEngine(Engine):
 
     async def _generate(self, request: GenerationRequest, prompt_tokens: int) -> AsyncGenerator[Event, None]:
         finished = False
-        completion_tokens = 0
+        completion_tokens = reasoning_tokens = 0
         try:
             for index in range(request.n):
                 budget = min(
@@ -64,6 +71,7 @@ class FakeEngine(Engine):
                     self.context_length - prompt_tokens,
                 )
                 assembler = TextAssembler(request.sampling.stop)
+                output = ChoiceOutput(index, request.tools, request.tool_choice, self.reasoning)
                 reason = FinishReason.STOP
                 for i, word in enumerate(self._script(request, index)):
                     if i >= budget:
@@ -71,17 +79,21 @@ class FakeEngine(Engine):
                         break
                     if self.token_delay:
                         await asyncio.sleep(self.token_delay)
-                    completion_tokens += 1
-                    text = assembler.feed(word.encode())
-                    if text:
-                        yield TextDelta(index, text)
+                    if output.thinking:
+                        reasoning_tokens += 1
+                    else:
+                        completion_tokens += 1
+                    logprob = _fake_logprob(word, request.top_logprobs) if request.logprobs else None
+                    for event in output.feed(assembler.feed(word.encode()), logprob):
+                        yield event
                     if assembler.stopped:
                         break
-                tail = assembler.flush()
-                if tail:
-                    yield TextDelta(index, tail)
-                yield Finished(index, reason)
-            yield UsageReport(Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+                for event in output.feed(assembler.flush()) + output.finish(reason):
+                    yield event
+            usage = Usage(
+                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, reasoning_tokens=reasoning_tokens
+            )
+            yield UsageReport(usage)
             finished = True
         finally:
             if not finished:
@@ -99,3 +111,8 @@ class FakeEngine(Engine):
 
 def _words(text: str) -> list[str]:
     return text.split()
+
+
+def _fake_logprob(word: str, top: int) -> TokenLogprob:
+    alternatives = tuple(TopLogprob(w, -1.0 - i, w.encode()) for i, w in enumerate(WORDS[:top]))
+    return TokenLogprob(word, -0.5, word.encode(), alternatives)

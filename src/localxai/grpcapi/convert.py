@@ -11,13 +11,20 @@ from localxai.chat import (
     Completion,
     Detail,
     FinishReason,
+    FormatType,
     ImagePart,
     Message,
     ModelInfo,
     Part,
+    ResponseFormat,
     Role,
     Sampling,
     TextPart,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolMode,
     Usage,
 )
 from localxai.errors import InvalidArgument
@@ -36,7 +43,22 @@ DETAILS = {
     image_pb2.DETAIL_LOW: Detail.LOW,
     image_pb2.DETAIL_HIGH: Detail.HIGH,
 }
-FINISH_REASONS = {FinishReason.STOP: sample_pb2.REASON_STOP, FinishReason.LENGTH: sample_pb2.REASON_MAX_LEN}
+FINISH_REASONS = {
+    FinishReason.STOP: sample_pb2.REASON_STOP,
+    FinishReason.LENGTH: sample_pb2.REASON_MAX_LEN,
+    FinishReason.TOOL_CALLS: sample_pb2.REASON_TOOL_CALLS,
+}
+TOOL_MODES = {
+    chat_pb2.TOOL_MODE_AUTO: ToolMode.AUTO,
+    chat_pb2.TOOL_MODE_NONE: ToolMode.NONE,
+    chat_pb2.TOOL_MODE_REQUIRED: ToolMode.REQUIRED,
+}
+FORMATS = {
+    chat_pb2.FORMAT_TYPE_INVALID: FormatType.TEXT,
+    chat_pb2.FORMAT_TYPE_TEXT: FormatType.TEXT,
+    chat_pb2.FORMAT_TYPE_JSON_OBJECT: FormatType.JSON_OBJECT,
+    chat_pb2.FORMAT_TYPE_JSON_SCHEMA: FormatType.JSON_SCHEMA,
+}
 MODALITIES = {"text": models_pb2.TEXT, "image": models_pb2.IMAGE}
 
 
@@ -61,8 +83,44 @@ def chat_request(req: chat_pb2.GetCompletionsRequest, stream: bool = False) -> C
         stream=stream,
         include_usage=True,
         user=req.user or None,
+        tools=tuple(_tool(i, t) for i, t in enumerate(req.tools)),
+        tool_choice=_tool_choice(req),
+        parallel_tool_calls=req.parallel_tool_calls if req.HasField("parallel_tool_calls") else True,
+        response_format=_response_format(req),
+        logprobs=req.logprobs,
+        top_logprobs=optional("top_logprobs"),
+        reasoning_effort=(
+            chat_pb2.ReasoningEffort.Name(req.reasoning_effort).removeprefix("EFFORT_").lower()
+            if req.HasField("reasoning_effort")
+            else None
+        ),
         unsupported=_unsupported(req),
     )
+
+
+def _tool(index: int, tool: chat_pb2.Tool) -> Tool:
+    if tool.WhichOneof("tool") != "function":
+        raise InvalidArgument(f"tools[{index}]: only function tools are supported (server-side tools are not).")
+    f = tool.function
+    return Tool(
+        name=f.name, description=f.description, parameters=f.parameters or '{"type": "object", "properties": {}}'
+    )
+
+
+def _tool_choice(req: chat_pb2.GetCompletionsRequest) -> ToolChoice | None:
+    if not req.HasField("tool_choice"):
+        return None
+    if req.tool_choice.WhichOneof("tool_choice") == "function_name":
+        return ToolChoice(ToolMode.FUNCTION, req.tool_choice.function_name)
+    return ToolChoice(TOOL_MODES.get(req.tool_choice.mode, ToolMode.AUTO))
+
+
+def _response_format(req: chat_pb2.GetCompletionsRequest) -> ResponseFormat:
+    if not req.HasField("response_format"):
+        return ResponseFormat()
+    fmt = req.response_format
+    kind = FORMATS.get(fmt.format_type, FormatType.TEXT)
+    return ResponseFormat(kind, fmt.schema if kind is FormatType.JSON_SCHEMA and fmt.HasField("schema") else None)
 
 
 def _message(index: int, m: chat_pb2.Message) -> Message:
@@ -74,23 +132,22 @@ def _message(index: int, m: chat_pb2.Message) -> Message:
         if kind == "text":
             parts.append(TextPart(content.text))
         elif kind == "image_url":
-            parts.append(
-                ImagePart(content.image_url.image_url, DETAILS.get(content.image_url.detail, Detail.AUTO))
-            )
+            parts.append(ImagePart(content.image_url.image_url, DETAILS.get(content.image_url.detail, Detail.AUTO)))
         else:
             raise InvalidArgument(f"messages[{index}]: content of type {kind} is not supported.")
-    return Message(role=ROLES[m.role], content=tuple(parts), name=m.name or None)
+    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls)
+    return Message(
+        role=ROLES[m.role],
+        content=tuple(parts),
+        name=m.name or None,
+        tool_calls=calls,
+        tool_call_id=m.tool_call_id or None,
+        reasoning=m.reasoning_content or None,
+    )
 
 
 def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
     checks = {
-        "logprobs": req.logprobs,
-        "top_logprobs": req.HasField("top_logprobs"),
-        "tools": len(req.tools) > 0,
-        "tool_choice": req.HasField("tool_choice") and req.tool_choice.mode != chat_pb2.TOOL_MODE_NONE,
-        "response_format": req.HasField("response_format")
-        and req.response_format.format_type not in (chat_pb2.FORMAT_TYPE_INVALID, chat_pb2.FORMAT_TYPE_TEXT),
-        "reasoning_effort": req.HasField("reasoning_effort"),
         "search_parameters": req.HasField("search_parameters")
         and req.search_parameters.mode != chat_pb2.OFF_SEARCH_MODE,
         "previous_response_id": req.HasField("previous_response_id"),
@@ -100,7 +157,6 @@ def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
         "include": len(req.include) > 0,
         "agent_count": req.HasField("agent_count"),
         "guidelines": len(req.guidelines) > 0,
-        "messages[].tool_calls": any(len(m.tool_calls) for m in req.messages),
     }
     return tuple(name for name, is_set in checks.items() if is_set)
 
@@ -122,12 +178,45 @@ def usage(u: Usage) -> usage_pb2.SamplingUsage:
     )
 
 
-def _output(choice: Choice) -> chat_pb2.CompletionOutput:
-    return chat_pb2.CompletionOutput(
-        finish_reason=FINISH_REASONS[choice.finish_reason],
-        index=choice.index,
-        message=chat_pb2.CompletionMessage(content=choice.text, role=chat_pb2.ROLE_ASSISTANT),
+def tool_calls(calls: tuple[ToolCall, ...]) -> list[chat_pb2.ToolCall]:
+    return [
+        chat_pb2.ToolCall(
+            id=c.id,
+            type=chat_pb2.TOOL_CALL_TYPE_CLIENT_SIDE_TOOL,
+            status=chat_pb2.TOOL_CALL_STATUS_COMPLETED,
+            function=chat_pb2.FunctionCall(name=c.name, arguments=c.arguments),
+        )
+        for c in calls
+    ]
+
+
+def logprobs(entries: tuple[TokenLogprob, ...]) -> chat_pb2.LogProbs:
+    return chat_pb2.LogProbs(
+        content=[
+            chat_pb2.LogProb(
+                token=e.token,
+                logprob=e.logprob,
+                bytes=e.bytes,
+                top_logprobs=[chat_pb2.TopLogProb(token=t.token, logprob=t.logprob, bytes=t.bytes) for t in e.top],
+            )
+            for e in entries
+        ]
     )
+
+
+def _output(choice: Choice) -> chat_pb2.CompletionOutput:
+    message = chat_pb2.CompletionMessage(
+        content=choice.text,
+        reasoning_content=choice.reasoning or "",
+        role=chat_pb2.ROLE_ASSISTANT,
+        tool_calls=tool_calls(choice.tool_calls),
+    )
+    output = chat_pb2.CompletionOutput(
+        finish_reason=FINISH_REASONS[choice.finish_reason], index=choice.index, message=message
+    )
+    if choice.logprobs is not None:
+        output.logprobs.CopyFrom(logprobs(choice.logprobs))
+    return output
 
 
 def completion(c: Completion) -> chat_pb2.GetChatCompletionResponse:

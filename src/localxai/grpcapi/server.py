@@ -23,7 +23,7 @@ from xai_sdk.proto.v5 import (
 
 from localxai import errors as e
 from localxai.auth import ApiKey
-from localxai.chat import Finished, TextDelta, UsageReport
+from localxai.chat import Finished, ReasoningDelta, TextDelta, ToolCallDelta, UsageReport
 from localxai.grpcapi import convert
 from localxai.runtime import Runtime
 from localxai.settings import LOOPBACK_HOSTS
@@ -89,7 +89,19 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         try:
             async for event in stream.events:
                 if isinstance(event, TextDelta):
-                    delta = chat_pb2.Delta(content=event.text, role=assistant)
+                    output = chat_pb2.CompletionOutputChunk(
+                        delta=chat_pb2.Delta(content=event.text, role=assistant), index=event.index
+                    )
+                    if event.logprobs:
+                        output.logprobs.CopyFrom(convert.logprobs(event.logprobs))
+                    yield chat_pb2.GetChatCompletionChunk(**head, outputs=[output])
+                elif isinstance(event, ReasoningDelta):
+                    delta = chat_pb2.Delta(reasoning_content=event.text, role=assistant)
+                    yield chat_pb2.GetChatCompletionChunk(
+                        **head, outputs=[chat_pb2.CompletionOutputChunk(delta=delta, index=event.index)]
+                    )
+                elif isinstance(event, ToolCallDelta):
+                    delta = chat_pb2.Delta(tool_calls=convert.tool_calls(event.calls), role=assistant)
                     yield chat_pb2.GetChatCompletionChunk(
                         **head, outputs=[chat_pb2.CompletionOutputChunk(delta=delta, index=event.index)]
                     )
@@ -124,9 +136,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
             return None
         if completion is None:
             return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.PENDING)
-        return chat_pb2.GetDeferredCompletionResponse(
-            status=deferred_pb2.DONE, response=convert.completion(completion)
-        )
+        return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.DONE, response=convert.completion(completion))
 
 
 class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
@@ -155,9 +165,7 @@ class TokenizeServicer(_Base, tokenize_pb2_grpc.TokenizeServicer):
             await abort(context, exc)
             return None
         return tokenize_pb2.TokenizeTextResponse(
-            tokens=[
-                tokenize_pb2.Token(token_id=t.id, string_token=t.text, token_bytes=t.bytes) for t in tokens
-            ],
+            tokens=[tokenize_pb2.Token(token_id=t.id, string_token=t.text, token_bytes=t.bytes) for t in tokens],
             model=info.id,
         )
 
@@ -196,9 +204,7 @@ async def grpc_server(runtime: Runtime, host: str, port: int) -> AsyncIterator[g
     tokenize_pb2_grpc.add_TokenizeServicer_to_server(TokenizeServicer(runtime), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(runtime), server)
     # The SDK connects to "localhost:PORT", which may resolve to ::1 or 127.0.0.1: listen on both.
-    addresses = (
-        ["127.0.0.1", "[::1]"] if host in LOOPBACK_HOSTS else [host if ":" not in host else f"[{host}]"]
-    )
+    addresses = ["127.0.0.1", "[::1]"] if host in LOOPBACK_HOSTS else [host if ":" not in host else f"[{host}]"]
     bound = 0
     for address in addresses:
         try:

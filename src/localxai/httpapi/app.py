@@ -80,9 +80,7 @@ async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
         task.cancel()
 
 
-def create_app(
-    runtime: Runtime, companions: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = ()
-) -> FastAPI:
+def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = ()) -> FastAPI:
     """The REST app; `companions` (the gRPC server) start and stop with it."""
     service, deferred = runtime.service, runtime.deferred
 
@@ -147,11 +145,7 @@ def create_app(
     async def tokenize_text(body: TokenizeRequest, request: Request) -> dict[str, Any]:
         require_json(request)
         _, tokens = await service.tokenize(body.model, body.text)
-        return {
-            "token_ids": [
-                {"token_id": t.id, "string_token": t.text, "token_bytes": list(t.bytes)} for t in tokens
-            ]
-        }
+        return {"token_ids": [{"token_id": t.id, "string_token": t.text, "token_bytes": list(t.bytes)} for t in tokens]}
 
     @app.get("/v1/api-key")
     async def api_key(request: Request) -> dict[str, Any]:

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from localxai.chat import (
     ChatRequest,
+    Choice,
     Completion,
     Detail,
+    FormatType,
     ImagePart,
     Message,
     ModelInfo,
     Part,
+    ResponseFormat,
     Role,
     Sampling,
     TextPart,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolMode,
     Usage,
 )
-from localxai.httpapi.schema import ChatCompletionRequest, ChatMessage, TextContent
+from localxai.httpapi.schema import (
+    ChatCompletionRequest,
+    ChatMessage,
+    JsonObjectFormat,
+    JsonSchemaResponseFormat,
+    NamedToolChoice,
+    TextContent,
+)
 
 OWNED_BY = "localxai"
 
@@ -40,8 +56,40 @@ def chat_request(body: ChatCompletionRequest) -> ChatRequest:
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         user=body.user,
+        tools=tuple(
+            Tool(
+                name=t.function.name,
+                description=t.function.description or "",
+                parameters=json.dumps(t.function.parameters or {"type": "object", "properties": {}}),
+            )
+            for t in body.tools or ()
+        ),
+        tool_choice=_tool_choice(body.tool_choice),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        response_format=_response_format(body),
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs,
+        reasoning_effort=body.reasoning_effort,
         unsupported=_unsupported(body),
     )
+
+
+def _tool_choice(choice: str | NamedToolChoice | None) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, NamedToolChoice):
+        return ToolChoice(ToolMode.FUNCTION, choice.function.name)
+    return ToolChoice(ToolMode(choice))
+
+
+def _response_format(body: ChatCompletionRequest) -> ResponseFormat:
+    fmt = body.response_format
+    if isinstance(fmt, JsonSchemaResponseFormat):
+        schema = fmt.json_schema.schema_
+        return ResponseFormat(FormatType.JSON_SCHEMA, None if schema is None else json.dumps(schema))
+    if isinstance(fmt, JsonObjectFormat):
+        return ResponseFormat(FormatType.JSON_OBJECT)
+    return ResponseFormat()
 
 
 def _message(m: ChatMessage) -> Message:
@@ -56,24 +104,24 @@ def _message(m: ChatMessage) -> Message:
             else ImagePart(p.image_url.url, Detail(p.image_url.detail or "auto"))
             for p in m.content
         )
-    return Message(role=Role(m.role), content=parts, name=m.name)
+    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+    return Message(
+        role=Role(m.role),
+        content=parts,
+        name=m.name,
+        tool_calls=calls,
+        tool_call_id=m.tool_call_id,
+        reasoning=m.reasoning_content if m.reasoning_content is not None else m.reasoning,
+    )
 
 
 def _unsupported(body: ChatCompletionRequest) -> tuple[str, ...]:
     """Fields set to something localxai does not implement yet; the core refuses them."""
-    response_format = body.response_format or {}
     search = body.search_parameters or {}
     checks = {
         "logit_bias": bool(body.logit_bias),
-        "logprobs": bool(body.logprobs),
-        "top_logprobs": body.top_logprobs is not None,
-        "response_format": bool(response_format) and response_format.get("type") != "text",
-        "tools": bool(body.tools),
-        "tool_choice": body.tool_choice not in (None, "none"),
-        "reasoning_effort": body.reasoning_effort is not None,
         "search_parameters": bool(search) and search.get("mode") != "off",
         "web_search_options": body.web_search_options is not None,
-        "messages[].tool_calls": any(m.tool_calls for m in body.messages),
     }
     return tuple(name for name, is_set in checks.items() if is_set)
 
@@ -102,20 +150,44 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
+def tool_call_body(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "function": {"name": call.name, "arguments": call.arguments}, "type": "function"}
+
+
+def logprobs_body(entries: tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": e.token,
+                "logprob": e.logprob,
+                "bytes": list(e.bytes),
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in e.top],
+            }
+            for e in entries
+        ]
+    }
+
+
+def _choice_body(choice: Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.text}
+    if choice.reasoning is not None:
+        message["reasoning_content"] = choice.reasoning
+    if choice.tool_calls:
+        message["tool_calls"] = [tool_call_body(c) for c in choice.tool_calls]
+    message["refusal"] = None
+    body: dict[str, Any] = {"index": choice.index, "message": message, "finish_reason": choice.finish_reason.value}
+    if choice.logprobs is not None:
+        body["logprobs"] = logprobs_body(choice.logprobs)
+    return body
+
+
 def completion_body(c: Completion) -> dict[str, Any]:
     return {
         "id": c.id,
         "object": "chat.completion",
         "created": c.created,
         "model": c.model,
-        "choices": [
-            {
-                "index": choice.index,
-                "message": {"role": "assistant", "content": choice.text, "refusal": None},
-                "finish_reason": choice.finish_reason.value,
-            }
-            for choice in c.choices
-        ],
+        "choices": [_choice_body(choice) for choice in c.choices],
         "usage": usage_body(c.usage),
         "system_fingerprint": c.fingerprint,
     }

@@ -86,9 +86,7 @@ async def on_local_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        return error_response(
-            e.MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
-        )
+        return error_response(e.MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}."))
     if exc.status_code == 404:
         return error_response(e.NotFound(f"No route for {request.method} {request.url.path}."))
     log.warning("unexpected HTTP error %s on %s", exc.status_code, request.url.path)

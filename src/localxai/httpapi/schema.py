@@ -33,14 +33,71 @@ class ImageContent(WireModel):
 ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
 
 
+class FunctionCall(WireModel):
+    name: str
+    arguments: str
+
+
+class ToolCallWire(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(WireModel):
     role: Literal["system", "user", "assistant", "tool", "function", "developer"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallWire] | None = None
     reasoning_content: str | None = None
-    reasoning: str | None = None
+    reasoning: str | None = None  # alias some clients use
+
+
+class FunctionDefinition(WireModel):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # accepted; localxai always enforces required calls by grammar
+
+
+class ToolDefinition(WireModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(WireModel):
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(WireModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(WireModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(WireModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormatWire = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")]
 
 
 class StreamOptions(WireModel):
@@ -66,9 +123,9 @@ class ChatCompletionRequest(WireModel):
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormatWire | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     reasoning_effort: str | None = None
     user: str | None = None

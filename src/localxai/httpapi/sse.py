@@ -8,9 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from localxai.chat import Finished, TextDelta, UsageReport
+from localxai.chat import Finished, ReasoningDelta, TextDelta, ToolCallDelta, UsageReport
 from localxai.errors import LocalXAIError
-from localxai.httpapi.convert import usage_body
+from localxai.httpapi.convert import logprobs_body, tool_call_body, usage_body
 from localxai.httpapi.errors import error_body
 from localxai.service import ChatStream
 
@@ -39,21 +39,30 @@ async def chat_chunks(
 
     role_sent: set[int] = set()
 
-    def delta(index: int, content: str) -> dict[str, Any]:
+    def delta(index: int, **fields: Any) -> dict[str, Any]:
         # The first chunk of each choice carries the role (xAI, OpenAI).
         if index in role_sent:
-            return {"content": content}
+            return fields
         role_sent.add(index)
-        return {"role": "assistant", "content": content}
+        return {**fields, "role": "assistant"}
 
     try:
         async for event in with_pings(stream.events, ping_interval):
             if event is None:
                 yield PING
             elif isinstance(event, TextDelta):
-                yield chunk([{"index": event.index, "delta": delta(event.index, event.text)}])
+                choice = {"index": event.index, "delta": delta(event.index, content=event.text)}
+                if event.logprobs:
+                    choice["logprobs"] = logprobs_body(event.logprobs)
+                yield chunk([choice])
+            elif isinstance(event, ReasoningDelta):
+                yield chunk([{"index": event.index, "delta": delta(event.index, reasoning_content=event.text)}])
+            elif isinstance(event, ToolCallDelta):
+                # xAI sends each call whole, in one chunk, with its position in the list.
+                calls = [{**tool_call_body(c), "index": i} for i, c in enumerate(event.calls)]
+                yield chunk([{"index": event.index, "delta": delta(event.index, tool_calls=calls)}])
             elif isinstance(event, Finished):
-                body = {} if event.index in role_sent else delta(event.index, "")
+                body = {} if event.index in role_sent else delta(event.index, content="")
                 yield chunk([{"index": event.index, "delta": body, "finish_reason": event.reason.value}])
             elif isinstance(event, UsageReport) and include_usage:
                 yield chunk([], usage=usage_body(event.usage))

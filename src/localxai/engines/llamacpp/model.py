@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as ll
+import numpy as np
 
+from localxai.chat import TokenLogprob, TopLogprob
 from localxai.engines.llamacpp.templates import Segment
 from localxai.errors import ConfigError, InternalError
 
@@ -116,6 +118,26 @@ class LlamaModel:
                 n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
             cached = self._pieces[key] = buf.raw[:n]
         return cached
+
+    def grammar_sampler(self, gbnf: str) -> ll.llama_sampler_p | None:
+        """A llama.cpp grammar sampler, or None when llama.cpp cannot parse the grammar."""
+        sampler = ll.llama_sampler_init_grammar(self._vocab, gbnf.encode(), b"root")
+        return sampler or None
+
+    def logprob(self, batch_index: int, token: int, top: int) -> TokenLogprob:
+        """Log-probability of `token` (and the `top` likeliest) under the model's distribution."""
+        logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, batch_index), shape=(self.n_vocab,))
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        best = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=int)
+        best = best[np.argsort(-logprobs[best])]
+
+        def entry(t: int) -> tuple[str, float, bytes]:
+            raw = self.piece(int(t), special=True)
+            return raw.decode(errors="replace"), float(logprobs[t]), raw
+
+        text, value, raw = entry(token)
+        return TokenLogprob(text, value, raw, tuple(TopLogprob(*entry(t)) for t in best))
 
     def is_eog(self, token: int) -> bool:
         return bool(ll.llama_vocab_is_eog(self._vocab, token))

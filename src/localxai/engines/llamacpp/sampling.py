@@ -20,11 +20,19 @@ def choice_seed(seed: int | None, index: int) -> int:
 
 
 class Sampler:
-    """One llama.cpp sampler chain; the cut to `top_k` keeps sampling over a 262k vocabulary cheap."""
+    """One llama.cpp sampler chain; the cut to `top_k` keeps sampling over a 262k vocabulary cheap.
 
-    def __init__(self, sampling: Sampling, seed: int, top_k: int, n_vocab: int) -> None:
+    The chain owns the samplers added to it (a grammar sampler included) and frees them.
+    """
+
+    def __init__(
+        self, sampling: Sampling, seed: int, top_k: int, n_vocab: int, grammar: ll.llama_sampler_p | None = None
+    ) -> None:
         self._chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         add = self._add
+        if grammar is not None:
+            # First, over the whole vocabulary: a valid token must never be cut away by top-k.
+            add(grammar)
         if top_k > 0:
             add(ll.llama_sampler_init_top_k(top_k))
         if sampling.presence_penalty or sampling.frequency_penalty:

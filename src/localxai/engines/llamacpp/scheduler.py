@@ -18,9 +18,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from localxai.chat import Event, Finished, FinishReason, Sampling, TextDelta, Usage, UsageReport
+from localxai.chat import Event, FinishReason, TokenLogprob, Usage, UsageReport
+from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
+from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
 from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
 
@@ -35,14 +37,21 @@ class Job:
     """One request: its prompt, its choices, and the way back to the event loop."""
 
     prompt: list[int]
-    sampling: Sampling
-    n: int
+    request: GenerationRequest
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[Event | BaseException | None]
+    grammar: str | None = None  # GBNF every choice must follow
+    capped: bool = True  # max_tokens applies (xAI does not count forced function-call tokens against it)
+    reasoning: ReasoningSpec | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     cached_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     unfinished: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.request.n
 
     def emit(self, item: Event | BaseException | None) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -65,11 +74,13 @@ class Sequence:
     slot: Slot
     sampler: Sampler
     assembler: TextAssembler
+    output: ChoiceOutput
     limit: int  # most tokens it may generate
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
     next_token: int | None = None  # decoded in the next step: the last prompt token, then samples
     in_prompt: bool = False  # next_token is the last prompt token (its logits start sampling)
     generated: int = 0
+    reasoning: int = 0  # of the generated tokens, those inside the model's thinking
 
 
 class Scheduler:
@@ -172,17 +183,20 @@ class Scheduler:
         first.tokens = prompt[:common]
         job.cached_tokens = common
         job.unfinished = job.n
+        request = job.request
+        sampling = request.sampling
         limit = model.shape.ctx_size - len(prompt)
-        if job.sampling.max_tokens is not None:
-            limit = min(limit, job.sampling.max_tokens)
-        n_vocab = model.n_vocab
+        if sampling.max_tokens is not None and job.capped:
+            limit = min(limit, sampling.max_tokens)
         for index, slot in enumerate([first, *others]):
+            grammar = model.grammar_sampler(job.grammar) if job.grammar else None
             slot.seq = Sequence(
                 job=job,
                 index=index,
                 slot=slot,
-                sampler=Sampler(job.sampling, choice_seed(job.sampling.seed, index), self._top_k, n_vocab),
-                assembler=TextAssembler(job.sampling.stop),
+                sampler=Sampler(sampling, choice_seed(sampling.seed, index), self._top_k, model.n_vocab, grammar),
+                assembler=TextAssembler(sampling.stop),
+                output=ChoiceOutput(index, request.tools, request.tool_choice, job.reasoning),
                 limit=limit,
             )
             if index == 0:
@@ -232,28 +246,33 @@ class Scheduler:
                 seq.in_prompt = False
                 self._prompt_done(seq, index)
             else:
-                self._accept(seq, seq.sampler.sample(model.ctx, index))
+                self._sample(seq, index)
 
     def _prompt_done(self, first: Sequence, batch_index: int) -> None:
         """The prompt is in the KV: siblings share it, and every choice samples its first token."""
         job = first.job
-        siblings = [
-            s.seq for s in self._slots if s.seq is not None and s.seq.job is job and s.seq is not first
-        ]
+        siblings = [s.seq for s in self._slots if s.seq is not None and s.seq.job is job and s.seq is not first]
         for seq in siblings:
             self._model.seq_keep_prefix(seq.slot.seq_id, 0)
             self._model.seq_copy_prefix(first.slot.seq_id, seq.slot.seq_id, len(job.prompt))
             seq.slot.tokens = list(job.prompt)
         for seq in [first, *siblings]:
-            self._accept(seq, seq.sampler.sample(self._model.ctx, batch_index))
+            self._sample(seq, batch_index)
 
-    def _accept(self, seq: Sequence, token: int) -> None:
+    def _sample(self, seq: Sequence, batch_index: int) -> None:
+        token = seq.sampler.sample(self._model.ctx, batch_index)
+        request = seq.job.request
+        logprob = self._model.logprob(batch_index, token, request.top_logprobs) if request.logprobs else None
+        self._accept(seq, token, logprob)
+
+    def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         seq.generated += 1
+        if seq.output.thinking:
+            seq.reasoning += 1
         if self._model.is_eog(token):
             return self._finish(seq, FinishReason.STOP)
-        text = seq.assembler.feed(self._model.piece(token))
-        if text:
-            seq.job.emit(TextDelta(seq.index, text))
+        for event in seq.output.feed(seq.assembler.feed(self._model.piece(token)), logprob):
+            seq.job.emit(event)
         if seq.assembler.stopped:
             return self._finish(seq, FinishReason.STOP)
         if seq.generated >= seq.limit:
@@ -263,11 +282,10 @@ class Scheduler:
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         job = seq.job
-        tail = seq.assembler.flush()
-        if tail:
-            job.emit(TextDelta(seq.index, tail))
-        job.emit(Finished(seq.index, reason))
-        job.completion_tokens += seq.generated
+        for event in seq.output.feed(seq.assembler.flush()) + seq.output.finish(reason):
+            job.emit(event)
+        job.completion_tokens += seq.generated - seq.reasoning
+        job.reasoning_tokens += seq.reasoning
         job.unfinished -= 1
         self._release(seq)
         if job.unfinished == 0:
@@ -275,6 +293,7 @@ class Scheduler:
                 prompt_tokens=len(job.prompt),
                 completion_tokens=job.completion_tokens,
                 cached_tokens=job.cached_tokens,
+                reasoning_tokens=job.reasoning_tokens,
             )
             job.emit(UsageReport(usage))
             job.emit(None)

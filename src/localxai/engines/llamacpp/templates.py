@@ -6,14 +6,16 @@ a user typing `<end_of_turn>` gets those characters, not a control token.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from localxai.chat import Message, Role
+from localxai.chat import Message, Role, TextPart, Tool, ToolChoice, ToolMode
+from localxai.engines import toolcalls
 from localxai.errors import ConfigError, InvalidArgument
 
 
@@ -23,8 +25,40 @@ class Segment:
     special: bool  # parse special tokens (template markup) or not (message text)
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """What a template renders: the messages, plus the tools offered and the reasoning effort."""
+
+    messages: Sequence[Message]
+    tools: Sequence[Tool] = ()
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice(ToolMode.NONE))
+    reasoning_effort: str | None = None
+
+    @property
+    def offered_tools(self) -> Sequence[Tool]:
+        return self.tools if self.tool_choice.mode is not ToolMode.NONE else ()
+
+
 class ChatTemplate(Protocol):
-    def render(self, messages: Sequence[Message]) -> list[Segment]: ...
+    def render(self, conversation: Conversation) -> list[Segment]: ...
+
+
+def tools_as_text(conversation: Conversation) -> list[Message]:
+    """For templates without tool support: the tools become system text, and earlier calls and
+    their results become ordinary turns written in localxai's calling convention."""
+    out: list[Message] = []
+    for m in conversation.messages:
+        if m.role is Role.ASSISTANT and m.tool_calls:
+            out.append(Message(Role.ASSISTANT, (TextPart(toolcalls.history_text(m.tool_calls)),)))
+        elif m.role in (Role.TOOL, Role.FUNCTION):
+            label = f"Result of call {m.tool_call_id}" if m.tool_call_id else "Function result"
+            out.append(Message(Role.USER, (TextPart(f"{label}: {m.text}"),)))
+        else:
+            out.append(m)
+    if conversation.offered_tools:
+        text = toolcalls.preamble(conversation.offered_tools, conversation.tool_choice)
+        out.insert(0, Message(Role.SYSTEM, (TextPart(text),)))
+    return out
 
 
 def _role_name(role: Role) -> str:
@@ -39,10 +73,10 @@ class GemmaTemplate:
     the first user turn; a system message later in the conversation becomes a user turn of its own.
     """
 
-    def render(self, messages: Sequence[Message]) -> list[Segment]:
+    def render(self, conversation: Conversation) -> list[Segment]:
         segments: list[Segment] = []
         preamble = ""
-        turns = list(messages)
+        turns = tools_as_text(conversation)
         while turns and _role_name(turns[0].role) == "system":
             preamble += turns.pop(0).text + "\n\n"
         if preamble and not (turns and turns[0].role is Role.USER):
@@ -83,17 +117,38 @@ class JinjaTemplate:
         self._bos = bos_token
         self._eos = eos_token
         self._fallback = fallback
+        self._native_tools = "tools" in source  # the template renders tool definitions itself
 
-    def render(self, messages: Sequence[Message]) -> list[Segment]:
-        payload = [{"role": _role_name(m.role), "content": m.text} for m in messages]
+    def render(self, conversation: Conversation) -> list[Segment]:
+        tools = conversation.offered_tools
+        extra: dict[str, object] = {}
+        if conversation.reasoning_effort is not None:
+            extra["reasoning_effort"] = conversation.reasoning_effort
+            extra["enable_thinking"] = conversation.reasoning_effort != "none"
+        if self._native_tools:
+            payload = [_native_message(m) for m in conversation.messages]
+            if tools:
+                extra["tools"] = [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": json.loads(t.parameters),
+                        },
+                    }
+                    for t in tools
+                ]
+        else:
+            payload = [{"role": _role_name(m.role), "content": m.text} for m in tools_as_text(conversation)]
         try:
             text = self._template.render(
-                messages=payload, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos
+                messages=payload, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos, **extra
             )
         except _TemplateRejected as exc:
             # The template refuses this conversation shape (e.g. strict alternation).
             if self._fallback is not None:
-                return self._fallback.render(messages)
+                return self._fallback.render(conversation)
             raise InvalidArgument(f"This model's chat template rejects the conversation: {exc}") from None
         except TemplateError as exc:
             raise InvalidArgument(f"This model's chat template failed on the conversation: {exc}") from None
@@ -101,6 +156,28 @@ class JinjaTemplate:
         if self._bos and text.startswith(self._bos):
             text = text[len(self._bos) :]
         return [Segment(text, special=True)]
+
+
+def _native_message(m: Message) -> dict[str, object]:
+    """A message in the shape Hugging Face chat templates expect, tool calls included."""
+    out: dict[str, object] = {"role": _role_name(m.role), "content": m.text}
+    if m.role is Role.FUNCTION:
+        out["role"] = "tool"
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _json_or_text(c.arguments)}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _json_or_text(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def template_for(metadata: Mapping[str, str], bos_token: str, eos_token: str) -> ChatTemplate:
