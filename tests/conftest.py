@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ import pytest
 from localxai.engines.fake import FakeEngine
 from localxai.httpapi.app import create_app
 from localxai.runtime import Runtime
+from localxai.store.store import Store, sqlite_url
 
 API_KEY = "xai-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def fake_app(engine: FakeEngine | None = None, keys: tuple[str, ...] = (API_KEY,), **service_kwargs):  # type: ignore[no-untyped-def]
-    return create_app(Runtime.build([engine or FakeEngine()], keys, **service_kwargs))
+    store = Store(sqlite_url(Path(tempfile.mkdtemp(prefix="localxai-test-"))))
+    return create_app(Runtime.build([engine or FakeEngine()], keys, store, **service_kwargs))
 
 
 @pytest.fixture

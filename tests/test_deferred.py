@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
+import pytest
 
+from localxai.auth import ApiKey
+from localxai.chat import ChatRequest, Message, Role, TextPart
+from localxai.deferred import DeferredCompletions
 from localxai.engines.fake import FakeEngine
+from localxai.errors import NotFound
+from localxai.service import ChatService
+from localxai.store.store import Store, sqlite_url
 
 from conftest import AUTH, fake_app
 
@@ -52,18 +60,12 @@ async def test_unknown_deferred_id_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/chat/deferred-completion/not-a-real-id")).status_code == 404
 
 
-async def test_results_expire() -> None:
-    import pytest
-
-    from localxai.chat import ChatRequest, Message, Role, TextPart
-    from localxai.deferred import DeferredCompletions
-    from localxai.errors import NotFound
-    from localxai.service import ChatService
-
-    deferred = DeferredCompletions(ChatService([FakeEngine()]), ttl_s=0)
+async def test_results_expire(tmp_path: Path) -> None:
+    deferred = DeferredCompletions(ChatService([FakeEngine()]), Store(sqlite_url(tmp_path)), "w", ttl_s=0)
     request = ChatRequest(model="fake-model", messages=(Message(Role.USER, (TextPart("hi"),)),))
-    request_id = await deferred.submit(request, owner="k")
+    caller = ApiKey(key_id="k", redacted="***", name="k", created=0, modified=0)
+    request_id = await deferred.submit(request, caller)
     await asyncio.sleep(0.01)
     with pytest.raises(NotFound):
-        deferred.fetch(request_id, owner="k")
+        await deferred.fetch(request_id, caller)
     await deferred.close()

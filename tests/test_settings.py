@@ -8,7 +8,7 @@ from localxai.settings import build_settings
 
 def test_defaults() -> None:
     s = build_settings({}, environ={})
-    assert s.host == "127.0.0.1" and s.port == 8000 and s.open_access and s.model is None
+    assert s.host == "127.0.0.1" and s.port == 8000 and not s.api_keys and s.model is None and s.grpc_port == 50051
 
 
 def test_flags_win_over_environment() -> None:
@@ -24,12 +24,6 @@ def test_aliases() -> None:
     assert s.aliases == (("grok-4", "m"), ("grok-4.3", "m"))
     with pytest.raises(ConfigError, match="NAME=MODEL"):
         build_settings({"alias": ["grok-4"]}, environ={})
-
-
-def test_open_access_only_on_loopback() -> None:
-    with pytest.raises(ConfigError, match="without API keys"):
-        build_settings({"host": "0.0.0.0"}, environ={})
-    assert build_settings({"host": "0.0.0.0", "api_key": ["k"]}, environ={}).host == "0.0.0.0"
 
 
 def test_missing_model_file(tmp_path: Path) -> None:

@@ -1,30 +1,25 @@
-"""API keys: parsing the bearer header, constant-time verification, redaction."""
+"""API keys: parsing the bearer header and finding the caller's key.
+
+Keys come from flags/environment (compared as hashes, in constant time) and from the store
+(`localxai keys create`, looked up by hash). With neither, any bearer token is accepted.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from localxai.errors import IncorrectApiKey, Unauthenticated
-
-
-def redact(key: str) -> str:
-    """`xai-...b14o` as in GET /v1/api-key; short keys show less."""
-    if len(key) <= 8:
-        return "***"
-    return f"{key[:4]}...{key[-4:]}"
+from localxai.errors import IncorrectApiKey, PermissionDenied, Unauthenticated
+from localxai.store.store import Store, key_hash, redact
 
 
 def _short_redact(key: str) -> str:
     """xAI's form in the wrong-key message: `xa***Ju`."""
     return f"{key[:2]}***{key[-2:]}" if len(key) > 4 else "***"
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -35,37 +30,67 @@ class ApiKey:
     redacted: str
     name: str
     created: int
+    modified: int
+    models: tuple[str, ...] | None = None  # None: every model
+    rpm: int | None = None
+    tpm: int | None = None
 
-
-class KeyChecker:
-    """Verifies bearer tokens against the configured keys (compared as hashes, in constant time).
-
-    With no keys configured every bearer token is accepted (open access on loopback).
-    """
-
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._digests = [_digest(k) for k in keys]
-        self._started = int(time.time())
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
     @property
-    def open_access(self) -> bool:
-        return not self._digests
+    def acls(self) -> list[str]:
+        models = ["api-key:model:*"] if self.models is None else [f"api-key:model:{m}" for m in self.models]
+        return [*models, "api-key:endpoint:*"]
 
-    def check(self, authorization: str | None) -> ApiKey:
+
+class Authenticator:
+    def __init__(self, keys: Iterable[str], store: Store | None = None) -> None:
+        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+        self._store = store
+        self._started = int(time.time())
+
+    async def authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization:
             raise Unauthenticated("No credentials presented.")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("The Authorization header must be 'Bearer <API key>'.")
-        digest = _digest(token)
+        digest = hashlib.sha256(token.encode()).digest()
         matched = False
         for known in self._digests:  # no early exit: timing does not tell which key matched
             matched |= hmac.compare_digest(known, digest)
-        if self._digests and not matched:
-            raise IncorrectApiKey(
-                f"Incorrect API key provided: {_short_redact(token)}. "
-                "Keys are configured by the operator of this localxai server."
-            )
-        name = "open access (no keys configured)" if self.open_access else "configured key"
-        return ApiKey(key_id=digest.hex()[:16], redacted=redact(token), name=name, created=self._started)
+        if matched:
+            return self._static(token, "configured key")
+        if self._store is not None:
+            record = await asyncio.to_thread(self._store.key_by_hash, key_hash(token))
+            if record is not None:
+                if record.disabled:
+                    raise PermissionDenied(f"The API key {record.redacted} is disabled.")
+                return ApiKey(
+                    key_id=record.id,
+                    redacted=record.redacted,
+                    name=record.name,
+                    created=int(record.created_at),
+                    modified=int(record.modified_at),
+                    models=record.models,
+                    rpm=record.rpm,
+                    tpm=record.tpm,
+                )
+        if not self._digests and not await self._store_has_keys():
+            return self._static(token, "open access (no keys configured)")
+        raise IncorrectApiKey(
+            f"Incorrect API key provided: {_short_redact(token)}. "
+            "Keys are configured by the operator of this localxai server."
+        )
+
+    async def open_access(self) -> bool:
+        return not self._digests and not await self._store_has_keys()
+
+    async def _store_has_keys(self) -> bool:
+        return self._store is not None and await asyncio.to_thread(self._store.has_active_keys)
+
+    def _static(self, token: str, name: str) -> ApiKey:
+        key_id = "key_" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        return ApiKey(key_id=key_id, redacted=redact(token), name=name, created=self._started, modified=self._started)

@@ -17,8 +17,15 @@ log = logging.getLogger("localxai")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localxai", description="Self-hosted xAI Chat Completions API.")
     parser.add_argument("--version", action="version", version=f"localxai {__version__}")
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--data-dir", help="cache and state directory (default ~/.cache/localxai)")
+    state.add_argument(
+        "--database-url", help="postgresql://user@host/db to share state between replicas (default: SQLite)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the API (default: the embedded Gemma 3 270M model)")
+    serve = commands.add_parser(
+        "serve", parents=[state], help="serve the API (default: the embedded Gemma 3 270M model)"
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port for xai-sdk clients (default 50051; 0 = off)")
@@ -45,9 +52,22 @@ def _parser() -> argparse.ArgumentParser:
         "--reasoning-open", action="store_true", help="the chat template opens the thinking block (output starts in it)"
     )
     serve.add_argument("--reasoning-efforts", help="accepted reasoning_effort values, e.g. low,medium,high")
-    serve.add_argument("--data-dir", help="cache and state directory (default ~/.cache/localxai)")
     serve.add_argument("--engine", choices=["llamacpp", "fake"], help="'fake' serves a scripted test model")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", parents=[state], help="create a key; it is printed once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--models", nargs="+", help="model ids the key may use (default: all)")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens per minute (prompt + completion + reasoning)")
+    keys.add_parser("list", parents=[state], help="list keys (redacted)")
+    for verb, text in (("revoke", "revoke a key for good"), ("disable", "block a key"), ("enable", "unblock a key")):
+        keys.add_parser(verb, parents=[state], help=text).add_argument("key_id")
+
+    usage = commands.add_parser("usage", parents=[state], help="print token usage per key and model")
+    usage.add_argument("--key", help="only this key id")
+    usage.add_argument("--since", help="ISO date/time, or a duration like 30m, 24h, 7d")
     return parser
 
 
@@ -58,24 +78,132 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"localxai: {exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        try:
+    try:
+        if args.command == "serve":
             serve(settings)
-        except ConfigError as exc:
-            sys.exit(f"localxai: {exc}")
+        elif args.command == "keys":
+            manage_keys(args, open_store(settings))
+        elif args.command == "usage":
+            print_usage(args, open_store(settings))
+    except ConfigError as exc:
+        sys.exit(f"localxai: {exc}")
+
+
+def open_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from localxai.store.store import Store, sqlite_url
+
+    return Store(settings.database_url or sqlite_url(settings.data_dir))
+
+
+def manage_keys(args: argparse.Namespace, store) -> None:  # type: ignore[no-untyped-def]
+    if args.keys_command == "create":
+        models = tuple(m for spec in args.models for m in spec.split(",") if m) if args.models else None
+        record, secret = store.create_key(args.name, models, args.rpm, args.tpm)
+        print(secret)
+        print(f"created {record.id} ({record.name}); this is the only time the key is shown", file=sys.stderr)
+    elif args.keys_command == "list":
+        rows = [
+            (
+                k.id,
+                k.name,
+                k.redacted,
+                ",".join(k.models) if k.models else "*",
+                k.rpm or "-",
+                k.tpm or "-",
+                "disabled" if k.disabled else "active",
+                _when(k.created_at),
+            )
+            for k in store.list_keys()
+        ]
+        _table(("id", "name", "key", "models", "rpm", "tpm", "state", "created"), rows)
+    else:
+        done = (
+            store.revoke_key(args.key_id)
+            if args.keys_command == "revoke"
+            else store.set_key_disabled(args.key_id, args.keys_command == "disable")
+        )
+        if not done:
+            raise ConfigError(f"no active key {args.key_id}")
+        print(f"{args.key_id}: {args.keys_command}d")
+
+
+def print_usage(args: argparse.Namespace, store) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        (
+            u.key_id,
+            u.model,
+            u.requests,
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.image_tokens,
+            u.completion_tokens,
+            u.reasoning_tokens,
+            f"{u.mean_latency_ms:.0f}",
+        )
+        for u in store.usage_summary(args.key, _since(args.since))
+    ]
+    header = ("key", "model", "requests", "prompt", "cached", "image", "completion", "reasoning", "latency ms")
+    _table(header, rows)
+
+
+def _since(text: str | None) -> float | None:
+    import datetime as dt
+    import re
+    import time
+
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)([smhd])", text)
+    if match:
+        return time.time() - int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since expects an ISO date/time or a duration like 24h, got {text!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _when(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _table(header: tuple[str, ...], rows: Sequence[Sequence[object]]) -> None:
+    cells = [tuple(str(c) for c in header), *(tuple(str(c) for c in r) for r in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def serve(settings: Settings) -> None:
+    import socket
+
     import uvicorn
 
     from localxai.httpapi.app import create_app
     from localxai.runtime import Runtime
+    from localxai.settings import LOOPBACK_HOSTS
 
-    runtime = Runtime.build([build_engine(settings)], settings.api_keys, settings.aliases, settings.max_n)
+    store = open_store(settings)
+    if not settings.api_keys and not store.has_active_keys() and settings.host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
+            "or create one with `localxai keys create`; or listen on 127.0.0.1"
+        )
+    runtime = Runtime.build(
+        [build_engine(settings)],
+        settings.api_keys,
+        store,
+        aliases=settings.aliases,
+        max_n=settings.max_n,
+        worker_id=f"{socket.gethostname()}:{settings.port}",
+        deferred_lease_s=settings.deferred_lease_s,
+    )
     for info in runtime.service.list_models():
         aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
         log.info("serving model %s%s, %d context tokens per request", info.id, aliases, info.context_length)
-    if settings.open_access:
+    if not settings.api_keys and not store.has_active_keys():
         log.warning("no API keys configured: accepting any bearer token, listening on %s only", settings.host)
     companions = []
     if settings.grpc_port:

@@ -1,74 +1,141 @@
 """Deferred completions: start now, fetch the result later, exactly once, within 24 hours.
 
-Validation happens at submission (a bad request is refused at once); the generation then runs in
-the background through the same ChatService. Results are kept in memory.
+Submission admits the request like any other (validation, access, rate limits) and stores it. A
+worker in every server process claims stored requests, runs them through the same ChatService and
+stores the result, so pending work survives a restart and results survive a crash. Several
+processes can share one database: a claim is a lease that the worker renews while it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 
+from localxai import codec
+from localxai import errors as e
+from localxai.auth import ApiKey
 from localxai.chat import ChatRequest, Completion
-from localxai.errors import InternalError, LocalXAIError, NotFound
-from localxai.service import ChatService, collect
+from localxai.service import Admission, ChatService, collect
+from localxai.store.store import Store
 
 log = logging.getLogger(__name__)
 
 RESULT_TTL_S = 24 * 3600
-
-
-@dataclass
-class _Deferred:
-    owner: str
-    created: float
-    task: asyncio.Task[Completion]
+_BY_STATUS: dict[str, type[e.LocalXAIError]] = {
+    e.Status.INVALID_ARGUMENT.name: e.InvalidArgument,
+    e.Status.PERMISSION_DENIED.name: e.PermissionDenied,
+    e.Status.NOT_FOUND.name: e.NotFound,
+    e.Status.RESOURCE_EXHAUSTED.name: e.ResourceExhausted,
+    e.Status.UNAVAILABLE.name: e.Unavailable,
+}
 
 
 class DeferredCompletions:
-    def __init__(self, service: ChatService, ttl_s: float = RESULT_TTL_S) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        store: Store,
+        worker_id: str,
+        lease_s: float = 30.0,
+        concurrency: int = 4,
+        ttl_s: float = RESULT_TTL_S,
+    ) -> None:
         self._service = service
+        self._store = store
+        self._worker_id = worker_id
+        self._lease_s = lease_s
+        self._concurrency = concurrency
         self._ttl_s = ttl_s
-        self._items: dict[str, _Deferred] = {}
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
 
-    async def submit(self, request: ChatRequest, owner: str) -> str:
-        """Validate and queue `request` (raises like a normal request); returns the request id."""
-        self._expire()
-        stream = await self._service.start(request)
+    async def start(self) -> None:
+        """Re-queue what this server's previous run left running, then start the worker."""
+        if self._loop_task is not None:
+            return
+        self._loop_task = asyncio.create_task(self._work(), name="deferred-worker")
+        requeued = await asyncio.to_thread(self._store.release_claims, self._worker_id)
+        if requeued:
+            log.info("re-queued %d deferred completions left running by this server's previous run", requeued)
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Stop working; requests still running go back to the queue for the next run."""
+        tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self._store.release_claims, self._worker_id)
+
+    async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
+        """Admit `request` (raises like a normal request) and queue it; returns the request id."""
+        await self.start()  # normally done at server start-up; in-process users may skip that
+        await self._service.admit(request, caller)
         request_id = str(uuid.uuid4())
-        task = asyncio.create_task(collect(stream, request.n), name=f"deferred-{request_id}")
-        self._items[request_id] = _Deferred(owner=owner, created=time.time(), task=task)
+        await asyncio.to_thread(self._store.create_deferred, request_id, caller.key_id, codec.dumps(request))
+        self._wake.set()
         return request_id
 
-    def fetch(self, request_id: str, owner: str) -> Completion | None:
+    async def fetch(self, request_id: str, caller: ApiKey) -> Completion | None:
         """The completion once it is done (then it is gone), None while pending.
 
         Unknown, expired, already fetched and other keys' ids all read as not found.
         """
-        self._expire()
-        item = self._items.get(request_id)
-        if item is None or item.owner != owner:
-            raise NotFound(f"No deferred completion with id {request_id}.")
-        if not item.task.done():
-            return None
-        del self._items[request_id]
-        error = item.task.exception()
-        if error is None:
-            return item.task.result()
-        if isinstance(error, LocalXAIError):
-            raise error
-        log.error("deferred completion %s failed: %r", request_id, error)
-        raise InternalError()
+        not_before = time.time() - self._ttl_s
+        row = await asyncio.to_thread(self._store.take_deferred, request_id, caller.key_id, not_before)
+        if row is None:
+            raise e.NotFound(f"No deferred completion with id {request_id}.")
+        if row.status == "done" and row.result is not None:
+            result = codec.loads(row.result)
+            assert isinstance(result, Completion)
+            return result
+        if row.status == "failed":
+            raise _BY_STATUS.get(row.error_kind or "", e.InternalError)(row.error_message or "internal error")
+        return None
 
-    async def close(self) -> None:
-        for item in self._items.values():
-            item.task.cancel()
-        await asyncio.gather(*(i.task for i in self._items.values()), return_exceptions=True)
+    # -- the worker -------------------------------------------------------------------------------
 
-    def _expire(self) -> None:
-        cutoff = time.time() - self._ttl_s
-        for request_id in [k for k, v in self._items.items() if v.created < cutoff]:
-            self._items.pop(request_id).task.cancel()
+    async def _work(self) -> None:
+        last_renewal = time.monotonic()
+        while True:
+            try:
+                while len(self._running) < self._concurrency:
+                    claimed = await asyncio.to_thread(self._store.claim_deferred, self._worker_id, self._lease_s)
+                    if claimed is None:
+                        break
+                    request_id, payload = claimed
+                    self._running[request_id] = asyncio.create_task(self._run(request_id, payload))
+                if time.monotonic() - last_renewal > self._lease_s / 3:
+                    await asyncio.to_thread(
+                        self._store.renew_leases, self._worker_id, list(self._running), self._lease_s
+                    )
+                    await asyncio.to_thread(self._store.expire_deferred, time.time() - self._ttl_s)
+                    last_renewal = time.monotonic()
+            except Exception:
+                log.exception("deferred worker: database error; retrying")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self._lease_s / 3))
+
+    async def _run(self, request_id: str, payload: str) -> None:
+        try:
+            request = codec.loads(payload)
+            owner = await asyncio.to_thread(self._store.deferred_owner, request_id)
+            admission = await self._service.admit(request)  # validated at submission; resolve again here
+            admission = Admission(admission.request, admission.info, admission.engine, owner)
+            completion = await collect(await self._service.run(admission, api="deferred"), request.n)
+            await asyncio.to_thread(self._store.finish_deferred, request_id, codec.dumps(completion))
+        except asyncio.CancelledError:
+            raise
+        except e.LocalXAIError as exc:
+            await asyncio.to_thread(self._store.fail_deferred, request_id, exc.status.name, exc.message)
+        except Exception:
+            log.exception("deferred completion %s failed", request_id)
+            await asyncio.to_thread(self._store.fail_deferred, request_id, e.Status.INTERNAL.name, "internal error")
+        finally:
+            self._running.pop(request_id, None)
+            self._wake.set()

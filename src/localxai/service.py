@@ -13,6 +13,8 @@ from typing import Any
 
 import jsonschema
 
+from localxai.accounting import Accounting
+from localxai.auth import ApiKey
 from localxai.chat import (
     ChatRequest,
     Choice,
@@ -51,10 +53,27 @@ class ChatStream:
     events: AsyncGenerator[Event, None]
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A request that passed validation, access control and rate limits."""
+
+    request: ChatRequest
+    info: ModelInfo
+    engine: Engine
+    key_id: str | None  # whose usage it is
+
+
 class ChatService:
-    def __init__(self, engines: Sequence[Engine], aliases: Iterable[tuple[str, str]] = (), max_n: int = 16):
+    def __init__(
+        self,
+        engines: Sequence[Engine],
+        aliases: Iterable[tuple[str, str]] = (),
+        max_n: int = 16,
+        accounting: Accounting | None = None,
+    ):
         self._engines = list(engines)
         self._max_n = max_n
+        self._accounting = accounting or Accounting(None)
         self._models: dict[str, tuple[ModelInfo, Engine]] = {}
         for engine in self._engines:
             for info in engine.models():
@@ -94,14 +113,24 @@ class ChatService:
         info, engine = self._resolve(model)
         return info, await engine.tokenize(info.id, text)
 
-    async def start(self, request: ChatRequest) -> ChatStream:
-        """Validate and start; raises client errors before any output exists."""
+    async def admit(self, request: ChatRequest, caller: ApiKey | None = None) -> Admission:
+        """Everything that can refuse a request before work starts; raises the client's error."""
         if request.unsupported:
             # Fields the client set that localxai does not honour: refused, never ignored.
             raise UnsupportedParameter(f"Argument not supported: {', '.join(request.unsupported)}")
         info, engine = self._resolve(request.model)
         self._validate(request, info)
-        events = await engine.start(
+        await self._accounting.admit(caller, info.id)
+        return Admission(request, info, engine, caller.key_id if caller else None)
+
+    async def start(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
+        """Admit and start; raises client errors before any output exists."""
+        return await self.run(await self.admit(request, caller), api)
+
+    async def run(self, admission: Admission, api: str = "rest") -> ChatStream:
+        request, info = admission.request, admission.info
+        started = time.monotonic()
+        events = await admission.engine.start(
             GenerationRequest(
                 model=info.id,
                 messages=request.messages,
@@ -121,12 +150,25 @@ class ChatService:
             created=int(time.time()),
             model=info.id,
             fingerprint=info.fingerprint,
-            events=events,
+            events=self._accounted(events, admission, api, started),
         )
 
-    async def complete(self, request: ChatRequest) -> Completion:
+    async def _accounted(
+        self, events: AsyncGenerator[Event, None], admission: Admission, api: str, started: float
+    ) -> AsyncGenerator[Event, None]:
+        """The engine's events, with the usage written to the ledger when it is known."""
+        try:
+            async for event in events:
+                if isinstance(event, UsageReport):
+                    latency = time.monotonic() - started
+                    await self._accounting.record(admission.key_id, admission.info.id, event.usage, latency, api)
+                yield event
+        finally:
+            await events.aclose()
+
+    async def complete(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> Completion:
         """Non-streaming is a collected stream: one code path."""
-        return await collect(await self.start(request), request.n)
+        return await collect(await self.start(request, caller, api), request.n)
 
     async def close(self) -> None:
         for engine in self._engines:

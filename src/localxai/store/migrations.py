@@ -1,0 +1,47 @@
+"""Numbered migrations, applied once each, in order; safe to run from several processes at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from localxai.store import tables
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+def _initial(conn: sa.Connection) -> None:
+    for table in (tables.api_keys, tables.deferred, tables.rate_windows, tables.usage):
+        table.create(conn)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "keys, deferred completions, rate windows, usage ledger", _initial),
+]
+
+_PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time
+
+
+def migrate(engine: sa.Engine) -> list[int]:
+    """Apply the migrations this database lacks; returns the versions applied now."""
+    applied_now = []
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK})
+        schema_migrations.create(conn, checkfirst=True)
+        done = set(conn.scalars(sa.select(schema_migrations.c.version)))
+        for version, name, apply in MIGRATIONS:
+            if version in done:
+                continue
+            apply(conn)
+            conn.execute(schema_migrations.insert().values(version=version, name=name, applied_at=time.time()))
+            applied_now.append(version)
+    return applied_now

@@ -1,0 +1,356 @@
+"""Store: every read and write of persistent state, as methods named by intent.
+
+Methods block (database I/O): call them off the event loop (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from localxai.errors import ConfigError
+from localxai.store.migrations import migrate
+from localxai.store.tables import api_keys, deferred, rate_windows, usage
+
+KEY_PREFIX = "xai-"
+
+
+def key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def redact(secret: str) -> str:
+    return f"{secret[:4]}...{secret[-4:]}" if len(secret) > 8 else "***"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    redacted: str
+    models: tuple[str, ...] | None  # None: every model
+    rpm: int | None
+    tpm: int | None
+    disabled: bool
+    created_at: float
+    modified_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class DeferredRow:
+    id: str
+    owner: str
+    status: str
+    request: str
+    result: str | None
+    error_kind: str | None
+    error_message: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    key_id: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    image_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    mean_latency_ms: float
+
+
+def sqlite_url(data_dir: Path) -> str:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'localxai.db'}"
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        try:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
+            raise ConfigError(f"unusable --database-url: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_setup(self.engine)
+        try:
+            migrate(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"cannot open the database: {exc.orig}") from None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    # -- API keys -----------------------------------------------------------------------------
+
+    def create_key(
+        self, name: str, models: tuple[str, ...] | None = None, rpm: int | None = None, tpm: int | None = None
+    ) -> tuple[KeyRecord, str]:
+        """A new key; the secret is returned once and only its hash is stored."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(42)
+        now = time.time()
+        row = {
+            "id": "key_" + secrets.token_hex(8),
+            "name": name,
+            "key_hash": key_hash(secret),
+            "redacted": redact(secret),
+            "models": None if models is None else json.dumps(list(models)),
+            "rpm": rpm,
+            "tpm": tpm,
+            "disabled": False,
+            "created_at": now,
+            "modified_at": now,
+            "revoked_at": None,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**row))
+        return _key(row), secret
+
+    def list_keys(self, include_revoked: bool = False) -> list[KeyRecord]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_key(r._mapping) for r in conn.execute(query)]
+
+    def key_by_hash(self, digest: str) -> KeyRecord | None:
+        query = sa.select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _key(row._mapping)
+
+    def has_active_keys(self) -> bool:
+        query = sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            return bool(conn.scalar(query))
+
+    def revoke_key(self, key_id: str) -> bool:
+        now = time.time()
+        update = (
+            api_keys.update()
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now, modified_at=now)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(update).rowcount == 1
+
+    def set_key_disabled(self, key_id: str, disabled: bool) -> bool:
+        update = api_keys.update().where(api_keys.c.id == key_id).values(disabled=disabled, modified_at=time.time())
+        with self.engine.begin() as conn:
+            return conn.execute(update).rowcount == 1
+
+    # -- rate limits --------------------------------------------------------------------------
+
+    def reserve_request(self, key_id: str, window: int, rpm: int | None, tpm: int | None) -> bool:
+        """Count one request in the key's minute window, atomically, unless a limit is reached.
+
+        One conditional UPDATE: correct with many threads and many processes on one database.
+        """
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(rate_windows)
+        conditions = [rate_windows.c.key_id == key_id, rate_windows.c.window == window]
+        if rpm is not None:
+            conditions.append(rate_windows.c.requests < rpm)
+        if tpm is not None:
+            conditions.append(rate_windows.c.tokens < tpm)
+        with self.engine.begin() as conn:
+            conn.execute(insert.values(key_id=key_id, window=window, requests=0, tokens=0).on_conflict_do_nothing())
+            update = rate_windows.update().where(*conditions).values(requests=rate_windows.c.requests + 1)
+            return conn.execute(update).rowcount == 1
+
+    def add_tokens(self, key_id: str, window: int, tokens: int) -> None:
+        update = (
+            rate_windows.update()
+            .where(rate_windows.c.key_id == key_id, rate_windows.c.window == window)
+            .values(tokens=rate_windows.c.tokens + tokens)
+        )
+        with self.engine.begin() as conn:
+            conn.execute(update)
+            conn.execute(rate_windows.delete().where(rate_windows.c.window < window - 60))  # keep an hour
+
+    # -- usage ledger -------------------------------------------------------------------------
+
+    def record_usage(self, **row: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(usage.insert().values(created_at=time.time(), **row))
+
+    def usage_summary(self, key_id: str | None = None, since: float | None = None) -> list[UsageRow]:
+        c = usage.c
+        query = sa.select(
+            c.key_id,
+            c.model,
+            sa.func.count(),
+            sa.func.sum(c.prompt_tokens),
+            sa.func.sum(c.cached_tokens),
+            sa.func.sum(c.image_tokens),
+            sa.func.sum(c.completion_tokens),
+            sa.func.sum(c.reasoning_tokens),
+            sa.func.avg(c.latency_ms),
+        ).group_by(c.key_id, c.model)
+        if key_id is not None:
+            query = query.where(c.key_id == key_id)
+        if since is not None:
+            query = query.where(c.created_at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(c.key_id, c.model)).all()
+        return [
+            UsageRow(
+                key_id=r[0],
+                model=r[1],
+                requests=int(r[2]),
+                prompt_tokens=int(r[3] or 0),
+                cached_tokens=int(r[4] or 0),
+                image_tokens=int(r[5] or 0),
+                completion_tokens=int(r[6] or 0),
+                reasoning_tokens=int(r[7] or 0),
+                mean_latency_ms=float(r[8] or 0),
+            )
+            for r in rows
+        ]
+
+    # -- deferred completions -----------------------------------------------------------------
+
+    def create_deferred(self, request_id: str, owner: str, request: str) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                deferred.insert().values(
+                    id=request_id, owner=owner, status="pending", request=request, created_at=now, updated_at=now
+                )
+            )
+
+    def claim_deferred(self, worker: str, lease_s: float) -> tuple[str, str] | None:
+        """Take the oldest pending (or abandoned) request for `worker`; None when there is none."""
+        now = time.time()
+        claimable = sa.or_(
+            deferred.c.status == "pending", sa.and_(deferred.c.status == "running", deferred.c.lease_until < now)
+        )
+        with self.engine.begin() as conn:
+            query = sa.select(deferred.c.id, deferred.c.request).where(claimable).order_by(deferred.c.created_at)
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            row = conn.execute(query.limit(1)).first()
+            if row is None:
+                return None
+            claimed = conn.execute(
+                deferred.update()
+                .where(deferred.c.id == row.id, claimable)
+                .values(status="running", claimed_by=worker, lease_until=now + lease_s, updated_at=now)
+            )
+            return (row.id, row.request) if claimed.rowcount == 1 else None
+
+    def deferred_owner(self, request_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(sa.select(deferred.c.owner).where(deferred.c.id == request_id))
+
+    def renew_leases(self, worker: str, request_ids: list[str], lease_s: float) -> None:
+        if not request_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                deferred.update()
+                .where(deferred.c.id.in_(request_ids), deferred.c.claimed_by == worker)
+                .values(lease_until=time.time() + lease_s)
+            )
+
+    def release_claims(self, worker: str) -> int:
+        """Put `worker`'s running requests back in the queue (its previous life died, or it stops)."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                deferred.update()
+                .where(deferred.c.status == "running", deferred.c.claimed_by == worker)
+                .values(status="pending", claimed_by=None, lease_until=None, updated_at=time.time())
+            ).rowcount
+
+    def finish_deferred(self, request_id: str, result: str) -> None:
+        self._settle(request_id, status="done", result=result)
+
+    def fail_deferred(self, request_id: str, kind: str, message: str) -> None:
+        self._settle(request_id, status="failed", error_kind=kind, error_message=message)
+
+    def _settle(self, request_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deferred.update()
+                .where(deferred.c.id == request_id, deferred.c.status == "running")
+                .values(claimed_by=None, lease_until=None, updated_at=time.time(), **values)
+            )
+
+    def take_deferred(self, request_id: str, owner: str, not_before: float) -> DeferredRow | None:
+        """The owner's request; a finished one is handed out once (deleted in the same transaction)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(deferred).where(deferred.c.id == request_id, deferred.c.owner == owner)
+            ).first()
+            if row is None:
+                return None
+            if row.created_at < not_before:
+                conn.execute(deferred.delete().where(deferred.c.id == request_id))
+                return None
+            if row.status in ("done", "failed"):
+                gone = conn.execute(
+                    deferred.delete().where(deferred.c.id == request_id, deferred.c.status == row.status)
+                )
+                if gone.rowcount != 1:  # another poller took it first
+                    return None
+            return DeferredRow(**{k: row._mapping[k] for k in DeferredRow.__dataclass_fields__})
+
+    def expire_deferred(self, not_before: float) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(deferred.delete().where(deferred.c.created_at < not_before)).rowcount
+
+
+def _key(row: Any) -> KeyRecord:
+    models = row["models"]
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        redacted=row["redacted"],
+        models=None if models is None else tuple(json.loads(models)),
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+        disabled=bool(row["disabled"]),
+        created_at=row["created_at"],
+        modified_at=row["modified_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _sqlite_setup(engine: sa.Engine) -> None:
+    """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of failing mid-transaction."""
+
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below drive transactions
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,66 @@
+"""The tables, in their current shape (migrations.py builds and evolves them)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("redacted", sa.String(40), nullable=False),
+    sa.Column("models", sa.Text),  # JSON list of model ids; NULL: every model
+    sa.Column("rpm", sa.Integer),  # requests per minute; NULL: unlimited
+    sa.Column("tpm", sa.Integer),  # tokens per minute; NULL: unlimited
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("modified_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+deferred = sa.Table(
+    "deferred",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("owner", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # pending | running | done | failed
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("result", sa.Text),
+    sa.Column("error_kind", sa.String(60)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_deferred_status", "status", "created_at"),
+)
+
+rate_windows = sa.Table(
+    "rate_windows",
+    metadata,
+    sa.Column("key_id", sa.String(40), primary_key=True),
+    sa.Column("window", sa.Integer, primary_key=True),  # minutes since the epoch
+    sa.Column("requests", sa.Integer, nullable=False, default=0),
+    sa.Column("tokens", sa.Integer, nullable=False, default=0),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("api", sa.String(10), nullable=False),  # rest | grpc | deferred
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("cached_tokens", sa.Integer, nullable=False),
+    sa.Column("image_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("reasoning_tokens", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_usage_key_time", "key_id", "created_at"),
+)
