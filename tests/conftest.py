@@ -61,8 +61,10 @@ class Server:
 
 
 def start_server(tmp: Path, *args: str, timeout: float = 120.0) -> Server:
-    port, grpc_port = free_port(), free_port()
-    log = tmp / f"server-{port}.log"
+    port = int(args[args.index("--port") + 1]) if "--port" in args else free_port()
+    args = tuple(a for i, a in enumerate(args) if a != "--port" and (i == 0 or args[i - 1] != "--port"))
+    grpc_port = free_port()
+    log = tmp / f"server-{port}-{time.monotonic_ns()}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALXAI_")}
     process = subprocess.Popen(
         [
@@ -118,3 +120,31 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield server
     stop_server(server)
+
+
+PG_URL = os.environ.get("LOCALXAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A private schema in the PostgreSQL test database (the one this machine and CI start)."""
+    import uuid
+
+    import psycopg
+
+    schema = f"lx_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("pg_url"))
