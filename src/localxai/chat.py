@@ -131,6 +131,7 @@ class FinishReason(str, enum.Enum):
     STOP = "stop"
     LENGTH = "length"
     TOOL_CALLS = "tool_calls"
+    TIME_LIMIT = "time_limit"  # the server's per-request time limit; REST spells it "length"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reasoning-efforts", help="accepted reasoning_effort values, e.g. low,medium,high")
     serve.add_argument("--engine", choices=["llamacpp", "fake"], help="'fake' serves a scripted test model")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--max-messages", type=int, help="most messages per request (default 2048)")
+    serve.add_argument("--max-images", type=int, help="most images per request (default 64)")
+    serve.add_argument(
+        "--request-timeout-s", type=float, help="a generation longer than this ends (default 600; 0 = none)"
+    )
+    serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default 64; larger: 413)")
+    serve.add_argument(
+        "--shutdown-grace-s", type=float, help="on SIGTERM, how long running requests may finish (default 30)"
+    )
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", parents=[state], help="create a key; it is printed once")
@@ -183,6 +192,7 @@ def serve(settings: Settings) -> None:
 
     from localxai.httpapi.app import create_app
     from localxai.runtime import Runtime
+    from localxai.service import Limits
     from localxai.settings import LOOPBACK_HOSTS
 
     store = open_store(settings)
@@ -196,9 +206,15 @@ def serve(settings: Settings) -> None:
         settings.api_keys,
         store,
         aliases=settings.aliases,
-        max_n=settings.max_n,
+        limits=Limits(
+            max_n=settings.max_n,
+            max_messages=settings.max_messages,
+            max_images=settings.max_images,
+            timeout_s=settings.request_timeout_s or None,
+        ),
         worker_id=f"{socket.gethostname()}:{settings.port}",
         deferred_lease_s=settings.deferred_lease_s,
+        max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
     )
     for info in runtime.service.list_models():
         aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
@@ -212,7 +228,25 @@ def serve(settings: Settings) -> None:
         companions.append(lambda: grpc_server(runtime, settings.host, settings.grpc_port))
     app = create_app(runtime, companions)
     log.info("listening on http://%s:%d/v1", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    grace = settings.shutdown_grace_s
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,  # keep our logging (request ids) for uvicorn's messages too
+        timeout_graceful_shutdown=max(1, round(grace)),
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # Streams still running just before uvicorn's hard deadline end with a proper final frame.
+            runtime.shutdown.begin(max(0.0, grace - 2))
+            log.info("shutting down: running requests may finish for %.0f s", grace)
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    Server(config).run()
 
 
 def build_engine(settings: Settings):  # type: ignore[no-untyped-def]

@@ -60,6 +60,10 @@ class UnsupportedMediaType(InvalidArgument):
     """Empty body or a Content-Type other than JSON (HTTP 415)."""
 
 
+class PayloadTooLarge(InvalidArgument):
+    """The request body is over the server's size limit (HTTP 413)."""
+
+
 class Unauthenticated(LocalXAIError):
     status = Status.UNAUTHENTICATED
 

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from localxai.accounting import Accounting
 from localxai.auth import Authenticator
 from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
-from localxai.service import ChatService
+from localxai.metrics import Metrics
+from localxai.service import ChatService, Limits
 from localxai.store.store import Store
+
+
+class Shutdown:
+    """Graceful shutdown: once begun, requests in flight may run until the deadline."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.deadline is not None
+
+    def begin(self, grace_s: float) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace_s
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @dataclass(frozen=True)
@@ -19,6 +39,9 @@ class Runtime:
     deferred: DeferredCompletions
     auth: Authenticator
     store: Store
+    metrics: Metrics
+    max_body_bytes: int = 64 * 1024 * 1024
+    shutdown: Shutdown = field(default_factory=Shutdown)
 
     @classmethod
     def build(
@@ -27,13 +50,16 @@ class Runtime:
         keys: tuple[str, ...],
         store: Store,
         aliases: Iterable[tuple[str, str]] = (),
-        max_n: int = 16,
+        limits: Limits | None = None,
         worker_id: str = "localxai",
         deferred_lease_s: float = 30.0,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> Runtime:
-        service = ChatService(engines, aliases=aliases, max_n=max_n, accounting=Accounting(store))
+        metrics = Metrics(engines)
+        service = ChatService(engines, aliases=aliases, limits=limits, accounting=Accounting(store), observer=metrics)
         deferred = DeferredCompletions(service, store, worker_id, lease_s=deferred_lease_s)
-        return cls(service=service, deferred=deferred, auth=Authenticator(keys, store), store=store)
+        auth = Authenticator(keys, store)
+        return cls(service, deferred, auth, store, metrics, max_body_bytes)
 
     async def start(self) -> None:
         await self.deferred.start()

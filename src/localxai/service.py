@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 
@@ -63,17 +63,37 @@ class Admission:
     key_id: str | None  # whose usage it is
 
 
+class Observer(Protocol):
+    """Receives per-request measurements (the metrics)."""
+
+    def first_token(self, model: str, seconds: float) -> None: ...
+    def token_gap(self, model: str, seconds: float) -> None: ...
+    def usage(self, model: str, usage: Usage) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits of this server (all documented, all configurable)."""
+
+    max_n: int = 16
+    max_messages: int = 2048
+    max_images: int = 64
+    timeout_s: float | None = 600.0  # a generation running longer ends with finish_reason "length"
+
+
 class ChatService:
     def __init__(
         self,
         engines: Sequence[Engine],
         aliases: Iterable[tuple[str, str]] = (),
-        max_n: int = 16,
+        limits: Limits | None = None,
         accounting: Accounting | None = None,
+        observer: Observer | None = None,
     ):
         self._engines = list(engines)
-        self._max_n = max_n
+        self._limits = limits or Limits()
         self._accounting = accounting or Accounting(None)
+        self._observer = observer
         self._models: dict[str, tuple[ModelInfo, Engine]] = {}
         for engine in self._engines:
             for info in engine.models():
@@ -143,6 +163,7 @@ class ChatService:
                 logprobs=request.logprobs,
                 top_logprobs=request.top_logprobs or 0,
                 reasoning_effort=request.reasoning_effort,
+                deadline=None if self._limits.timeout_s is None else started + self._limits.timeout_s,
             )
         )
         return ChatStream(
@@ -156,12 +177,22 @@ class ChatService:
     async def _accounted(
         self, events: AsyncGenerator[Event, None], admission: Admission, api: str, started: float
     ) -> AsyncGenerator[Event, None]:
-        """The engine's events, with the usage written to the ledger when it is known."""
+        """The engine's events, measured, with the usage written to the ledger when it is known."""
+        model = admission.info.id
+        last: float | None = None
         try:
             async for event in events:
+                now = time.monotonic()
+                if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)) and self._observer is not None:
+                    if last is None:
+                        self._observer.first_token(model, now - started)
+                    else:
+                        self._observer.token_gap(model, now - last)
+                    last = now
                 if isinstance(event, UsageReport):
-                    latency = time.monotonic() - started
-                    await self._accounting.record(admission.key_id, admission.info.id, event.usage, latency, api)
+                    await self._accounting.record(admission.key_id, model, event.usage, now - started, api)
+                    if self._observer is not None:
+                        self._observer.usage(model, event.usage)
                 yield event
         finally:
             await events.aclose()
@@ -175,15 +206,23 @@ class ChatService:
             await engine.close()
 
     def _validate(self, request: ChatRequest, info: ModelInfo) -> None:
+        limits = self._limits
         if not request.messages:
             raise InvalidArgument("messages must contain at least one message.")
+        if len(request.messages) > limits.max_messages:
+            raise InvalidArgument(
+                f"Too many messages: {len(request.messages)}; this server accepts at most {limits.max_messages}."
+            )
+        images = sum(len(m.images) for m in request.messages)
+        if images > limits.max_images:
+            raise InvalidArgument(f"Too many images: {images}; this server accepts at most {limits.max_images}.")
         for message in request.messages:
             if not message.content and not message.tool_calls:
                 raise InvalidArgument("Each message must have at least one content element.")
             if message.images and "image" not in info.input_modalities:
                 raise InvalidArgument(f"The model {info.id} does not support image input.")
-        if not 1 <= request.n <= self._max_n:
-            raise InvalidArgument(f"n must be between 1 and {self._max_n}, got {request.n}.")
+        if not 1 <= request.n <= limits.max_n:
+            raise InvalidArgument(f"n must be between 1 and {limits.max_n}, got {request.n}.")
         _validate_sampling(request)
         _validate_tools(request)
         _validate_output(request)

@@ -37,6 +37,11 @@ class Settings:
     reasoning_open: bool = False  # the chat template opens the thinking block itself
     reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values
     max_n: int = 16
+    max_messages: int = 2048
+    max_images: int = 64
+    request_timeout_s: float = 600.0  # 0: no limit
+    max_body_mb: float = 64.0
+    shutdown_grace_s: float = 30.0  # on SIGTERM, how long in-flight requests may run on
     log_level: str = "info"
     database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
     deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
@@ -81,6 +86,11 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "threads": int,
         "top_k": int,
         "max_n": int,
+        "max_messages": int,
+        "max_images": int,
+        "request_timeout_s": float,
+        "max_body_mb": float,
+        "shutdown_grace_s": float,
         "log_level": str,
         "database_url": str,
         "deferred_lease_s": float,

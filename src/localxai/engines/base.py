@@ -34,6 +34,7 @@ class GenerationRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     reasoning_effort: str | None = None
+    deadline: float | None = None  # time.monotonic() past which the generation stops (TIME_LIMIT)
 
 
 class Engine(abc.ABC):
@@ -53,6 +54,10 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     async def tokenize(self, model: str, text: str) -> list[Token]: ...
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Gauges per model (queue_depth, running, kv_used, kv_capacity) for /metrics."""
+        return {}
 
     async def close(self) -> None:  # noqa: B027 - engines without resources need nothing
         """Release the engine's resources."""

@@ -51,6 +51,9 @@ class FakeEngine(Engine):
             )
         ]
 
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {self.model_id: {"queue_depth": 0.0, "running": 0.0}}
+
     async def tokenize(self, model: str, text: str) -> list[Token]:
         return [Token(id=i, text=w, bytes=w.encode()) for i, w in enumerate(_words(text))]
 
@@ -76,6 +79,9 @@ class FakeEngine(Engine):
                 for i, word in enumerate(self._script(request, index)):
                     if i >= budget:
                         reason = FinishReason.LENGTH
+                        break
+                    if request.deadline is not None and time.monotonic() > request.deadline:
+                        reason = FinishReason.TIME_LIMIT
                         break
                     if self.token_delay:
                         await asyncio.sleep(self.token_delay)

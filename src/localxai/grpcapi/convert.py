@@ -47,6 +47,7 @@ FINISH_REASONS = {
     FinishReason.STOP: sample_pb2.REASON_STOP,
     FinishReason.LENGTH: sample_pb2.REASON_MAX_LEN,
     FinishReason.TOOL_CALLS: sample_pb2.REASON_TOOL_CALLS,
+    FinishReason.TIME_LIMIT: sample_pb2.REASON_TIME_LIMIT,
 }
 TOOL_MODES = {
     chat_pb2.TOOL_MODE_AUTO: ToolMode.AUTO,

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localxai.auth import ApiKey, Authenticator
-from localxai.errors import InvalidArgument, LocalXAIError
+from localxai import logs
+from localxai.auth import ApiKey
+from localxai.errors import InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
 from localxai.httpapi import convert
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
@@ -29,33 +30,79 @@ PUBLIC_PATHS = frozenset({"/health"})
 DISCONNECT_POLL_S = 0.25
 
 
-class AuthMiddleware:
-    """Every route but /health needs a valid key; checked before the body is even read."""
+class GatewayMiddleware:
+    """In front of every route: request id (header and logs), the body size cap, authentication
+    (every route but /health, before the body is read), and request metrics."""
 
-    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
-        self.auth = auth
+        self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        token = logs.request_id.set(request_id)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = {"code": 500, "started": False}
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                status["code"], status["started"] = message["status"], True
             await send(message)
+
+        try:
+            await self._handle(scope, receive, send_with_id, request_id, status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.runtime.metrics.requests.labels(path, str(status["code"]), state.get("model", "")).inc()
+            logs.request_id.reset(token)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str, status: dict) -> None:  # type: ignore[type-arg]
+        async def refuse(exc: LocalXAIError) -> None:
+            await http_errors.error_response(exc, request_id)(scope, receive, send)
 
         if scope["path"] not in PUBLIC_PATHS:
             headers = dict(scope["headers"])
             auth = headers.get(b"authorization")
             try:
-                scope["state"]["api_key"] = await self.auth.authenticate(auth.decode("latin-1") if auth else None)
+                scope["state"]["api_key"] = await self.runtime.auth.authenticate(
+                    auth.decode("latin-1") if auth else None
+                )
             except LocalXAIError as exc:
-                response = http_errors.error_response(exc, request_id)
-                return await response(scope, receive, send_with_id)
-        await self.app(scope, receive, send_with_id)
+                return await refuse(exc)
+        limit = self.runtime.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await refuse(_too_large(int(declared), limit))
+        received = 0
+
+        async def counting_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(received)
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge as exc:
+            if not status["started"]:
+                await refuse(_too_large(exc.size, limit))
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Request body too large: {size} bytes exceeds this server's limit of {limit} bytes.")
 
 
 def require_json(request: Request) -> None:
@@ -96,7 +143,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             await runtime.close()
 
     app = FastAPI(title="localxai", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(AuthMiddleware, auth=runtime.auth)
+    app.add_middleware(GatewayMiddleware, runtime=runtime)
     app.add_exception_handler(RequestValidationError, http_errors.on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(LocalXAIError, http_errors.on_local_error)
     app.add_exception_handler(StarletteHTTPException, http_errors.on_http_error)
@@ -106,6 +153,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         require_json(request)
         chat = convert.chat_request(body)
+        request.state.model = chat.model
         caller: ApiKey = request.state.api_key
         if body.deferred:
             if chat.stream:
@@ -115,7 +163,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             return await until_disconnect(request, _complete_body(service, chat, caller))
         stream = await service.start(chat, caller)
         return StreamingResponse(
-            chat_chunks(stream, chat.include_usage, request.state.request_id),
+            chat_chunks(stream, chat.include_usage, request.state.request_id, runtime.shutdown, chat.n),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -169,7 +217,21 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
     @app.get("/health")
     async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Any:
+        """Readiness: models loaded (they are, once the app runs) and the store reachable."""
+        if runtime.shutdown.started:
+            return http_errors.error_response(Unavailable("The server is shutting down."))
+        if not await asyncio.to_thread(runtime.store.ping):
+            return http_errors.error_response(Unavailable("The database is not reachable."))
+        return {"status": "ready", "models": [m.id for m in service.list_models()]}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
 

@@ -10,6 +10,7 @@ from localxai.chat import (
     Choice,
     Completion,
     Detail,
+    FinishReason,
     FormatType,
     ImagePart,
     Message,
@@ -175,10 +176,19 @@ def _choice_body(choice: Choice) -> dict[str, Any]:
     if choice.tool_calls:
         message["tool_calls"] = [tool_call_body(c) for c in choice.tool_calls]
     message["refusal"] = None
-    body: dict[str, Any] = {"index": choice.index, "message": message, "finish_reason": choice.finish_reason.value}
+    body: dict[str, Any] = {
+        "index": choice.index,
+        "message": message,
+        "finish_reason": finish_reason(choice.finish_reason),
+    }
     if choice.logprobs is not None:
         body["logprobs"] = logprobs_body(choice.logprobs)
     return body
+
+
+def finish_reason(reason: FinishReason) -> str:
+    # REST has no spelling for the time limit (gRPC: REASON_TIME_LIMIT); "length" is the nearest.
+    return "length" if reason is FinishReason.TIME_LIMIT else reason.value
 
 
 def completion_body(c: Completion) -> dict[str, Any]:

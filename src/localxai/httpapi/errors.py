@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 HTTP_STATUS: tuple[tuple[type[e.LocalXAIError], int], ...] = (
     (e.MalformedBody, 422),
     (e.UnsupportedMediaType, 415),
+    (e.PayloadTooLarge, 413),
     (e.InvalidArgument, 400),
     (e.Unauthenticated, 401),
     (e.PermissionDenied, 403),

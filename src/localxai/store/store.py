@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,8 +347,18 @@ def _sqlite_setup(engine: sa.Engine) -> None:
     def on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below drive transactions
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
+        # WAL is a property of the database file: switch once. The switch needs the file to itself,
+        # so when several processes open a new database at once, the losers retry.
+        for attempt in range(50):
+            try:
+                if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

@@ -130,6 +130,9 @@ class LlamaCppEngine(Engine):
         finally:
             job.cancelled.set()  # no-op when finished; frees the slot when the client left
 
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {self.model_id: {**self._scheduler.stats(), "kv_capacity": float(self._model.shape.cells)}}
+
     async def close(self) -> None:
         await asyncio.to_thread(self._scheduler.stop)
         self._model.close()

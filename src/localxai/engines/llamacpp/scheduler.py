@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from localxai.chat import Event, FinishReason, TokenLogprob, Usage, UsageReport
@@ -115,9 +116,14 @@ class Scheduler:
             self._wake.notify()
         self._thread.join()
 
-    @property
-    def queue_depth(self) -> int:
-        return len(self._waiting)
+    def stats(self) -> dict[str, float]:
+        """A racy but harmless read from another thread, for metrics."""
+        slots = list(self._slots)
+        return {
+            "queue_depth": float(len(self._waiting)),
+            "running": float(sum(1 for s in slots if s.seq is not None)),
+            "kv_used": float(sum(len(s.tokens) for s in slots)),
+        }
 
     # -- scheduler thread -------------------------------------------------------------------------
 
@@ -141,6 +147,10 @@ class Scheduler:
             self._fail(job, InternalError("the server is shutting down"))
 
     def _drop_cancelled(self) -> None:
+        now = time.monotonic()
+        for job in [j for j in self._running if j.request.deadline is not None and now > j.request.deadline]:
+            for seq in self._sequences(job):
+                self._finish(seq, FinishReason.TIME_LIMIT)
         for job in [j for j in self._running if j.cancelled.is_set()]:
             sequences = self._sequences(job)
             done = sum(seq.generated for seq in sequences) + job.completion_tokens
