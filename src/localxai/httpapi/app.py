@@ -45,23 +45,23 @@ class GatewayMiddleware:
         token = logs.request_id.set(request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        status = {"code": 500, "started": False}
+        status = {"code": 500}
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-                status["code"], status["started"] = message["status"], True
+                status["code"] = message["status"]
             await send(message)
 
         try:
-            await self._handle(scope, receive, send_with_id, request_id, status)
+            await self._handle(scope, receive, send_with_id, request_id)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.runtime.metrics.requests.labels(path, str(status["code"]), state.get("model", "")).inc()
             logs.request_id.reset(token)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str, status: dict) -> None:  # type: ignore[type-arg]
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         async def refuse(exc: LocalXAIError) -> None:
             await http_errors.error_response(exc, request_id)(scope, receive, send)
 
@@ -78,27 +78,27 @@ class GatewayMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await refuse(_too_large(int(declared), limit))
-        received = 0
-
-        async def counting_receive() -> Any:
-            nonlocal received
+        # Read the body here, up to the limit (a body without Content-Length is counted as it
+        # arrives), then hand it to the app; later receive() calls go to the client (disconnects).
+        body, more = bytearray(), scope["method"] in ("POST", "PUT", "PATCH")
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(received)
-            return message
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await refuse(_too_large(len(body), limit))
+        replayed = False
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge as exc:
-            if not status["started"]:
-                await refuse(_too_large(exc.size, limit))
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
 
-
-class _BodyTooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
+        await self.app(scope, replay, send)
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLarge:

@@ -1,0 +1,169 @@
+"""Operations: metrics, readiness, request ids, limits, time limit, auth coverage, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from test_httpapi import sse_events
+
+from localxai.engines.fake import FakeEngine
+from localxai.service import Limits
+
+from conftest import API_KEY, AUTH, Server, fake_app, start_server
+
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def client_for(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH)
+
+
+async def test_metrics_after_traffic() -> None:
+    async with client_for(fake_app()) as c:
+        assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        assert (await c.post("/v1/chat/completions", json={**CHAT, "model": "nope"})).status_code == 404
+        r = await c.get("/metrics")
+        assert (await c.get("/metrics", headers={"Authorization": ""})).status_code == 401
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'localxai_requests_total{model="fake-model",route="/v1/chat/completions",status="200"} 1.0' in text
+    assert 'localxai_requests_total{model="nope",route="/v1/chat/completions",status="404"} 1.0' in text
+    assert 'localxai_time_to_first_token_seconds_count{model="fake-model"} 1.0' in text
+    assert 'localxai_inter_token_latency_seconds_count{model="fake-model"}' in text
+    assert 'localxai_tokens_total{kind="completion",model="fake-model"}' in text
+    assert 'localxai_queue_depth{model="fake-model"} 0.0' in text
+
+
+async def test_health_ready_and_request_ids() -> None:
+    async with client_for(fake_app()) as c:
+        health = await c.get("/health", headers={"Authorization": ""})
+        ready = await c.get("/ready")
+    assert health.json() == {"status": "ok"}
+    assert ready.json() == {"status": "ready", "models": ["fake-model"]}
+    ids = {health.headers["x-request-id"], ready.headers["x-request-id"]}
+    assert len(ids) == 2 and all(len(i) == 32 for i in ids)
+
+
+async def test_body_size_cap_is_413() -> None:
+    from localxai.runtime import Runtime
+
+    app = fake_app()
+    runtime: Runtime = app.user_middleware[0].kwargs["runtime"]
+    object.__setattr__(runtime, "max_body_bytes", 1000)
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]}
+    async with client_for(app) as c:
+        r = await c.post("/v1/chat/completions", json=big)
+        assert r.status_code == 413
+        assert r.json()["code"] == "Client specified an invalid argument" and "exceeds" in r.json()["error"]
+
+        async def chunks() -> Any:  # no Content-Length: counted while read
+            yield json.dumps(big).encode()
+
+        r = await c.post("/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
+
+
+async def test_message_and_image_limits() -> None:
+    async with client_for(fake_app(limits=Limits(max_messages=3, max_images=1))) as c:
+        r = await c.post("/v1/chat/completions", json={**CHAT, "messages": CHAT["messages"] * 4})
+        assert r.status_code == 400 and "Too many messages" in r.json()["error"]
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
+        r = await c.post(
+            "/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": [image, image]}]}
+        )
+        assert r.status_code == 400 and "Too many images" in r.json()["error"]
+
+
+async def test_request_time_limit_ends_generation() -> None:
+    app = fake_app(FakeEngine(reply=" ".join(["word"] * 200), token_delay=0.01), limits=Limits(timeout_s=0.2))
+    async with client_for(app) as c:
+        body = (await c.post("/v1/chat/completions", json=CHAT)).json()
+        assert body["choices"][0]["finish_reason"] == "length"
+        assert body["usage"]["completion_tokens"] < 200
+        events = sse_events((await c.post("/v1/chat/completions", json={**CHAT, "stream": True})).text)
+        assert events[-2]["choices"][0]["finish_reason"] == "length" and events[-1] == "[DONE]"
+
+
+async def test_every_route_but_health_needs_a_key() -> None:
+    app = fake_app()
+    routes = [(r.path, m) for r in app.routes if isinstance(r, APIRoute) for m in r.methods]
+    routes += [("/openapi.json", "GET"), ("/docs", "GET")]
+    assert len(routes) > 10
+    async with client_for(app) as c:
+        for path, method in routes:
+            concrete = path.replace("{request_id}", "x").replace("{model_id:path}", "x").replace("{model_id}", "x")
+            r = await c.request(method, concrete, headers={"Authorization": ""})
+            expected = 200 if path == "/health" else 401
+            assert r.status_code == expected, (method, path, r.status_code)
+
+
+def test_keys_never_reach_the_logs(real_server: Server) -> None:
+    wrong = "xai-wrong-secret-key-123456789"
+    httpx.post(real_server.v1 + "/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {wrong}"})
+    httpx.get(real_server.v1 + "/api-key", headers=AUTH)
+    log = real_server.log.read_text()
+    assert API_KEY not in log and wrong not in log
+
+
+def test_graceful_shutdown(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    server = start_server(
+        tmp_path,
+        "--shutdown-grace-s",
+        "4",
+        "--ctx-size",
+        "2048",
+        "--parallel",
+        "2",
+        "--database-url",
+        f"sqlite:///{db}",
+    )
+    url = server.v1 + "/chat/completions"
+    body = {
+        "model": "gemma-3-270m",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 1900,
+        "temperature": 0,
+        "stream": True,
+    }
+    deferred_id = httpx.post(
+        url, json={**body, "stream": False, "deferred": True}, headers={"Authorization": "Bearer x"}
+    ).json()["request_id"]
+    events: list[Any] = []
+    first = threading.Event()
+
+    def consume() -> None:
+        with httpx.stream("POST", url, json=body, headers={"Authorization": "Bearer x"}, timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
+                    first.set()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first.wait(60)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    reader.join(60)
+    assert server.process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+    assert time.monotonic() - started < 20
+    # The stream was ended properly: a final chunk, then [DONE].
+    assert events[-1] == "[DONE]"
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+    # New connections are refused while stopping / after.
+    with pytest.raises(httpx.TransportError):
+        httpx.post(url, json=body, headers={"Authorization": "Bearer x"}, timeout=5)
+    # The deferred request was not lost: it waits in the store for the next run.
+    with sqlite3.connect(db) as conn:
+        (status,) = conn.execute("SELECT status FROM deferred WHERE id = ?", (deferred_id,)).fetchone()
+    assert status in ("pending", "done")
