@@ -21,8 +21,18 @@ def llama_server_binary(cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     sdist_dir = cache / "sdist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         f"llama-cpp-python=={version}", "-d", str(sdist_dir)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={version}",
+            "-d",
+            str(sdist_dir),
+        ],
         check=True,
     )
     [archive] = sdist_dir.glob(f"llama_cpp_python-{version}.tar.gz")
@@ -32,8 +42,14 @@ def llama_server_binary(cache: Path) -> Path:
             tar.extractall(cache, filter="data")
     vendored = source / "vendor" / "llama.cpp"
     build = root / "build"
-    flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
-             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON"]
+    flags = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_OPENSSL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=ON",
+    ]
     subprocess.run(["cmake", "-S", str(vendored), "-B", str(build), *flags], check=True)
     jobs = str(os.cpu_count() or 2)
     subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True)

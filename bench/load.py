@@ -27,8 +27,9 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
     gaps: list[float] = []
     chunks = 0
     usage_tokens = None
-    async with client.stream("POST", url, json={**body, "stream": True,
-                                                "stream_options": {"include_usage": True}}) as r:
+    async with client.stream(
+        "POST", url, json={**body, "stream": True, "stream_options": {"include_usage": True}}
+    ) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -46,8 +47,12 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
             last = now
             chunks += 1
     end = time.perf_counter()
-    return RequestResult(ttft=(first or end) - start, latency=end - start,
-                         tokens=usage_tokens if usage_tokens is not None else chunks, gaps=gaps)
+    return RequestResult(
+        ttft=(first or end) - start,
+        latency=end - start,
+        tokens=usage_tokens if usage_tokens is not None else chunks,
+        gaps=gaps,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -57,7 +62,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run_level(url: str, headers: dict[str, str], bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+async def run_level(
+    url: str, headers: dict[str, str], bodies: list[dict[str, Any]], concurrency: int
+) -> dict[str, Any]:
     """Send `bodies` with `concurrency` requests in flight; return aggregate metrics."""
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for b in bodies:

@@ -90,8 +90,11 @@ def run_levels(url: str, levels: list[int], max_tokens: int) -> list[dict[str, A
     rows = []
     for c in levels:
         row = asyncio.run(run_level(url, HEADERS, workload(max(4, 2 * c), max_tokens, offset=100 * c), c))
-        print(f"  concurrency {c:>2}: {row['output_tok_s']:7.1f} tok/s  ttft p50 {row['ttft_p50_ms']:7.1f} ms  "
-              f"itl p50 {row['itl_p50_ms']:6.1f} ms  p99 {row['itl_p99_ms']:6.1f} ms", flush=True)
+        print(
+            f"  concurrency {c:>2}: {row['output_tok_s']:7.1f} tok/s  ttft p50 {row['ttft_p50_ms']:7.1f} ms  "
+            f"itl p50 {row['itl_p50_ms']:6.1f} ms  p99 {row['itl_p99_ms']:6.1f} ms",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
@@ -101,8 +104,12 @@ def prefix_ttft(url: str, trials: int = 3) -> dict[str, float]:
     cold, warm = [], []
 
     async def one(system: str, question: str) -> float:
-        body = {"model": MODEL, "max_tokens": 4, "temperature": 0,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
+        body = {
+            "model": MODEL,
+            "max_tokens": 4,
+            "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        }
         async with httpx.AsyncClient(headers=HEADERS, timeout=600) as client:
             return (await stream_one(client, url, body)).ttft
 
@@ -131,8 +138,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{MODEL}, {results['config']['threads']} threads, {results['config']['parallel']} slots, "
-                 f"{results['config']['max_tokens']} output tokens")
+    fig.suptitle(
+        f"{MODEL}, {results['config']['threads']} threads, {results['config']['parallel']} slots, "
+        f"{results['config']['max_tokens']} output tokens"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -153,18 +162,51 @@ def main() -> None:
     common = ["--threads", str(args.threads), "--ctx-size", str(args.ctx_size)]
 
     def localxai(parallel: int) -> list[str]:
-        return [sys.executable, "-m", "localxai", "serve", "--model", str(model), "--model-id", MODEL,
-                "--api-key", KEY, "--parallel", str(parallel), "--max-queue", "256", *common, "--port"]
+        return [
+            sys.executable,
+            "-m",
+            "localxai",
+            "serve",
+            "--model",
+            str(model),
+            "--model-id",
+            MODEL,
+            "--api-key",
+            KEY,
+            "--parallel",
+            str(parallel),
+            "--max-queue",
+            "256",
+            *common,
+            "--port",
+        ]
 
-    llama = [str(binary), "-m", str(model), "-t", str(args.threads), "-np", str(args.parallel),
-             "-c", str(args.ctx_size * args.parallel), "--no-jinja", "--chat-template", "gemma", "--no-webui",
-             "--api-key", KEY, "--port"]
+    llama = [
+        str(binary),
+        "-m",
+        str(model),
+        "-t",
+        str(args.threads),
+        "-np",
+        str(args.parallel),
+        "-c",
+        str(args.ctx_size * args.parallel),
+        "--no-jinja",
+        "--chat-template",
+        "gemma",
+        "--no-webui",
+        "--api-key",
+        KEY,
+        "--port",
+    ]
 
     servers: dict[str, list[dict[str, Any]]] = {}
     prefix: dict[str, dict[str, float]] = {}
-    plan = [("localxai", localxai(args.parallel), levels),
-            ("llama-server", llama, levels),
-            ("localxai --parallel 1", localxai(1), [1, 8])]
+    plan = [
+        ("localxai", localxai(args.parallel), levels),
+        ("llama-server", llama, levels),
+        ("localxai --parallel 1", localxai(1), [1, 8]),
+    ]
     for name, cmd, server_levels in plan:
         print(f"{name}:", flush=True)
         port = free_port()
@@ -204,8 +246,11 @@ def main() -> None:
 
 def markdown(results: dict[str, Any]) -> str:
     """The README table."""
-    lines = ["| concurrency | localxai tok/s | llama-server tok/s | ratio | localxai TTFT p50 / ITL p50 / p99 (ms) "
-             "| llama-server TTFT p50 / ITL p50 / p99 (ms) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| concurrency | localxai tok/s | llama-server tok/s | ratio | localxai TTFT p50 / ITL p50 / p99 (ms) "
+        "| llama-server TTFT p50 / ITL p50 / p99 (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
     anchor = {r["concurrency"]: r for r in results["servers"]["llama-server"]}
     for r in results["servers"]["localxai"]:
         a = anchor[r["concurrency"]]
