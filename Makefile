@@ -26,7 +26,7 @@ serve: install
 	$(BIN)/localxai serve $(ARGS)
 
 test: install-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Benchmarks (not tests): localxai vs llama-server built from the same llama.cpp source.
@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
 clean:

@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from anchors import llama_server_binary  # noqa: E402
-from load import run_level, stream_one  # noqa: E402
+from anchors import llama_server_binary
+from load import run_level, stream_one
 
-from localxai.engines.llamacpp.default_model import default_model_path  # noqa: E402
+from localxai.engines.llamacpp.default_model import default_model_path
 
 HERE = Path(__file__).parent
 KEY = "bench-key"

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load import percentile, stream_one  # noqa: E402
-from run import HEADERS, KEY, MODEL, free_port, server  # noqa: E402
+from load import percentile, stream_one
+from run import HEADERS, KEY, MODEL, free_port, server
 
 HERE = Path(__file__).parent
 
