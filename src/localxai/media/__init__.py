@@ -1,0 +1,1 @@
+"""Images: safe fetching (this package), decoding, sizing by detail and token accounting."""
