@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from localxai import __version__
 from localxai.errors import ConfigError
@@ -29,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port for xai-sdk clients (default 50051; 0 = off)")
+    serve.add_argument("--config", help="models file (TOML): several models, embedded or upstream engines")
     serve.add_argument("--model", help="path of a GGUF model (default: the embedded Gemma 3 270M)")
     serve.add_argument("--model-id", help="model id clients use (default: the file name without .gguf)")
     serve.add_argument(
@@ -201,11 +204,12 @@ def serve(settings: Settings) -> None:
             f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
             "or create one with `localxai keys create`; or listen on 127.0.0.1"
         )
+    engines, aliases = build_engines(settings)
     runtime = Runtime.build(
-        [build_engine(settings)],
+        engines,
         settings.api_keys,
         store,
-        aliases=settings.aliases,
+        aliases=(*aliases, *settings.aliases),
         limits=Limits(
             max_n=settings.max_n,
             max_messages=settings.max_messages,
@@ -217,8 +221,8 @@ def serve(settings: Settings) -> None:
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
     )
     for info in runtime.service.list_models():
-        aliases = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
-        log.info("serving model %s%s, %d context tokens per request", info.id, aliases, info.context_length)
+        names = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
+        log.info("serving model %s%s, %d context tokens per request", info.id, names, info.context_length)
     if not settings.api_keys and not store.has_active_keys():
         log.warning("no API keys configured: accepting any bearer token, listening on %s only", settings.host)
     companions = []
@@ -247,6 +251,36 @@ def serve(settings: Settings) -> None:
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     Server(config).run()
+
+
+def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str], ...]]:
+    """The engines (and aliases) from the config file, or the one model of the flags."""
+    if settings.config is None:
+        return [build_engine(settings)], ()
+    import os
+
+    from localxai.config import load_config
+    from localxai.engines.upstream import UpstreamEngine
+
+    config = load_config(settings.config, os.environ)
+    engines: list[Any] = []
+    for m in config.embedded:
+        one = replace(
+            settings,
+            config=None,
+            model=m.path,
+            model_id=m.id,
+            parallel=m.parallel or settings.parallel,
+            ctx_size=m.ctx_size or settings.ctx_size,
+            reasoning=m.reasoning,
+            reasoning_tags=m.reasoning_tags,
+            reasoning_open=m.reasoning_open,
+            reasoning_efforts=m.reasoning_efforts,
+        )
+        engines.append(build_engine(one))
+    if config.upstream:
+        engines.append(UpstreamEngine(config.upstream))
+    return engines, config.aliases
 
 
 def build_engine(settings: Settings):  # type: ignore[no-untyped-def]

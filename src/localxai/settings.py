@@ -22,6 +22,7 @@ class Settings:
     port: int = 8000
     grpc_port: int = 50051  # 0: no gRPC listener
     engine: str = "llamacpp"  # or "fake": the scripted engine, for gateway tests and benchmarks
+    config: Path | None = None  # a models file (TOML): several models, embedded or upstream
     model: Path | None = None  # None: the embedded default model
     model_id: str | None = None  # None: derived from the file name
     aliases: tuple[tuple[str, str], ...] = ()  # (alias, model id)
@@ -51,6 +52,8 @@ class Settings:
             raise ConfigError("--ctx-size must be at least 16 tokens")
         if self.parallel < 1 or self.max_queue < 0:
             raise ConfigError("--parallel must be at least 1 and --max-queue at least 0")
+        if self.config is not None and self.model is not None:
+            raise ConfigError("--config and --model exclude each other: put the model in the config file")
         if self.model is not None and not self.model.is_file():
             raise ConfigError(f"model file not found: {self.model}")
         if self.reasoning and not all(self.reasoning_tags):
@@ -78,6 +81,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "grpc_port": int,
         "engine": str,
         "model": Path,
+        "config": Path,
         "model_id": str,
         "data_dir": Path,
         "ctx_size": int,

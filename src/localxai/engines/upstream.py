@@ -1,0 +1,389 @@
+"""UpstreamEngine: models served by existing engines (vLLM, SGLang, llama-server, another localxai)
+through their OpenAI-compatible Chat Completions API, with replicas.
+
+localxai stays the front door (xAI shapes, keys, limits, deferred, usage, gRPC); requests are
+translated to the OpenAI dialect and the upstream's stream back to core events: tool-call fragments
+are reassembled into whole calls, `reasoning`/`reasoning_content` become reasoning, usage keeps
+cached and reasoning tokens apart. Replicas are balanced by least outstanding requests, checked
+actively (GET /health) and ejected passively on connection errors; a request that failed before its
+first byte is retried on another replica. Closing the event stream closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from localxai.chat import (
+    Event,
+    Finished,
+    FinishReason,
+    FormatType,
+    ImagePart,
+    Message,
+    ModelInfo,
+    ReasoningDelta,
+    Role,
+    TextDelta,
+    Token,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    ToolMode,
+    TopLogprob,
+    Usage,
+    UsageReport,
+)
+from localxai.engines.base import Engine, GenerationRequest
+from localxai.errors import InternalError, InvalidArgument, LocalXAIError, ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
+
+EJECT_S = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamModel:
+    id: str  # the id clients use
+    base_urls: tuple[str, ...]  # OpenAI-compatible bases, e.g. http://10.0.0.5:8000/v1
+    upstream_model: str  # the model name the upstream knows
+    api_key: str | None = None
+    context_length: int = 8192
+    vision: bool = False
+    reasoning: bool = False
+    reasoning_efforts: tuple[str, ...] = ()
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 5.0
+
+
+@dataclass
+class Replica:
+    base_url: str
+    outstanding: int = 0
+    healthy: bool = True
+    ejected_until: float = 0.0
+
+    @property
+    def available(self) -> bool:
+        return self.healthy and time.monotonic() >= self.ejected_until
+
+
+@dataclass
+class _Route:
+    model: UpstreamModel
+    replicas: list[Replica] = field(default_factory=list)
+    turn: int = 0
+
+    def pick(self, exclude: Sequence[Replica] = ()) -> Replica | None:
+        candidates = [r for r in self.replicas if r.available and r not in exclude]
+        if not candidates:
+            candidates = [r for r in self.replicas if r not in exclude]  # all look down: try anyway
+        if not candidates:
+            return None
+        self.turn += 1
+        low = min(r.outstanding for r in candidates)
+        tied = [r for r in candidates if r.outstanding == low]
+        return tied[self.turn % len(tied)]
+
+
+class _Retry(Exception):
+    """The replica failed before sending anything: another may take the request."""
+
+
+class UpstreamEngine(Engine):
+    def __init__(self, models: Sequence[UpstreamModel], health_interval_s: float = 5.0) -> None:
+        self._routes = {m.id: _Route(m, [Replica(u.rstrip("/")) for u in m.base_urls]) for m in models}
+        self._health_interval_s = health_interval_s
+        self._created = int(time.time())
+        self._client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=512), trust_env=False)
+        self._health_task: asyncio.Task[None] | None = None
+
+    def models(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(
+                id=m.id,
+                created=self._created,
+                context_length=m.context_length,
+                fingerprint="fp_upstream",
+                input_modalities=("text", "image") if m.vision else ("text",),
+                reasoning=m.reasoning,
+                reasoning_efforts=m.reasoning_efforts,
+            )
+            for m in (r.model for r in self._routes.values())
+        ]
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {
+            mid: {"running": float(sum(r.outstanding for r in route.replicas))} for mid, route in self._routes.items()
+        }
+
+    async def tokenize(self, model: str, text: str) -> list[Token]:
+        raise InvalidArgument(f"Tokenization is not available for model {model}: it is served by an upstream engine.")
+
+    async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        if self._health_task is None:
+            self._health_task = asyncio.create_task(self._check_health(), name="upstream-health")
+        route = self._routes[request.model]
+        body = openai_body(request, route.model.upstream_model)
+        tried: list[Replica] = []
+        while (replica := route.pick(tried)) is not None:
+            tried.append(replica)
+            replica.outstanding += 1
+            try:
+                response = await self._open(route.model, replica, body)
+            except _Retry:
+                replica.outstanding -= 1
+                continue
+            except BaseException:
+                replica.outstanding -= 1
+                raise
+            return self._events(route.model, replica, response, request.n)
+        raise Unavailable(f"No upstream replica of model {request.model} is reachable.")
+
+    async def _open(self, model: UpstreamModel, replica: Replica, body: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
+        timeout = httpx.Timeout(model.timeout_s, connect=model.connect_timeout_s)
+        request = self._client.build_request(
+            "POST", f"{replica.base_url}/chat/completions", json=body, headers=headers, timeout=timeout
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            replica.ejected_until = time.monotonic() + EJECT_S
+            log.warning(
+                "upstream %s failed before answering (%s); ejected for %.0f s",
+                replica.base_url,
+                type(exc).__name__,
+                EJECT_S,
+            )
+            raise _Retry from None
+        if response.status_code >= 500:
+            await response.aclose()
+            replica.ejected_until = time.monotonic() + EJECT_S
+            log.warning("upstream %s answered %d; trying another replica", replica.base_url, response.status_code)
+            raise _Retry
+        if response.status_code != 200:
+            detail = (await response.aread())[:500]
+            await response.aclose()
+            log.info("upstream %s refused a request: %d %r", replica.base_url, response.status_code, detail)
+            raise _upstream_error(response)
+        return response
+
+    async def _events(
+        self, model: UpstreamModel, replica: Replica, response: httpx.Response, n: int
+    ) -> AsyncGenerator[Event, None]:
+        calls: dict[int, dict[int, dict[str, str]]] = {}
+        usage: Usage | None = None
+        pieces = 0
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                if "error" in chunk and "choices" not in chunk:
+                    raise Unavailable(f"The upstream engine of model {model.id} failed mid-stream.")
+                for choice in chunk.get("choices") or []:
+                    for event in _choice_events(choice, calls):
+                        pieces += isinstance(event, (TextDelta, ReasoningDelta))
+                        yield event
+                if chunk.get("usage"):
+                    usage = _usage(chunk["usage"])
+            yield UsageReport(usage or Usage(completion_tokens=pieces))
+        except (httpx.HTTPError, json.JSONDecodeError) as exc:
+            replica.ejected_until = time.monotonic() + EJECT_S
+            log.warning("upstream %s stream broke: %s", replica.base_url, type(exc).__name__)
+            raise Unavailable(f"The upstream engine of model {model.id} failed mid-stream.") from None
+        finally:
+            replica.outstanding -= 1
+            await response.aclose()  # our client left or we are done: the upstream request ends too
+
+    async def _check_health(self) -> None:
+        while True:
+            for route in self._routes.values():
+                for replica in route.replicas:
+                    root = replica.base_url.removesuffix("/v1")
+                    try:
+                        r = await self._client.get(f"{root}/health", timeout=2.0)
+                        replica.healthy = r.status_code == 200
+                    except httpx.HTTPError:
+                        replica.healthy = False
+            await asyncio.sleep(self._health_interval_s)
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self._client.aclose()
+
+
+# -- translation ----------------------------------------------------------------------------------
+
+
+def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
+    s = request.sampling
+    body: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": [_message(m) for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "n": request.n,
+    }
+    optional = {
+        "max_tokens": s.max_tokens,
+        "seed": s.seed,
+        "stop": list(s.stop) or None,
+        "presence_penalty": s.presence_penalty or None,
+        "frequency_penalty": s.frequency_penalty or None,
+        "reasoning_effort": request.reasoning_effort,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters)},
+            }
+            for t in request.tools
+        ]
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.function}}
+            if choice.mode is ToolMode.FUNCTION
+            else choice.mode.value
+        )
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    fmt = request.response_format
+    if fmt.type is FormatType.JSON_OBJECT:
+        body["response_format"] = {"type": "json_object"}
+    elif fmt.type is FormatType.JSON_SCHEMA and fmt.schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": json.loads(fmt.schema), "strict": True},
+        }
+    if request.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs
+    return body
+
+
+def _message(m: Message) -> dict[str, Any]:
+    role = "system" if m.role is Role.DEVELOPER else ("tool" if m.role is Role.FUNCTION else m.role.value)
+    out: dict[str, Any] = {"role": role}
+    if m.images:
+        out["content"] = [
+            {"type": "image_url", "image_url": {"url": p.url, "detail": p.detail.value}}
+            if isinstance(p, ImagePart)
+            else {"type": "text", "text": p.text}
+            for p in m.content
+        ]
+    else:
+        out["content"] = m.text
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.name and m.role is Role.USER:
+        out["name"] = m.name
+    return out
+
+
+FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS}
+
+
+def _choice_events(choice: dict[str, Any], calls: dict[int, dict[int, dict[str, str]]]) -> list[Event]:
+    index = int(choice.get("index", 0))
+    delta = choice.get("delta") or {}
+    events: list[Event] = []
+    thought = delta.get("reasoning_content") or delta.get("reasoning")
+    if thought:
+        events.append(ReasoningDelta(index, thought))
+    content = delta.get("content")
+    logprobs = _logprobs((choice.get("logprobs") or {}).get("content") or [])
+    if content or logprobs:
+        events.append(TextDelta(index, content or "", logprobs))
+    for fragment in delta.get("tool_calls") or []:
+        # OpenAI-style servers stream a call in pieces; xAI clients get it whole at the end.
+        slot = calls.setdefault(index, {}).setdefault(int(fragment.get("index", 0)), {"id": "", "name": "", "args": ""})
+        function = fragment.get("function") or {}
+        slot["id"] = fragment.get("id") or slot["id"]
+        slot["name"] += function.get("name") or ""
+        slot["args"] += function.get("arguments") or ""
+    reason = choice.get("finish_reason")
+    if reason:
+        whole = calls.pop(index, {})
+        if whole:
+            events.append(
+                ToolCallDelta(
+                    index,
+                    tuple(
+                        ToolCall(c["id"] or f"call_{index}{i}", c["name"], c["args"] or "{}")
+                        for i, c in sorted(whole.items())
+                    ),
+                )
+            )
+        events.append(Finished(index, FINISH.get(reason, FinishReason.STOP)))
+    return events
+
+
+def _logprobs(entries: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
+    def raw(entry: dict[str, Any]) -> bytes:
+        return bytes(entry.get("bytes") or []) or str(entry.get("token", "")).encode()
+
+    return tuple(
+        TokenLogprob(
+            token=str(e.get("token", "")),
+            logprob=float(e.get("logprob", 0.0)),
+            bytes=raw(e),
+            top=tuple(
+                TopLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), raw(t))
+                for t in e.get("top_logprobs") or []
+            ),
+        )
+        for e in entries
+    )
+
+
+def _usage(u: dict[str, Any]) -> Usage:
+    """OpenAI counts reasoning inside completion_tokens; xAI does not."""
+    reasoning = int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    details = u.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(u.get("prompt_tokens") or 0),
+        completion_tokens=max(0, int(u.get("completion_tokens") or 0) - reasoning),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        image_tokens=int(details.get("image_tokens") or 0),
+        reasoning_tokens=reasoning,
+    )
+
+
+def _upstream_error(response: httpx.Response) -> LocalXAIError:
+    """The upstream's refusal in xAI's terms, without its internals."""
+    status = response.status_code
+    if status in (400, 422):
+        return InvalidArgument(f"The upstream engine rejected the request (HTTP {status}).")
+    if status == 429:
+        retry = response.headers.get("retry-after", "")
+        return ResourceExhausted(
+            "The service is temporarily at capacity. Please retry your request shortly.",
+            retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
+        )
+    if status in (401, 403, 404):
+        return Unavailable("The upstream engine is misconfigured for this model.")
+    return InternalError()
