@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 
 from localxai.chat import (
@@ -206,7 +207,10 @@ class UpstreamEngine(Engine):
             raise Unavailable(f"The upstream engine of model {model.id} failed mid-stream.") from None
         finally:
             replica.outstanding -= 1
-            await response.aclose()  # our client left or we are done: the upstream request ends too
+            # Our client left or we are done: the upstream request ends too. Shielded, because the
+            # server's cancel scope would otherwise cancel the close itself.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
     async def _check_health(self) -> None:
         while True:

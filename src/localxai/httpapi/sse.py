@@ -8,6 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+
 from localxai.chat import Finished, ReasoningDelta, TextDelta, ToolCallDelta, UsageReport
 from localxai.errors import LocalXAIError
 from localxai.httpapi.convert import finish_reason, logprobs_body, tool_call_body, usage_body
@@ -86,7 +88,8 @@ async def chat_chunks(
         log.exception("stream failed after the first byte (request %s)", request_id)
         yield frame(error_body(None, request_id))
     finally:
-        await stream.events.aclose()
+        with anyio.CancelScope(shield=True):
+            await stream.events.aclose()
 
 
 async def with_pings(events: AsyncIterator[Any], interval: float) -> AsyncIterator[Any]:
@@ -100,7 +103,8 @@ async def with_pings(events: AsyncIterator[Any], interval: float) -> AsyncIterat
         except BaseException:
             # Client gone (or closed): stop the engine step and let it unwind before re-raising.
             step.cancel()
-            await asyncio.gather(step, return_exceptions=True)
+            with anyio.CancelScope(shield=True):  # Starlette's cancel scope would cancel the wait too
+                await asyncio.gather(step, return_exceptions=True)
             raise
         try:
             yield step.result()

@@ -1,0 +1,148 @@
+"""Scale-out: a localxai front door routing to upstream engines (real localxai processes on loopback)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from conftest import API_KEY, AUTH, Server, free_port, start_server, stop_server
+
+FRONT_KEY = {"Authorization": "Bearer front"}
+ASK = [{"role": "user", "content": "Tell me a story."}]
+
+
+def config(tmp: Path, urls: list[str]) -> Path:
+    path = tmp / f"models-{time.monotonic_ns()}.toml"
+    path.write_text(
+        "[[models]]\n"
+        'id = "remote-gemma"\nengine = "upstream"\n'
+        f"base_urls = {json.dumps(urls)}\n"
+        'upstream_model = "gemma-3-270m"\napi_key_env = "UPSTREAM_KEY"\ncontext_length = 1024\n'
+        'aliases = ["grok-4-remote"]\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def front(real_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A front door whose model lives on the shared real server, plus one replica that is down."""
+    tmp = tmp_path_factory.mktemp("front")
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    server = start_server(tmp, "--config", str(config(tmp, [real_server.v1, dead])), env={"UPSTREAM_KEY": API_KEY})
+    yield server
+    stop_server(server)
+
+
+def chat(server: Server, **extra: object) -> httpx.Response:
+    body = {"model": "remote-gemma", "messages": ASK, "max_tokens": 6, **extra}
+    return httpx.post(server.v1 + "/chat/completions", json=body, headers=FRONT_KEY, timeout=120)
+
+
+def test_models_and_completion_through_the_front(front: Server) -> None:
+    models = httpx.get(front.v1 + "/models", headers=FRONT_KEY).json()["data"]
+    assert [(m["id"], m["aliases"]) for m in models] == [("remote-gemma", ["grok-4-remote"])]
+    for _ in range(4):  # one replica is down: every request still succeeds
+        r = chat(front, model="grok-4-remote")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "chat.completion" and body["model"] == "remote-gemma"
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 5 and 1 <= usage["completion_tokens"] <= 6
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_streaming_fidelity(front: Server) -> None:
+    body = {
+        "model": "remote-gemma",
+        "messages": ASK,
+        "max_tokens": 8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "seed": 4,
+    }
+    with httpx.stream("POST", front.v1 + "/chat/completions", json=body, headers=FRONT_KEY, timeout=120) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
+    assert len({c["id"] for c in chunks}) == 1
+
+
+def test_tool_calls_arrive_whole(front: Server) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 15}},
+                "required": ["city"],
+            },
+        },
+    }
+    r = chat(front, tools=[tool], tool_choice="required", parallel_tool_calls=False, max_tokens=60, seed=1)
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    [call] = choice["message"]["tool_calls"]
+    jsonschema.validate(json.loads(call["function"]["arguments"]), tool["function"]["parameters"])
+
+
+def test_upstream_refusal_is_an_xai_error_without_internals(front: Server) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 3}}}
+    r = chat(front, response_format=fmt)
+    assert r.status_code == 400
+    assert r.json() == {
+        "code": "Client specified an invalid argument",
+        "error": "The upstream engine rejected the request (HTTP 400).",
+    }
+
+
+def test_cancellation_reaches_the_upstream(front: Server, real_server: Server) -> None:
+    needle = "generation cancelled after"
+    seen = real_server.log.read_text().count(needle)
+    body = {"model": "remote-gemma", "messages": ASK, "max_tokens": 900, "temperature": 0, "stream": True}
+    with httpx.stream("POST", front.v1 + "/chat/completions", json=body, headers=FRONT_KEY, timeout=60) as r:
+        for _ in r.iter_lines():
+            break
+    deadline = time.monotonic() + 60
+    while real_server.log.read_text().count(needle) <= seen:
+        assert time.monotonic() < deadline, "the upstream kept generating"
+        time.sleep(0.1)
+
+
+def test_replica_killed_and_balancing(tmp_path: Path) -> None:
+    replicas = [start_server(tmp_path, "--api-key", API_KEY, "--ctx-size", "512", "--grpc-port", "0") for _ in range(2)]
+    front = start_server(
+        tmp_path, "--config", str(config(tmp_path, [r.v1 for r in replicas])), env={"UPSTREAM_KEY": API_KEY}
+    )
+    try:
+        for _ in range(6):
+            assert chat(front, max_tokens=2).status_code == 200
+
+        def served(replica: Server) -> float:
+            text = httpx.get(replica.v1.removesuffix("/v1") + "/metrics", headers=AUTH).text
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith('localxai_requests_total{model="gemma-3-270m",route="/v1/chat/completions"')
+            )
+
+        assert all(served(r) >= 1 for r in replicas)  # the load was spread
+        replicas[0].process.send_signal(signal.SIGKILL)
+        replicas[0].process.wait(30)
+        statuses = [chat(front, max_tokens=2).status_code for _ in range(6)]
+        assert statuses == [200] * 6  # requests not yet started never see the dead replica
+    finally:
+        stop_server(front)
+        for r in replicas:
+            if r.process.poll() is None:
+                stop_server(r)
