@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,10 @@ class LlamaCppEngine(Engine):
             reasoning=self._reasoning,
         )
         self._scheduler.submit(job)
-        return self._events(job)
+        events = self._events(job)
+        # A generator dropped before its first step never runs its `finally`: cancel on collection too.
+        weakref.finalize(events, job.cancelled.set)
+        return events
 
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], str | None]:
         conversation = Conversation(request.messages, request.tools, request.tool_choice, request.reasoning_effort)
