@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # llama-cpp-python compiles llama.cpp (a few minutes on 2 cores); pip caches the wheel afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test lint bench install install-test clean
+.PHONY: serve test lint bench llama-server install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ install-test: $(VENV)/.installed-test
 serve: install
 	$(BIN)/localxai serve $(ARGS)
 
-test: install-test
+# llama.cpp's llama-server, built once from the llama.cpp source llama-cpp-python vendors: the tests use
+# it as a real upstream engine, the benchmarks as the anchor.
+llama-server: install
+	$(BIN)/python bench/anchors.py
+
+test: install-test llama-server
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 

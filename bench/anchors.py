@@ -54,3 +54,7 @@ def llama_server_binary(cache: Path) -> Path:
     jobs = str(os.cpu_count() or 2)
     subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True)
     return binary
+
+
+if __name__ == "__main__":
+    print(llama_server_binary(Path(__file__).parent / ".cache"))

@@ -146,3 +146,96 @@ def test_replica_killed_and_balancing(tmp_path: Path) -> None:
         for r in replicas:
             if r.process.poll() is None:
                 stop_server(r)
+
+
+def llama_server_binary() -> Path:
+    import importlib.metadata
+
+    version = importlib.metadata.version("llama-cpp-python")
+    binary = (
+        Path(__file__).parent.parent
+        / "bench"
+        / ".cache"
+        / f"llama-cpp-python-{version}"
+        / "build"
+        / "bin"
+        / "llama-server"
+    )
+    if not binary.is_file():
+        pytest.skip("llama-server is not built: `make test` (or `make llama-server`) builds it")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's own server on loopback, serving the default model, as an upstream replica."""
+    import subprocess
+
+    from localxai.engines.llamacpp.default_model import default_model_path
+
+    model = default_model_path(Path.home() / ".cache" / "localxai" / "models")
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
+    process = subprocess.Popen(
+        [
+            str(llama_server_binary()),
+            "-m",
+            str(model),
+            "--port",
+            str(port),
+            "-t",
+            "2",
+            "-np",
+            "2",
+            "-c",
+            "2048",
+            "--no-jinja",
+            "--chat-template",
+            "gemma",
+            "--no-webui",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, log.read_text()[-2000:]
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "llama-server did not start"
+        time.sleep(0.2)
+    yield base + "/v1"
+    process.terminate()
+    process.wait(30)
+
+
+def test_llama_server_as_upstream(llama_server: str, tmp_path: Path) -> None:
+    front = start_server(tmp_path, "--config", str(config(tmp_path, [llama_server])), env={"UPSTREAM_KEY": "unused"})
+    try:
+        r = chat(front, max_tokens=8, seed=3)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "remote-gemma" and body["object"] == "chat.completion"
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        assert 1 <= body["usage"]["completion_tokens"] <= 8 and body["usage"]["prompt_tokens"] > 5
+        stream = {
+            "model": "remote-gemma",
+            "messages": ASK,
+            "max_tokens": 8,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        with httpx.stream("POST", front.v1 + "/chat/completions", json=stream, headers=FRONT_KEY, timeout=60) as s:
+            lines = [line for line in s.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]"
+        chunks = [json.loads(line[6:]) for line in lines[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        assert text and chunks[-1]["usage"]["completion_tokens"] >= 1
+        logprobs = chat(front, max_tokens=3, logprobs=True, top_logprobs=2).json()["choices"][0]["logprobs"]
+        assert len(logprobs["content"]) >= 1 and len(logprobs["content"][0]["top_logprobs"]) == 2
+    finally:
+        stop_server(front)
