@@ -239,3 +239,72 @@ def test_llama_server_as_upstream(llama_server: str, tmp_path: Path) -> None:
         assert len(logprobs["content"]) >= 1 and len(logprobs["content"][0]["top_logprobs"]) == 2
     finally:
         stop_server(front)
+
+
+STAND_IN = '''#!{python}
+"""Stands in for vLLM's command line in tests: `vllm serve MODEL --host H --port P --api-key K
+--served-model-name N ...` runs localxai's scripted engine on that address, with that key and name."""
+import argparse, os, sys
+parser = argparse.ArgumentParser()
+for name in ("command", "model"):
+    parser.add_argument(name)
+for flag in ("--host", "--port", "--api-key", "--served-model-name", "--tensor-parallel-size"):
+    parser.add_argument(flag)
+args, _ = parser.parse_known_args()
+with open(os.environ["VLLM_STAND_IN_ARGS"], "w") as out:
+    out.write(" ".join(sys.argv[1:]))
+os.execv(sys.executable, [sys.executable, "-m", "localxai", "serve", "--engine", "fake",
+         "--model-id", args.served_model_name, "--host", args.host, "--port", args.port,
+         "--api-key", args.api_key, "--grpc-port", "0",
+         "--database-url", "sqlite:///" + os.environ["VLLM_STAND_IN_DB"]])
+'''
+
+
+def test_managed_vllm_child_process(tmp_path: Path) -> None:
+    """The process management of `--engine vllm`, with a stand-in for the vllm command (no GPU here)."""
+    import os
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    vllm = bindir / "vllm"
+    vllm.write_text(STAND_IN.format(python=sys.executable))
+    vllm.chmod(0o755)
+    recorded = tmp_path / "vllm-args.txt"
+    env = {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "VLLM_STAND_IN_ARGS": str(recorded),
+        "VLLM_STAND_IN_DB": str(tmp_path / "child.db"),
+    }
+    front = start_server(
+        tmp_path,
+        "--engine",
+        "vllm",
+        "--model",
+        "Qwen/Qwen3-0.6B",
+        "--tensor-parallel-size",
+        "2",
+        "--vllm-arg=--max-model-len=4096",
+        env=env,
+    )
+    try:
+        args = recorded.read_text().split()
+        assert args[:2] == ["serve", "Qwen/Qwen3-0.6B"]
+        assert "--tensor-parallel-size" in args and args[args.index("--tensor-parallel-size") + 1] == "2"
+        assert "--max-model-len=4096" in args and args[args.index("--host") + 1] == "127.0.0.1"
+        child_port = int(args[args.index("--port") + 1])
+        models = httpx.get(front.v1 + "/models", headers=FRONT_KEY).json()["data"]
+        assert [m["id"] for m in models] == ["Qwen/Qwen3-0.6B"]
+        r = httpx.post(
+            front.v1 + "/chat/completions",
+            headers=FRONT_KEY,
+            timeout=60,
+            json={"model": "Qwen/Qwen3-0.6B", "messages": ASK, "max_tokens": 5},
+        )
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+        # The child is reachable only with the random key the front door gave it.
+        assert httpx.get(f"http://127.0.0.1:{child_port}/v1/models").status_code == 401
+    finally:
+        stop_server(front)
+    with pytest.raises(httpx.TransportError):  # stopped with the server
+        httpx.get(f"http://127.0.0.1:{child_port}/health", timeout=2)

@@ -55,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         "--reasoning-open", action="store_true", help="the chat template opens the thinking block (output starts in it)"
     )
     serve.add_argument("--reasoning-efforts", help="accepted reasoning_effort values, e.g. low,medium,high")
-    serve.add_argument("--engine", choices=["llamacpp", "fake"], help="'fake' serves a scripted test model")
+    serve.add_argument(
+        "--engine",
+        choices=["llamacpp", "vllm", "fake"],
+        help="llamacpp (default, embedded); vllm: start `vllm serve --model` as a child; fake: a scripted test model",
+    )
+    serve.add_argument("--tensor-parallel-size", type=int, help="GPUs per model with --engine vllm")
+    serve.add_argument("--vllm-arg", action="append", help="an extra `vllm serve` argument (repeatable)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--max-messages", type=int, help="most messages per request (default 2048)")
     serve.add_argument("--max-images", type=int, help="most images per request (default 64)")
@@ -288,6 +294,18 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
         from localxai.engines.fake import FakeEngine
 
         return FakeEngine(model_id=settings.model_id or "fake-model", context_length=settings.ctx_size)
+    if settings.engine == "vllm":
+        from localxai.engines.vllm import ManagedVllmEngine
+
+        assert settings.model is not None
+        name = str(settings.model)
+        return ManagedVllmEngine(
+            name,
+            settings.model_id or name,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            extra_args=settings.vllm_args,
+            context_length=settings.ctx_size,
+        )
     from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID, default_model_path
     from localxai.engines.llamacpp.engine import LlamaCppEngine
     from localxai.engines.llamacpp.model import ContextShape

@@ -21,7 +21,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = 50051  # 0: no gRPC listener
-    engine: str = "llamacpp"  # or "fake": the scripted engine, for gateway tests and benchmarks
+    engine: str = "llamacpp"  # "vllm": a managed vLLM child; "fake": the scripted engine (tests, benchmarks)
+    tensor_parallel_size: int = 1  # with --engine vllm
+    vllm_args: tuple[str, ...] = ()  # extra `vllm serve` arguments
     config: Path | None = None  # a models file (TOML): several models, embedded or upstream
     model: Path | None = None  # None: the embedded default model
     model_id: str | None = None  # None: derived from the file name
@@ -54,12 +56,14 @@ class Settings:
             raise ConfigError("--parallel must be at least 1 and --max-queue at least 0")
         if self.config is not None and self.model is not None:
             raise ConfigError("--config and --model exclude each other: put the model in the config file")
-        if self.model is not None and not self.model.is_file():
+        if self.engine == "vllm" and self.model is None:
+            raise ConfigError("--engine vllm needs --model (a Hugging Face model id or a local model directory)")
+        if self.engine == "llamacpp" and self.model is not None and not self.model.is_file():
             raise ConfigError(f"model file not found: {self.model}")
         if self.reasoning and not all(self.reasoning_tags):
             raise ConfigError("--reasoning-tags needs a non-empty start and end")
-        if self.engine not in ("llamacpp", "fake"):
-            raise ConfigError(f"unknown engine {self.engine!r} (expected llamacpp or fake)")
+        if self.engine not in ("llamacpp", "vllm", "fake"):
+            raise ConfigError(f"unknown engine {self.engine!r} (expected llamacpp, vllm or fake)")
         return self
 
 
@@ -90,6 +94,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "threads": int,
         "top_k": int,
         "max_n": int,
+        "tensor_parallel_size": int,
         "max_messages": int,
         "max_images": int,
         "request_timeout_s": float,
@@ -118,6 +123,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     efforts = flags.get("reasoning_efforts") or env.get("LOCALXAI_REASONING_EFFORTS")
     if efforts:
         values["reasoning_efforts"] = tuple(e.strip() for e in efforts.split(",") if e.strip())
+    if flags.get("vllm_arg"):
+        values["vllm_args"] = tuple(flags["vllm_arg"])
     keys = list(flags.get("api_key") or []) or env_keys
     values["api_keys"] = tuple(keys)
     aliases = list(flags.get("alias") or [])
