@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--request-timeout-s", type=float, help="a generation longer than this ends (default 600; 0 = none)"
     )
+    serve.add_argument(
+        "--allow-private-image-urls",
+        action="store_true",
+        help="let image URLs point at loopback/private addresses (refused by default: SSRF)",
+    )
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default 64; larger: 413)")
     serve.add_argument(
         "--shutdown-grace-s", type=float, help="on SIGTERM, how long running requests may finish (default 30)"
@@ -267,6 +272,7 @@ def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str],
 
     from localxai.config import load_config
     from localxai.engines.upstream import UpstreamEngine
+    from localxai.media.fetch import FetchPolicy
 
     config = load_config(settings.config, os.environ)
     engines: list[Any] = []
@@ -285,7 +291,8 @@ def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str],
         )
         engines.append(build_engine(one))
     if config.upstream:
-        engines.append(UpstreamEngine(config.upstream))
+        policy = FetchPolicy(allow_private=settings.allow_private_image_urls)
+        engines.append(UpstreamEngine(config.upstream, fetch_policy=policy))
     return engines, config.aliases
 
 
@@ -296,6 +303,7 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
         return FakeEngine(model_id=settings.model_id or "fake-model", context_length=settings.ctx_size)
     if settings.engine == "vllm":
         from localxai.engines.vllm import ManagedVllmEngine
+        from localxai.media.fetch import FetchPolicy
 
         assert settings.model is not None
         name = str(settings.model)
@@ -305,6 +313,7 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
             tensor_parallel_size=settings.tensor_parallel_size,
             extra_args=settings.vllm_args,
             context_length=settings.ctx_size,
+            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
         )
     from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID, default_model_path
     from localxai.engines.llamacpp.engine import LlamaCppEngine

@@ -44,6 +44,7 @@ class Settings:
     max_images: int = 64
     request_timeout_s: float = 600.0  # 0: no limit
     max_body_mb: float = 64.0
+    allow_private_image_urls: bool = False  # let image URLs reach loopback/private addresses
     shutdown_grace_s: float = 30.0  # on SIGTERM, how long in-flight requests may run on
     log_level: str = "info"
     database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
@@ -123,6 +124,12 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     efforts = flags.get("reasoning_efforts") or env.get("LOCALXAI_REASONING_EFFORTS")
     if efforts:
         values["reasoning_efforts"] = tuple(e.strip() for e in efforts.split(",") if e.strip())
+    if flags.get("allow_private_image_urls") or env.get("LOCALXAI_ALLOW_PRIVATE_IMAGE_URLS", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    ):
+        values["allow_private_image_urls"] = True
     if flags.get("vllm_arg"):
         values["vllm_args"] = tuple(flags["vllm_arg"])
     keys = list(flags.get("api_key") or []) or env_keys

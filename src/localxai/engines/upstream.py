@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -45,6 +45,8 @@ from localxai.chat import (
 )
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import InternalError, InvalidArgument, LocalXAIError, ResourceExhausted, Unavailable
+from localxai.media.fetch import FetchPolicy
+from localxai.media.images import load_images
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,13 @@ class _Retry(Exception):
 
 
 class UpstreamEngine(Engine):
-    def __init__(self, models: Sequence[UpstreamModel], health_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        models: Sequence[UpstreamModel],
+        health_interval_s: float = 5.0,
+        fetch_policy: FetchPolicy | None = None,
+    ) -> None:
+        self._fetch_policy = fetch_policy or FetchPolicy()
         self._routes = {m.id: _Route(m, [Replica(u.rstrip("/")) for u in m.base_urls]) for m in models}
         self._health_interval_s = health_interval_s
         self._created = int(time.time())
@@ -133,7 +141,7 @@ class UpstreamEngine(Engine):
         if self._health_task is None:
             self._health_task = asyncio.create_task(self._check_health(), name="upstream-health")
         route = self._routes[request.model]
-        body = openai_body(request, route.model.upstream_model)
+        body = openai_body(await self._checked_images(request), route.model.upstream_model)
         tried: list[Replica] = []
         while (replica := route.pick(tried)) is not None:
             tried.append(replica)
@@ -148,6 +156,21 @@ class UpstreamEngine(Engine):
                 raise
             return self._events(route.model, replica, response, request.n)
         raise Unavailable(f"No upstream replica of model {request.model} is reachable.")
+
+    async def _checked_images(self, request: GenerationRequest) -> GenerationRequest:
+        """Images go upstream only after localxai's own checks, as data URLs: the upstream never
+        fetches a client's URL (its network is not the client's to reach)."""
+        parts = [p for m in request.messages for p in m.images]
+        if not parts:
+            return request
+        loaded = iter(await load_images(parts, self._fetch_policy))
+        messages = tuple(
+            replace(m, content=tuple(
+                ImagePart(next(loaded).data_url, p.detail) if isinstance(p, ImagePart) else p for p in m.content
+            ))
+            for m in request.messages
+        )  # fmt: skip
+        return replace(request, messages=messages)
 
     async def _open(self, model: UpstreamModel, replica: Replica, body: dict[str, Any]) -> httpx.Response:
         headers = {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
