@@ -143,3 +143,10 @@ async def test_private_image_urls_refused_unless_allowed(recorder: str, tmp_path
     async with client(recorder, tmp_path, allow_private=False) as c:
         r = await c.post("/v1/chat/completions", json=ask(image(f"{recorder}/photo.jpg")))
     assert r.status_code == 400 and "private, loopback" in r.json()["error"]
+
+
+async def test_image_failures_are_counted(recorder: str, tmp_path: Any) -> None:
+    async with client(recorder, tmp_path) as c:
+        assert (await c.post("/v1/chat/completions", json=ask(image(data_url(GIF))))).status_code == 400
+        metrics = (await c.get("/metrics")).text
+    assert 'localxai_image_fetch_failures_total{model="vision"} 1.0' in metrics

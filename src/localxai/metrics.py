@@ -36,6 +36,9 @@ class Metrics:
             registry=r,
         )
         self.tokens = Counter("localxai_tokens", "Tokens by model and kind", ["model", "kind"], registry=r)
+        self.image_failures = Counter(
+            "localxai_image_fetch_failures", "Images refused or not fetched", ["model"], registry=r
+        )
         r.register(_EngineCollector(engines))
 
     def render(self) -> bytes:
@@ -48,6 +51,9 @@ class Metrics:
 
     def token_gap(self, model: str, seconds: float) -> None:
         self.itl.labels(model).observe(seconds)
+
+    def image_failure(self, model: str) -> None:
+        self.image_failures.labels(model).inc()
 
     def usage(self, model: str, usage: Usage) -> None:
         for kind, value in (

@@ -37,6 +37,7 @@ from localxai.chat import (
 )
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import ConfigError, InternalError, InvalidArgument, ModelNotFound, UnsupportedParameter
+from localxai.media.fetch import ImageFetchError
 
 MAX_STOP_SEQUENCES = 4
 INT32 = (-(2**31), 2**31 - 1)
@@ -69,6 +70,7 @@ class Observer(Protocol):
     def first_token(self, model: str, seconds: float) -> None: ...
     def token_gap(self, model: str, seconds: float) -> None: ...
     def usage(self, model: str, usage: Usage) -> None: ...
+    def image_failure(self, model: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -150,22 +152,13 @@ class ChatService:
     async def run(self, admission: Admission, api: str = "rest") -> ChatStream:
         request, info = admission.request, admission.info
         started = time.monotonic()
-        events = await admission.engine.start(
-            GenerationRequest(
-                model=info.id,
-                messages=request.messages,
-                sampling=request.sampling,
-                n=request.n,
-                tools=request.tools,
-                tool_choice=_tool_choice(request),
-                parallel_tool_calls=request.parallel_tool_calls,
-                response_format=request.response_format,
-                logprobs=request.logprobs,
-                top_logprobs=request.top_logprobs or 0,
-                reasoning_effort=request.reasoning_effort,
-                deadline=None if self._limits.timeout_s is None else started + self._limits.timeout_s,
-            )
-        )
+        deadline = None if self._limits.timeout_s is None else started + self._limits.timeout_s
+        try:
+            events = await admission.engine.start(_generation_request(request, info, deadline))
+        except ImageFetchError:
+            if self._observer is not None:
+                self._observer.image_failure(info.id)
+            raise
         return ChatStream(
             id=str(uuid.uuid4()),
             created=int(time.time()),
@@ -331,6 +324,23 @@ def _validate_tools(request: ChatRequest) -> None:
         raise InvalidArgument("tool_choice requires tools.")
     if choice is not None and choice.mode is ToolMode.FUNCTION and choice.function not in names:
         raise InvalidArgument(f"tool_choice names function {choice.function!r}, which is not in tools.")
+
+
+def _generation_request(request: ChatRequest, info: ModelInfo, deadline: float | None) -> GenerationRequest:
+    return GenerationRequest(
+        model=info.id,
+        messages=request.messages,
+        sampling=request.sampling,
+        n=request.n,
+        tools=request.tools,
+        tool_choice=_tool_choice(request),
+        parallel_tool_calls=request.parallel_tool_calls,
+        response_format=request.response_format,
+        logprobs=request.logprobs,
+        top_logprobs=request.top_logprobs or 0,
+        reasoning_effort=request.reasoning_effort,
+        deadline=deadline,
+    )
 
 
 def _tool_choice(request: ChatRequest) -> ToolChoice:
