@@ -39,7 +39,6 @@ else:  # pragma: no cover
 class EmbeddedModel:
     id: str
     path: Path | None = None  # None: the embedded default model
-    mmproj: Path | None = None
     parallel: int | None = None
     ctx_size: int | None = None
     reasoning: bool = False
@@ -67,11 +66,15 @@ def load_config(path: Path, environ: Mapping[str, str]) -> ModelsConfig:
         aliases += [(a, model_id) for a in entry.get("aliases", [])]
         engine = entry.get("engine", "llamacpp")
         if engine == "llamacpp":
+            if "mmproj" in entry:
+                raise ConfigError(
+                    f"{where}: mmproj (images with the embedded engine) is not supported yet; serve vision "
+                    "models through an upstream engine with vision = true"
+                )
             embedded.append(
                 EmbeddedModel(
                     id=model_id,
                     path=Path(entry["path"]).expanduser() if "path" in entry else None,
-                    mmproj=Path(entry["mmproj"]).expanduser() if "mmproj" in entry else None,
                     parallel=entry.get("parallel"),
                     ctx_size=entry.get("ctx_size"),
                     reasoning=bool(entry.get("reasoning", False)),

@@ -1,0 +1,60 @@
+"""The models config file: what it accepts, and clear errors for what it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from localxai.config import load_config
+from localxai.errors import ConfigError
+
+GOOD = """
+[[models]]
+id = "local"
+engine = "llamacpp"
+parallel = 2
+aliases = ["grok-4"]
+
+[[models]]
+id = "big"
+engine = "upstream"
+base_urls = ["http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1"]
+upstream_model = "Qwen/Qwen3-32B"
+api_key_env = "BIG_KEY"
+reasoning = true
+reasoning_efforts = ["low", "high"]
+vision = true
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), {"BIG_KEY": "s3cret"})
+    assert [m.id for m in config.embedded] == ["local"] and config.embedded[0].parallel == 2
+    [big] = config.upstream
+    assert big.base_urls == ("http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1")
+    assert big.api_key == "s3cret" and big.reasoning and big.vision and big.reasoning_efforts == ("low", "high")
+    assert config.aliases == (("grok-4", "local"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (GOOD, "BIG_KEY"),  # the key's environment variable is missing
+        ('[[models]]\nid = "x"\nengine = "upstream"\nbase_urls = []\n', "base_urls is empty"),
+        ('[[models]]\nengine = "llamacpp"\n', "'id'"),
+        ('[[models]]\nid = "x"\nengine = "magic"\n', "engine must be"),
+        ('[[models]]\nid = "x"\nmmproj = "p.gguf"\n', "mmproj"),
+        ("models = [", "cannot read"),
+        ("", "no [[models]]"),
+    ],
+)
+def test_bad_configs_are_clear_errors(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        load_config(write(tmp_path, text), {})
