@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import random
 
 import llama_cpp as ll
+import numpy as np
 
 from localxai.chat import Sampling
 
@@ -19,20 +21,25 @@ def choice_seed(seed: int | None, index: int) -> int:
     return (seed + index) % _RANDOM_SEED
 
 
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+
 class Sampler:
     """One llama.cpp sampler chain; the cut to `top_k` keeps sampling over a 262k vocabulary cheap.
 
-    The chain owns the samplers added to it (a grammar sampler included) and frees them.
+    With a grammar, the token is first sampled as usual and only checked against the grammar; the
+    grammar is applied to the whole vocabulary (slow) only when that token breaks it — llama.cpp's
+    own strategy. The sampler owns its chain and grammar and frees them.
     """
 
     def __init__(
         self, sampling: Sampling, seed: int, top_k: int, n_vocab: int, grammar: ll.llama_sampler_p | None = None
     ) -> None:
         self._chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        self._grammar = grammar
+        self._n_vocab = n_vocab
+        self._ids = np.arange(n_vocab, dtype=np.int32) if grammar is not None else None
         add = self._add
-        if grammar is not None:
-            # First, over the whole vocabulary: a valid token must never be cut away by top-k.
-            add(grammar)
         if top_k > 0:
             add(ll.llama_sampler_init_top_k(top_k))
         if sampling.presence_penalty or sampling.frequency_penalty:
@@ -55,7 +62,39 @@ class Sampler:
 
     def sample(self, ctx: ll.llama_context_p, batch_index: int) -> int:
         """Sample from the logits of one token of the last batch (and accept it into the chain)."""
-        return int(ll.llama_sampler_sample(self._chain, ctx, batch_index))
+        if self._grammar is None:
+            return int(ll.llama_sampler_sample(self._chain, ctx, batch_index))
+        logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(ctx, batch_index), shape=(self._n_vocab,))
+        token = self._pick(logits, with_grammar=False)
+        if not self._grammar_allows(token):
+            token = self._pick(logits, with_grammar=True)
+        ll.llama_sampler_accept(self._grammar, token)
+        ll.llama_sampler_accept(self._chain, token)
+        return token
+
+    def _pick(self, logits: np.ndarray, with_grammar: bool) -> int:
+        data = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+        data["id"] = self._ids
+        data["logit"] = logits
+        data["p"] = 0.0
+        candidates = _candidates(data)
+        if with_grammar:
+            ll.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        ll.llama_sampler_apply(self._chain, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id)
+
+    def _grammar_allows(self, token: int) -> bool:
+        one = np.array([(token, 0.0, 0.0)], dtype=_TOKEN_DATA)
+        ll.llama_sampler_apply(self._grammar, ctypes.byref(_candidates(one)))
+        return bool(np.isfinite(one["logit"][0]))
 
     def close(self) -> None:
         ll.llama_sampler_free(self._chain)
+        if self._grammar is not None:
+            ll.llama_sampler_free(self._grammar)
+
+
+def _candidates(data: np.ndarray) -> ll.llama_token_data_array:
+    return ll.llama_token_data_array(
+        data=data.ctypes.data_as(ll.llama_token_data_p), size=len(data), selected=-1, sorted=False
+    )
