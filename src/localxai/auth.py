@@ -85,9 +85,6 @@ class Authenticator:
             "Keys are configured by the operator of this localxai server."
         )
 
-    async def open_access(self) -> bool:
-        return not self._digests and not await self._store_has_keys()
-
     async def _store_has_keys(self) -> bool:
         return self._store is not None and await asyncio.to_thread(self._store.has_active_keys)
 

@@ -210,7 +210,8 @@ def serve(settings: Settings) -> None:
     from localxai.settings import LOOPBACK_HOSTS
 
     store = open_store(settings)
-    if not settings.api_keys and not store.has_active_keys() and settings.host not in LOOPBACK_HOSTS:
+    open_access = not settings.api_keys and not store.has_active_keys()
+    if open_access and settings.host not in LOOPBACK_HOSTS:
         raise ConfigError(
             f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
             "or create one with `localxai keys create`; or listen on 127.0.0.1"
@@ -234,7 +235,7 @@ def serve(settings: Settings) -> None:
     for info in runtime.service.list_models():
         names = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
         log.info("serving model %s%s, %d context tokens per request", info.id, names, info.context_length)
-    if not settings.api_keys and not store.has_active_keys():
+    if open_access:
         log.warning("no API keys configured: accepting any bearer token, listening on %s only", settings.host)
     companions = []
     if settings.grpc_port:

@@ -13,12 +13,13 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import replace
 
 from localxai import codec
 from localxai import errors as e
 from localxai.auth import ApiKey
 from localxai.chat import ChatRequest, Completion
-from localxai.service import Admission, ChatService, collect
+from localxai.service import ChatService, collect
 from localxai.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ class DeferredCompletions:
         try:
             request = codec.loads(payload)
             owner = await asyncio.to_thread(self._store.deferred_owner, request_id)
-            admission = await self._service.admit(request)  # validated at submission; resolve again here
-            admission = Admission(admission.request, admission.info, admission.engine, owner)
+            # Validated, access-checked and counted at submission; resolved again here, billed to its owner.
+            admission = replace(await self._service.admit(request), key_id=owner)
             completion = await collect(await self._service.run(admission, api="deferred"), request.n)
             await asyncio.to_thread(self._store.finish_deferred, request_id, codec.dumps(completion))
         except asyncio.CancelledError:

@@ -7,6 +7,7 @@ vLLM yourself and list it in a config file instead (docs/scaling.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import shutil
@@ -63,8 +64,8 @@ class ManagedVllmEngine(UpstreamEngine):
     async def close(self) -> None:
         await super().close()
         self._process.terminate()
-        try:
-            self._process.wait(timeout=60)
+        try:  # off the event loop: vLLM can take a while to release its GPUs
+            await asyncio.to_thread(self._process.wait, 60)
         except subprocess.TimeoutExpired:
             self._process.kill()
 

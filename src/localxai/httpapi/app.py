@@ -120,7 +120,7 @@ async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
             if await request.is_disconnected():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                log.info("client disconnected; generation cancelled (request %s)", request.state.request_id)
+                log.info("client disconnected; generation cancelled")  # the log line carries the request id
                 return JSONResponse({}, status_code=499)
         return task.result()
     finally:
