@@ -4,6 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 # llama-cpp-python compiles llama.cpp (a few minutes on 2 cores); pip caches the wheel afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+# llama.cpp is built for the machine's CPU, but without ggml's AMX kernels: they crash on some CPUs that
+# report AMX (llama.cpp issue 20824, fix pending in PR 26954). Both llama.cpp builds (llama-cpp-python
+# and llama-server) read these flags. `make NO_AMX=` keeps AMX.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX ?= -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CFLAGS := $(strip $(CFLAGS) $(NO_AMX))
+export CXXFLAGS := $(strip $(CXXFLAGS) $(NO_AMX))
+endif
 
 .PHONY: serve test lint bench llama-server install install-test clean
 

@@ -1,0 +1,168 @@
+"""Images for the embedded engine, through llama.cpp's multimodal library (mtmd).
+
+A vision model is a GGUF plus its projector (`--mmproj`). An image becomes a run of prompt
+positions holding embeddings instead of tokens, wrapped in the begin/end tokens the model was trained
+with (mtmd knows them per projector). Preprocessing (resize, slicing) happens when the request is
+prepared, off the scheduler thread; encoding and decoding happen in the scheduler thread when the
+sequence reaches the image, and are skipped altogether when the prefix cache already holds it.
+
+Prompt positions are named by keys for the prefix cache: a text token by its id, position `i` of an
+image by `(digest, i)`, the digest being a hash of the image's bytes and the resolution the model sees.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeAlias
+
+import llama_cpp as ll
+from llama_cpp import mtmd_cpp as mtmd
+
+from localxai.engines.llamacpp.model import LlamaModel, llama_log
+from localxai.errors import ConfigError, InternalError, InvalidArgument
+from localxai.media.images import LoadedImage
+
+MTMD_INPUT_CHUNK_TYPE_TEXT = 0
+Key: TypeAlias = int | tuple[str, int]  # what one prompt position holds
+
+mtmd.mtmd_log_set(llama_log, ctypes.c_void_p(0))
+mtmd.mtmd_helper_log_set(llama_log, ctypes.c_void_p(0))
+
+
+@dataclass(eq=False)
+class ImageChunk:
+    """One image in a prompt: the positions it takes, its price, and mtmd's preprocessed input."""
+
+    digest: str
+    n_pos: int  # prompt positions it takes (its embeddings, for most models)
+    billed: int  # prompt tokens it costs the client (xAI's rule)
+    handle: int  # an mtmd_input_chunk owned by this object until decoded
+    _free: weakref.finalize = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._free = weakref.finalize(self, mtmd.mtmd_input_chunk_free, self.handle)
+
+    @property
+    def keys(self) -> list[Key]:
+        return [(self.digest, i) for i in range(self.n_pos)]
+
+    def release(self) -> None:
+        self._free()
+
+
+Unit: TypeAlias = int | ImageChunk  # what a prompt is made of: tokens and images
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A tokenized prompt: its units, and one key per position (for the prefix cache)."""
+
+    units: list[Unit]
+    keys: list[Key]
+
+    @classmethod
+    def of(cls, units: list[Unit]) -> Prompt:
+        if all(isinstance(u, int) for u in units):
+            return cls(units, units)  # type: ignore[arg-type]  # text only: tokens are their own keys
+        keys: list[Key] = []
+        for unit in units:
+            keys.extend(unit.keys if isinstance(unit, ImageChunk) else [unit])
+        return cls(units, keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def boundary(self, position: int) -> int:
+        """The last position at or before `position` that does not cut an image in two."""
+        if position < len(self.keys) and isinstance(key := self.keys[position], tuple):
+            return position - key[1]
+        return position
+
+    def units_from(self, position: int) -> list[Unit]:
+        """The units from `position` (a boundary) on."""
+        if self.units is self.keys:
+            return list(self.units[position:])
+        at = 0
+        for i, unit in enumerate(self.units):
+            if at >= position:
+                return list(self.units[i:])
+            at += unit.n_pos if isinstance(unit, ImageChunk) else 1
+        return []
+
+    def usage(self, cached: int) -> tuple[int, int, int]:
+        """(prompt_tokens, cached_tokens, image_tokens) as billed, the first `cached` positions cached."""
+        prompt = cached_tokens = images = at = 0
+        for unit in self.units:
+            size, cost = (unit.n_pos, unit.billed) if isinstance(unit, ImageChunk) else (1, 1)
+            at += size
+            prompt += cost
+            images += cost if isinstance(unit, ImageChunk) else 0
+            cached_tokens += cost if at <= cached else 0
+        return prompt, cached_tokens, images
+
+
+class Vision:
+    """The projector of a vision model, bound to its text model."""
+
+    def __init__(self, mmproj: Path, model: LlamaModel) -> None:
+        params = mtmd.mtmd_context_params_default()
+        params.n_threads = model.shape.threads
+        params.print_timings = False
+        self._ctx = mtmd.mtmd_init_from_file(str(mmproj).encode(), model.handle, params)
+        if not self._ctx:
+            raise ConfigError(f"llama.cpp could not load the projector {mmproj} for {model.path}")
+        if not mtmd.mtmd_support_vision(self._ctx):
+            mtmd.mtmd_free(self._ctx)
+            raise ConfigError(f"{mmproj} is not a vision projector")
+        self._model = model
+        self._lock = threading.Lock()  # an mtmd context is not safe to use from two threads at once
+
+    def units(self, image: LoadedImage, index: int) -> list[Unit]:
+        """The units of one image: the projector's begin tokens, the image, its end tokens."""
+        width, height, pixels = image.pixels()
+        data = (ctypes.c_uint8 * len(pixels)).from_buffer_copy(pixels)
+        with self._lock:
+            bitmap = mtmd.mtmd_bitmap_init(width, height, data)
+            chunks = mtmd.mtmd_input_chunks_init()
+            try:
+                part = mtmd.mtmd_input_part(text=None, bitmap=bitmap)
+                parts = (ctypes.POINTER(mtmd.mtmd_input_part) * 1)(ctypes.pointer(part))
+                if mtmd.mtmd_tokenize_from_parts(self._ctx, chunks, parts, 1, False) != 0:
+                    raise InvalidArgument(f"image {index}: this model's projector cannot process the image.")
+                units: list[Unit] = []
+                for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+                    chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                    if mtmd.mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT:
+                        n = ctypes.c_size_t()
+                        tokens = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+                        units.extend(int(tokens[j]) for j in range(n.value))
+                    else:  # one image can be several chunks (slices): only the first carries the price
+                        first = not any(isinstance(u, ImageChunk) for u in units)
+                        n_pos = mtmd.mtmd_input_chunk_get_n_pos(chunk)
+                        price = image.tokens if first else 0
+                        units.append(ImageChunk(f"{image.digest}#{i}", n_pos, price, mtmd.mtmd_input_chunk_copy(chunk)))
+                return units
+            finally:
+                mtmd.mtmd_input_chunks_free(chunks)
+                mtmd.mtmd_bitmap_free(bitmap)
+
+    def decode(self, image: ImageChunk, position: int, seq_id: int) -> None:
+        """Encode the image and decode its embeddings into `seq_id` at `position` (scheduler thread)."""
+        end = ll.llama_pos(0)
+        with self._lock:
+            rc = mtmd.mtmd_helper_eval_chunk_single(
+                self._ctx, self._model.ctx, image.handle, position, seq_id, self._model.shape.n_batch, False,
+                ctypes.byref(end),
+            )  # fmt: skip
+        image.release()  # the preprocessed pixels are not needed again
+        if rc != 0:
+            raise InternalError(f"llama.cpp could not decode an image (code {rc})")
+
+    def close(self) -> None:
+        if self._ctx:
+            mtmd.mtmd_free(self._ctx)
+            self._ctx = None
