@@ -43,6 +43,12 @@ def test_good_config(tmp_path: Path) -> None:
     assert config.aliases == (("grok-4", "local"),)
 
 
+def test_embedded_vision_model(tmp_path: Path) -> None:
+    text = '[[models]]\nid = "eyes"\npath = "~/m.gguf"\nmmproj = "~/mmproj.gguf"\n'
+    [eyes] = load_config(write(tmp_path, text), {}).embedded
+    assert eyes.path == Path("~/m.gguf").expanduser() and eyes.mmproj == Path("~/mmproj.gguf").expanduser()
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
@@ -50,7 +56,7 @@ def test_good_config(tmp_path: Path) -> None:
         ('[[models]]\nid = "x"\nengine = "upstream"\nbase_urls = []\n', "base_urls is empty"),
         ('[[models]]\nengine = "llamacpp"\n', "'id'"),
         ('[[models]]\nid = "x"\nengine = "magic"\n', "engine must be"),
-        ('[[models]]\nid = "x"\nmmproj = "p.gguf"\n', "mmproj"),
+        ('[[models]]\nid = "x"\nmmproj = "p.gguf"\n', "mmproj needs the path"),
         ("models = [", "cannot read"),
         ("", "no [[models]]"),
     ],

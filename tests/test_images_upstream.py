@@ -80,11 +80,11 @@ def recorder() -> Iterator[str]:
 
 
 def client(base: str, tmp_path: Any, allow_private: bool = True) -> httpx.AsyncClient:
-    engine = UpstreamEngine(
-        [UpstreamModel(id="vision", base_urls=(base + "/v1",), upstream_model="v", vision=True)],
-        fetch_policy=FetchPolicy(allow_private=allow_private, timeout_s=2),
-    )
-    app = create_app(Runtime.build([engine], (AUTH["Authorization"].split()[1],), Store(sqlite_url(tmp_path))))
+    engine = UpstreamEngine([UpstreamModel(id="vision", base_urls=(base + "/v1",), upstream_model="v", vision=True)])
+    policy = FetchPolicy(allow_private=allow_private, timeout_s=2)
+    key = AUTH["Authorization"].split()[1]
+    runtime = Runtime.build([engine], (key,), Store(sqlite_url(tmp_path)), fetch_policy=policy)
+    app = create_app(runtime)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH)
 
 

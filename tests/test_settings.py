@@ -34,3 +34,15 @@ def test_missing_model_file(tmp_path: Path) -> None:
 def test_bad_environment_value() -> None:
     with pytest.raises(ConfigError, match="LOCALXAI_PORT"):
         build_settings({}, environ={"LOCALXAI_PORT": "eighty"})
+
+
+def test_mmproj_goes_with_a_model_file(tmp_path: Path) -> None:
+    model, projector = tmp_path / "m.gguf", tmp_path / "mmproj.gguf"
+    model.write_bytes(b"GGUF")
+    projector.write_bytes(b"GGUF")
+    s = build_settings({"model": str(model), "mmproj": str(projector)}, environ={})
+    assert s.mmproj == projector
+    with pytest.raises(ConfigError, match="--mmproj goes with --model"):
+        build_settings({"mmproj": str(projector)}, environ={})
+    with pytest.raises(ConfigError, match="projector file not found"):
+        build_settings({"model": str(model), "mmproj": str(tmp_path / "nope.gguf")}, environ={})

@@ -26,9 +26,11 @@ from xai_sdk import Client
 from xai_sdk.chat import image as sdk_image
 from xai_sdk.chat import user as sdk_user
 
+from localxai.chat import Detail
 from localxai.engines.llamacpp.engine import LlamaCppEngine
 from localxai.engines.llamacpp.model import ContextShape
 from localxai.media.fetch import FetchPolicy
+from localxai.media.images import image_tokens
 
 from conftest import API_KEY, AUTH, Server, fake_app, start_server, stop_server
 
@@ -244,3 +246,17 @@ def test_xai_sdk_sends_images_over_grpc(vision_server: Server, image_host: str) 
     response = chat.sample()
     assert response.usage.prompt_image_tokens == 512 + 256
     assert response.usage.prompt_tokens > response.usage.prompt_image_tokens
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "detail", "tokens"),
+    [
+        (448, 448, Detail.AUTO, 256),
+        (449, 448, Detail.AUTO, 768),
+        (448, 448, Detail.HIGH, 512),
+        (10_000, 10, Detail.HIGH, 1792),
+        (10_000, 10, Detail.LOW, 256),
+    ],
+)
+def test_xai_image_price(width: int, height: int, detail: Detail, tokens: int) -> None:
+    assert image_tokens(width, height, detail) == tokens

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="models file (TOML): several models, embedded or upstream engines")
     serve.add_argument("--model", help="path of a GGUF model (default: the embedded Gemma 3 270M)")
     serve.add_argument("--model-id", help="model id clients use (default: the file name without .gguf)")
+    serve.add_argument("--mmproj", help="vision projector GGUF of --model: the model then accepts images")
     serve.add_argument(
         "--alias",
         action="append",
@@ -205,6 +206,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from localxai.httpapi.app import create_app
+    from localxai.media.fetch import FetchPolicy
     from localxai.runtime import Runtime
     from localxai.service import Limits
     from localxai.settings import LOOPBACK_HOSTS
@@ -231,6 +233,7 @@ def serve(settings: Settings) -> None:
         worker_id=f"{socket.gethostname()}:{settings.port}",
         deferred_lease_s=settings.deferred_lease_s,
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
+        fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
     )
     for info in runtime.service.list_models():
         names = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
@@ -273,7 +276,6 @@ def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str],
 
     from localxai.config import load_config
     from localxai.engines.upstream import UpstreamEngine
-    from localxai.media.fetch import FetchPolicy
 
     config = load_config(settings.config, os.environ)
     engines: list[Any] = []
@@ -282,6 +284,7 @@ def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str],
             settings,
             config=None,
             model=m.path,
+            mmproj=m.mmproj,
             model_id=m.id,
             parallel=m.parallel or settings.parallel,
             ctx_size=m.ctx_size or settings.ctx_size,
@@ -292,8 +295,7 @@ def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str],
         )
         engines.append(build_engine(one))
     if config.upstream:
-        policy = FetchPolicy(allow_private=settings.allow_private_image_urls)
-        engines.append(UpstreamEngine(config.upstream, fetch_policy=policy))
+        engines.append(UpstreamEngine(config.upstream))
     return engines, config.aliases
 
 
@@ -304,7 +306,6 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
         return FakeEngine(model_id=settings.model_id or "fake-model", context_length=settings.ctx_size)
     if settings.engine == "vllm":
         from localxai.engines.vllm import ManagedVllmEngine
-        from localxai.media.fetch import FetchPolicy
 
         assert settings.model is not None
         name = str(settings.model)
@@ -314,7 +315,6 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
             tensor_parallel_size=settings.tensor_parallel_size,
             extra_args=settings.vllm_args,
             context_length=settings.ctx_size,
-            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
         )
     from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID, default_model_path
     from localxai.engines.llamacpp.engine import LlamaCppEngine
@@ -340,4 +340,5 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
         max_queue=settings.max_queue,
         reasoning=reasoning,
         reasoning_efforts=settings.reasoning_efforts,
+        mmproj=settings.mmproj,
     )

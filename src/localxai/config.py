@@ -7,6 +7,11 @@ parallel = 4
 ctx_size = 8192
 
 [[models]]
+id = "gemma-3-4b"              # an embedded vision model: the GGUF and its projector
+path = "~/models/gemma-3-4b-it-Q4_K_M.gguf"
+mmproj = "~/models/mmproj-gemma-3-4b-it-f16.gguf"
+
+[[models]]
 id = "qwen3-32b"               # an existing deployment (vLLM, SGLang, llama-server, localxai)
 engine = "upstream"
 base_urls = ["http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1"]
@@ -39,6 +44,7 @@ else:  # pragma: no cover
 class EmbeddedModel:
     id: str
     path: Path | None = None  # None: the embedded default model
+    mmproj: Path | None = None  # vision projector of `path`
     parallel: int | None = None
     ctx_size: int | None = None
     reasoning: bool = False
@@ -66,15 +72,13 @@ def load_config(path: Path, environ: Mapping[str, str]) -> ModelsConfig:
         aliases += [(a, model_id) for a in entry.get("aliases", [])]
         engine = entry.get("engine", "llamacpp")
         if engine == "llamacpp":
-            if "mmproj" in entry:
-                raise ConfigError(
-                    f"{where}: mmproj (images with the embedded engine) is not supported yet; serve vision "
-                    "models through an upstream engine with vision = true"
-                )
+            if "mmproj" in entry and "path" not in entry:
+                raise ConfigError(f"{where}: mmproj needs the path of the model it belongs to")
             embedded.append(
                 EmbeddedModel(
                     id=model_id,
                     path=Path(entry["path"]).expanduser() if "path" in entry else None,
+                    mmproj=Path(entry["mmproj"]).expanduser() if "mmproj" in entry else None,
                     parallel=entry.get("parallel"),
                     ctx_size=entry.get("ctx_size"),
                     reasoning=bool(entry.get("reasoning", False)),

@@ -10,6 +10,7 @@ from localxai.accounting import Accounting
 from localxai.auth import Authenticator
 from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
+from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
 from localxai.service import ChatService, Limits
 from localxai.store.store import Store
@@ -54,9 +55,17 @@ class Runtime:
         worker_id: str = "localxai",
         deferred_lease_s: float = 30.0,
         max_body_bytes: int = 64 * 1024 * 1024,
+        fetch_policy: FetchPolicy | None = None,
     ) -> Runtime:
         metrics = Metrics(engines)
-        service = ChatService(engines, aliases=aliases, limits=limits, accounting=Accounting(store), observer=metrics)
+        service = ChatService(
+            engines,
+            aliases=aliases,
+            limits=limits,
+            accounting=Accounting(store),
+            observer=metrics,
+            fetch_policy=fetch_policy,
+        )
         deferred = DeferredCompletions(service, store, worker_id, lease_s=deferred_lease_s)
         auth = Authenticator(keys, store)
         return cls(service, deferred, auth, store, metrics, max_body_bytes)

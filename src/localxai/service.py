@@ -37,7 +37,8 @@ from localxai.chat import (
 )
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import ConfigError, InternalError, InvalidArgument, ModelNotFound, UnsupportedParameter
-from localxai.media.fetch import ImageFetchError
+from localxai.media.fetch import FetchPolicy, ImageFetchError
+from localxai.media.images import LoadedImage, load_images
 
 MAX_STOP_SEQUENCES = 4
 INT32 = (-(2**31), 2**31 - 1)
@@ -91,8 +92,10 @@ class ChatService:
         limits: Limits | None = None,
         accounting: Accounting | None = None,
         observer: Observer | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ):
         self._engines = list(engines)
+        self._fetch_policy = fetch_policy or FetchPolicy()
         self._limits = limits or Limits()
         self._accounting = accounting or Accounting(None)
         self._observer = observer
@@ -153,12 +156,8 @@ class ChatService:
         request, info = admission.request, admission.info
         started = time.monotonic()
         deadline = None if self._limits.timeout_s is None else started + self._limits.timeout_s
-        try:
-            events = await admission.engine.start(_generation_request(request, info, deadline))
-        except ImageFetchError:
-            if self._observer is not None:
-                self._observer.image_failure(info.id)
-            raise
+        images = await self._load_images(request, info)
+        events = await admission.engine.start(_generation_request(request, info, deadline, images))
         return ChatStream(
             id=str(uuid.uuid4()),
             created=int(time.time()),
@@ -166,6 +165,18 @@ class ChatService:
             fingerprint=info.fingerprint,
             events=self._accounted(events, admission, api, started),
         )
+
+    async def _load_images(self, request: ChatRequest, info: ModelInfo) -> tuple[LoadedImage, ...]:
+        """Every image fetched (in parallel) and checked once, here, whichever engine runs it."""
+        parts = [p for m in request.messages for p in m.images]
+        if not parts:
+            return ()
+        try:
+            return tuple(await load_images(parts, self._fetch_policy))
+        except ImageFetchError:
+            if self._observer is not None:
+                self._observer.image_failure(info.id)
+            raise
 
     async def _accounted(
         self, events: AsyncGenerator[Event, None], admission: Admission, api: str, started: float
@@ -326,7 +337,9 @@ def _validate_tools(request: ChatRequest) -> None:
         raise InvalidArgument(f"tool_choice names function {choice.function!r}, which is not in tools.")
 
 
-def _generation_request(request: ChatRequest, info: ModelInfo, deadline: float | None) -> GenerationRequest:
+def _generation_request(
+    request: ChatRequest, info: ModelInfo, deadline: float | None, images: tuple[LoadedImage, ...]
+) -> GenerationRequest:
     return GenerationRequest(
         model=info.id,
         messages=request.messages,
@@ -340,6 +353,7 @@ def _generation_request(request: ChatRequest, info: ModelInfo, deadline: float |
         top_logprobs=request.top_logprobs or 0,
         reasoning_effort=request.reasoning_effort,
         deadline=deadline,
+        images=images,
     )
 
 

@@ -27,6 +27,7 @@ class Settings:
     config: Path | None = None  # a models file (TOML): several models, embedded or upstream
     model: Path | None = None  # None: the embedded default model
     model_id: str | None = None  # None: derived from the file name
+    mmproj: Path | None = None  # the model's vision projector (GGUF): the model then takes images
     aliases: tuple[tuple[str, str], ...] = ()  # (alias, model id)
     api_keys: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "localxai")
@@ -61,6 +62,10 @@ class Settings:
             raise ConfigError("--engine vllm needs --model (a Hugging Face model id or a local model directory)")
         if self.engine == "llamacpp" and self.model is not None and not self.model.is_file():
             raise ConfigError(f"model file not found: {self.model}")
+        if self.mmproj is not None and (self.engine != "llamacpp" or self.model is None):
+            raise ConfigError("--mmproj goes with --model: the vision projector of that GGUF model")
+        if self.mmproj is not None and not self.mmproj.is_file():
+            raise ConfigError(f"projector file not found: {self.mmproj}")
         if self.reasoning and not all(self.reasoning_tags):
             raise ConfigError("--reasoning-tags needs a non-empty start and end")
         if self.engine not in ("llamacpp", "vllm", "fake"):
@@ -86,6 +91,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "grpc_port": int,
         "engine": str,
         "model": Path,
+        "mmproj": Path,
         "config": Path,
         "model_id": str,
         "data_dir": Path,

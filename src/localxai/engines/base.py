@@ -17,6 +17,7 @@ from localxai.chat import (
     ToolChoice,
     ToolMode,
 )
+from localxai.media.images import LoadedImage
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class GenerationRequest:
     top_logprobs: int = 0
     reasoning_effort: str | None = None
     deadline: float | None = None  # time.monotonic() past which the generation stops (TIME_LIMIT)
+    images: tuple[LoadedImage, ...] = ()  # every image part of `messages`, in order, fetched and checked
 
 
 class Engine(abc.ABC):

@@ -45,8 +45,6 @@ from localxai.chat import (
 )
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import InternalError, InvalidArgument, LocalXAIError, ResourceExhausted, Unavailable
-from localxai.media.fetch import FetchPolicy
-from localxai.media.images import load_images
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +104,7 @@ class UpstreamEngine(Engine):
         self,
         models: Sequence[UpstreamModel],
         health_interval_s: float = 5.0,
-        fetch_policy: FetchPolicy | None = None,
     ) -> None:
-        self._fetch_policy = fetch_policy or FetchPolicy()
         self._routes = {m.id: _Route(m, [Replica(u.rstrip("/")) for u in m.base_urls]) for m in models}
         self._health_interval_s = health_interval_s
         self._created = int(time.time())
@@ -141,7 +137,7 @@ class UpstreamEngine(Engine):
         if self._health_task is None:
             self._health_task = asyncio.create_task(self._check_health(), name="upstream-health")
         route = self._routes[request.model]
-        body = openai_body(await self._checked_images(request), route.model.upstream_model)
+        body = openai_body(_with_data_urls(request), route.model.upstream_model)
         tried: list[Replica] = []
         while (replica := route.pick(tried)) is not None:
             tried.append(replica)
@@ -156,21 +152,6 @@ class UpstreamEngine(Engine):
                 raise
             return self._events(route.model, replica, response, request.n)
         raise Unavailable(f"No upstream replica of model {request.model} is reachable.")
-
-    async def _checked_images(self, request: GenerationRequest) -> GenerationRequest:
-        """Images go upstream only after localxai's own checks, as data URLs: the upstream never
-        fetches a client's URL (its network is not the client's to reach)."""
-        parts = [p for m in request.messages for p in m.images]
-        if not parts:
-            return request
-        loaded = iter(await load_images(parts, self._fetch_policy))
-        messages = tuple(
-            replace(m, content=tuple(
-                ImagePart(next(loaded).data_url, p.detail) if isinstance(p, ImagePart) else p for p in m.content
-            ))
-            for m in request.messages
-        )  # fmt: skip
-        return replace(request, messages=messages)
 
     async def _open(self, model: UpstreamModel, replica: Replica, body: dict[str, Any]) -> httpx.Response:
         headers = {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
@@ -256,6 +237,21 @@ class UpstreamEngine(Engine):
 
 
 # -- translation ----------------------------------------------------------------------------------
+
+
+def _with_data_urls(request: GenerationRequest) -> GenerationRequest:
+    """Images go upstream as the data URLs of what the core fetched and checked: the upstream never
+    fetches a client's URL (its network is not the client's to reach)."""
+    if not request.images:
+        return request
+    loaded = iter(request.images)
+    messages = tuple(
+        replace(m, content=tuple(
+            ImagePart(next(loaded).data_url, p.detail) if isinstance(p, ImagePart) else p for p in m.content
+        ))
+        for m in request.messages
+    )  # fmt: skip
+    return replace(request, messages=messages)
 
 
 def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:

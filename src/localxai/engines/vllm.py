@@ -20,7 +20,6 @@ import httpx
 
 from localxai.engines.upstream import UpstreamEngine, UpstreamModel
 from localxai.errors import ConfigError
-from localxai.media.fetch import FetchPolicy
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ class ManagedVllmEngine(UpstreamEngine):
         extra_args: Sequence[str] = (),
         startup_timeout_s: float = 1800.0,
         context_length: int = 8192,
-        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         executable = shutil.which("vllm")
         if executable is None:

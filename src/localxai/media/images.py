@@ -3,6 +3,10 @@
 JPEG and PNG only, decided by the bytes (magic numbers), not by the declared type; at most 20 MiB
 each (decoded); decodable, and not a decompression bomb. Errors name the image by its position in
 the request.
+
+What an image costs follows xAI's rule, whatever the model does with it: the image is cut into
+448x448 tiles, each worth 256 tokens, plus one extra tile (the overview), at most 6 tiles. `low`
+detail is the overview alone; `auto` is `low` for an image that fits one tile, else `high`.
 """
 
 from __future__ import annotations
@@ -10,18 +14,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from localxai.chat import Detail, ImagePart
 from localxai.media.fetch import MAX_IMAGE_BYTES, FetchPolicy, ImageFetchError, fetch_image
 
 MAX_PIXELS = 50_000_000  # decompression-bomb cap (a 20 MiB PNG can claim billions of pixels)
 MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+TILE = 448
+TOKENS_PER_TILE = 256
+MAX_TILES = 6
+
+
+def resolved_detail(width: int, height: int, detail: Detail) -> Detail:
+    """`auto` decided by size: an image within one tile gains nothing from tiling."""
+    if detail is Detail.AUTO:
+        return Detail.LOW if width <= TILE and height <= TILE else Detail.HIGH
+    return detail
+
+
+def image_tokens(width: int, height: int, detail: Detail) -> int:
+    """xAI's price of one image in prompt tokens: 256 to 1,792."""
+    if resolved_detail(width, height, detail) is Detail.LOW:
+        return TOKENS_PER_TILE
+    tiles = min(MAX_TILES, math.ceil(width / TILE) * math.ceil(height / TILE))
+    return (tiles + 1) * TOKENS_PER_TILE
 
 
 @dataclass(frozen=True)
@@ -31,6 +56,27 @@ class LoadedImage:
     width: int
     height: int
     detail: Detail
+
+    @property
+    def tokens(self) -> int:
+        return image_tokens(self.width, self.height, self.detail)
+
+    @property
+    def low_detail(self) -> bool:
+        return resolved_detail(self.width, self.height, self.detail) is Detail.LOW
+
+    @cached_property
+    def digest(self) -> str:
+        """What the image is, for caches: its bytes and the resolution the model sees."""
+        return hashlib.sha256(self.data).hexdigest() + (":low" if self.low_detail else ":high")
+
+    def pixels(self) -> tuple[int, int, bytes]:
+        """(width, height, RGB bytes) as the model sees it: upright, and within one tile at low detail."""
+        with Image.open(io.BytesIO(self.data)) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+        if self.low_detail:
+            image.thumbnail((TILE, TILE))
+        return image.width, image.height, image.tobytes()
 
     @property
     def data_url(self) -> str:
@@ -88,4 +134,4 @@ def _check_decodable(data: bytes, label: str) -> tuple[int, int]:
     return width, height
 
 
-__all__ = ["MAX_IMAGE_BYTES", "LoadedImage", "load_image", "load_images"]
+__all__ = ["MAX_IMAGE_BYTES", "LoadedImage", "image_tokens", "load_image", "load_images", "resolved_detail"]

@@ -8,10 +8,12 @@ and streams events back. A generation whose consumer goes away is cancelled at t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
+import secrets
 import weakref
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -20,15 +22,17 @@ from typing import Any
 import llama_cpp as ll
 
 from localxai import __version__
-from localxai.chat import Event, FormatType, ModelInfo, Token, ToolMode
+from localxai.chat import Event, FormatType, ImagePart, Message, ModelInfo, TextPart, Token, ToolMode
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
 from localxai.engines.llamacpp.scheduler import Job, Scheduler
-from localxai.engines.llamacpp.templates import Conversation, template_for
+from localxai.engines.llamacpp.templates import Conversation, Segment, template_for
+from localxai.engines.llamacpp.vision import Prompt, Unit, Vision
 from localxai.engines.output import ReasoningSpec
 from localxai.engines.toolcalls import forced_schema
 from localxai.errors import ContextLengthExceeded, InvalidArgument
+from localxai.media.images import LoadedImage
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +47,14 @@ class LlamaCppEngine(Engine):
         max_queue: int = 64,
         reasoning: ReasoningSpec | None = None,
         reasoning_efforts: tuple[str, ...] = (),
+        mmproj: Path | None = None,
     ) -> None:
         self.model_id = model_id
         self._reasoning = reasoning
         self._model = LlamaModel(path, shape)
+        self._vision = Vision(mmproj, self._model) if mmproj is not None else None
+        # Where an image sits in the rendered conversation; random, so no message text can forge one.
+        self._image_marker = f"<localxai-image-{secrets.token_hex(8)}>"
         self._template = template_for(self._model.metadata, self._model.bos_text, self._model.eos_text)
         stat = path.stat()
         digest = hashlib.sha256(f"{path.name}:{stat.st_size}:{__version__}".encode()).hexdigest()
@@ -57,12 +65,14 @@ class LlamaCppEngine(Engine):
             fingerprint=f"fp_{digest[:10]}",
             reasoning=reasoning is not None,
             reasoning_efforts=reasoning_efforts,
+            input_modalities=("text", "image") if self._vision is not None else ("text",),
         )
-        self._scheduler = Scheduler(self._model, top_k=top_k, max_queue=max_queue)
+        self._scheduler = Scheduler(self._model, top_k=top_k, max_queue=max_queue, vision=self._vision)
         log.info(
-            "model %s: %s; %d parallel sequences of %d context tokens each (trained for %d)",
+            "model %s: %s%s; %d parallel sequences of %d context tokens each (trained for %d)",
             model_id,
             path,
+            f" with projector {mmproj}" if mmproj is not None else "",
             shape.parallel,
             shape.ctx_size,
             self._model.n_ctx_train,
@@ -109,11 +119,41 @@ class LlamaCppEngine(Engine):
         weakref.finalize(events, job.cancelled.set)
         return events
 
-    def _prepare(self, request: GenerationRequest) -> tuple[list[int], str | None]:
-        conversation = Conversation(request.messages, request.tools, request.tool_choice, request.reasoning_effort)
-        prompt = self._model.tokenize_segments(self._template.render(conversation))
+    def _prepare(self, request: GenerationRequest) -> tuple[Prompt, str | None]:
+        messages = tuple(self._marked(m) for m in request.messages) if request.images else request.messages
+        conversation = Conversation(messages, request.tools, request.tool_choice, request.reasoning_effort)
+        prompt = Prompt.of(self._tokenize(self._template.render(conversation), request.images))
         schema = output_schema(request)
         return prompt, None if schema is None else self._grammar(json.dumps(schema, sort_keys=True))
+
+    def _marked(self, message: Message) -> Message:
+        """The message with each image replaced by the marker, so templates place it like text."""
+        parts = tuple(TextPart(self._image_marker) if isinstance(p, ImagePart) else p for p in message.content)
+        return dataclasses.replace(message, content=parts)
+
+    def _tokenize(self, segments: list[Segment], images: tuple[LoadedImage, ...]) -> list[Unit]:
+        """The rendered conversation as prompt units: tokens, and the images where the markers are."""
+        if not images:
+            return list(self._model.tokenize_segments(segments))
+        assert self._vision is not None  # the core refuses images for models without image input
+        pieces: list[Segment | int] = []  # text, and images by their index
+        placed = 0
+        for segment in segments:
+            for j, text in enumerate(segment.text.split(self._image_marker)):
+                if j:
+                    pieces.append(placed)
+                    placed += 1
+                if text:
+                    pieces.append(Segment(text, segment.special))
+        if placed != len(images):
+            raise InvalidArgument("This model's chat template does not keep the images of the conversation.")
+        units: list[Unit] = []
+        for piece in pieces:
+            if isinstance(piece, Segment):
+                units += self._model.tokenize_segments([piece], bos=not units)
+            else:
+                units += self._vision.units(images[piece], piece)
+        return units
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one engine per model, for the process lifetime
     def _grammar(self, schema: str) -> str:
@@ -139,6 +179,8 @@ class LlamaCppEngine(Engine):
 
     async def close(self) -> None:
         await asyncio.to_thread(self._scheduler.stop)
+        if self._vision is not None:
+            self._vision.close()
         self._model.close()
 
 

@@ -24,14 +24,14 @@ GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR = 3, 4
 
 
 @ll.llama_log_callback
-def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+def llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp is chatty on stderr; keep only its warnings and errors, in our log.
     if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
         severity = logging.WARNING if level == GGML_LOG_LEVEL_WARN else logging.ERROR
         log.log(severity, "llama.cpp: %s", text.decode(errors="replace").rstrip())
 
 
-ll.llama_log_set(_llama_log, ctypes.c_void_p(0))
+ll.llama_log_set(llama_log, ctypes.c_void_p(0))
 ll.llama_backend_init()
 
 
@@ -79,6 +79,10 @@ class LlamaModel:
         self.memory = ll.llama_get_memory(self.ctx)
         self._batch = ll.llama_batch_init(shape.n_batch, 0, 1)
 
+    @property
+    def handle(self) -> ll.llama_model_p:
+        return self._model
+
     # -- vocabulary ---------------------------------------------------------------------------
 
     @property
@@ -99,8 +103,9 @@ class LlamaModel:
                 return list(buf[:n])
             capacity = -n
 
-    def tokenize_segments(self, segments: list[Segment]) -> list[int]:
-        add_bos = ll.llama_vocab_get_add_bos(self._vocab)
+    def tokenize_segments(self, segments: list[Segment], bos: bool = True) -> list[int]:
+        """Segments tokenized one by one; `bos`: they start the prompt (BOS first, if the model wants one)."""
+        add_bos = bos and ll.llama_vocab_get_add_bos(self._vocab)
         tokens: list[int] = []
         for i, segment in enumerate(segments):
             tokens += self.tokenize(segment.text, add_bos=add_bos and i == 0, special=segment.special)

@@ -8,6 +8,9 @@ Sequences live in slots (llama.cpp sequence ids). An idle slot keeps its KV as p
 request starts from the longest prefix any slot holds (shared system prompts, multi-turn history),
 shared through the unified KV cache without copying data; the least recently used idle slot is
 reused first. `n > 1` choices decode the prompt once and share it.
+
+Images (vision models) are decoded in a llama.cpp call of their own when a sequence's prefill
+reaches them; a cached prefix never ends inside an image.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from localxai.chat import Event, FinishReason, TokenLogprob, Usage, UsageReport
 from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
+from localxai.engines.llamacpp.vision import ImageChunk, Key, Prompt, Unit, Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
 from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
@@ -37,7 +41,7 @@ IDLE_WAIT_S = 0.5
 class Job:
     """One request: its prompt, its choices, and the way back to the event loop."""
 
-    prompt: list[int]
+    prompt: Prompt
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[Event | BaseException | None]
@@ -61,7 +65,7 @@ class Job:
 @dataclass(eq=False)
 class Slot:
     seq_id: int
-    tokens: list[int] = field(default_factory=list)  # what this sequence's KV holds, by position
+    tokens: list[Key] = field(default_factory=list)  # what this sequence's KV holds, by position
     last_used: int = 0
     seq: Sequence | None = None
 
@@ -77,7 +81,7 @@ class Sequence:
     assembler: TextAssembler
     output: ChoiceOutput
     limit: int  # most tokens it may generate
-    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill
+    pending: list[Unit] = field(default_factory=list)  # prompt units still to prefill
     next_token: int | None = None  # decoded in the next step: the last prompt token, then samples
     in_prompt: bool = False  # next_token is the last prompt token (its logits start sampling)
     generated: int = 0
@@ -85,8 +89,16 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, model: LlamaModel, top_k: int, max_queue: int, prefill_chunk: int = 128) -> None:
+    def __init__(
+        self,
+        model: LlamaModel,
+        top_k: int,
+        max_queue: int,
+        prefill_chunk: int = 128,
+        vision: Vision | None = None,
+    ) -> None:
         self._model = model
+        self._vision = vision
         self._top_k = top_k
         self._max_queue = max_queue
         self._prefill_chunk = prefill_chunk
@@ -178,7 +190,7 @@ class Scheduler:
         prompt = job.prompt
         reusable = len(prompt) - 1  # the last prompt token is always decoded: its logits start sampling
         source, common = max(
-            ((slot, _common_prefix(slot.tokens, prompt, reusable)) for slot in self._slots),
+            ((slot, prompt.boundary(_common_prefix(slot.tokens, prompt.keys, reusable))) for slot in self._slots),
             key=lambda pair: (pair[1], pair[0].seq is None),
         )
         first = source if source.seq is None and common > 0 else free[0]
@@ -190,7 +202,7 @@ class Scheduler:
             model.seq_keep_prefix(first.seq_id, 0)
             if common:
                 model.seq_copy_prefix(source.seq_id, first.seq_id, common)
-        first.tokens = prompt[:common]
+        first.tokens = prompt.keys[:common]
         job.cached_tokens = common
         job.unfinished = job.n
         request = job.request
@@ -213,12 +225,14 @@ class Scheduler:
                 # The last prompt token is decoded on its own, like a generated token, so its logits
                 # do not depend on how much of the prompt came from the cache: a repeated seeded
                 # request gives the same output whether or not its prefix was cached.
-                slot.seq.pending = prompt[common:-1]
-                slot.seq.next_token = prompt[-1]
+                *slot.seq.pending, last = prompt.units_from(common)
+                assert isinstance(last, int), "a prompt ends with text (the generation prompt)"
+                slot.seq.next_token = last
                 slot.seq.in_prompt = True
         self._running.append(job)
 
     def _step_once(self) -> None:
+        self._decode_images()
         model = self._model
         model.batch_clear()
         decoding: list[tuple[Sequence, int]] = []
@@ -234,7 +248,9 @@ class Scheduler:
         for seq in sorted((s for s in active if s.pending), key=lambda s: self._running.index(s.job)):
             if budget <= 0:
                 break
-            chunk = seq.pending[:budget]
+            chunk = _leading_tokens(seq.pending, budget)
+            if not chunk:
+                continue  # an image comes first: decoded at the start of the next step
             start = len(seq.slot.tokens)
             for offset, token in enumerate(chunk):
                 model.batch_add(token, start + offset, seq.slot.seq_id, False)
@@ -258,6 +274,21 @@ class Scheduler:
             else:
                 self._sample(seq, index)
 
+    def _decode_images(self) -> None:
+        """Sequences whose prefill reached an image decode it, each in a llama.cpp call of its own."""
+        for slot in self._slots:
+            seq = slot.seq
+            if seq is None or not seq.pending or not isinstance(image := seq.pending[0], ImageChunk):
+                continue
+            assert self._vision is not None
+            try:
+                self._vision.decode(image, len(slot.tokens), slot.seq_id)
+            except LocalXAIError as error:
+                self._fail(seq.job, error)
+                continue
+            slot.tokens.extend(image.keys)
+            del seq.pending[0]
+
     def _prompt_done(self, first: Sequence, batch_index: int) -> None:
         """The prompt is in the KV: siblings share it, and every choice samples its first token."""
         job = first.job
@@ -265,7 +296,7 @@ class Scheduler:
         for seq in siblings:
             self._model.seq_keep_prefix(seq.slot.seq_id, 0)
             self._model.seq_copy_prefix(first.slot.seq_id, seq.slot.seq_id, len(job.prompt))
-            seq.slot.tokens = list(job.prompt)
+            seq.slot.tokens = list(job.prompt.keys)
         for seq in [first, *siblings]:
             self._sample(seq, batch_index)
 
@@ -299,10 +330,12 @@ class Scheduler:
         job.unfinished -= 1
         self._release(seq)
         if job.unfinished == 0:
+            prompt_tokens, cached_tokens, image_tokens = job.prompt.usage(job.cached_tokens)
             usage = Usage(
-                prompt_tokens=len(job.prompt),
+                prompt_tokens=prompt_tokens,
                 completion_tokens=job.completion_tokens,
-                cached_tokens=job.cached_tokens,
+                cached_tokens=cached_tokens,
+                image_tokens=image_tokens,
                 reasoning_tokens=job.reasoning_tokens,
             )
             job.emit(UsageReport(usage))
@@ -329,7 +362,17 @@ class Scheduler:
         job.emit(error)
 
 
-def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+def _leading_tokens(units: list[Unit], limit: int) -> list[int]:
+    """The tokens at the head of `units` (at most `limit`), up to the first image."""
+    out: list[int] = []
+    for unit in units[:limit]:
+        if not isinstance(unit, int):
+            break
+        out.append(unit)
+    return out
+
+
+def _common_prefix(a: list[Key], b: list[Key], limit: int) -> int:
     n = min(len(a), len(b), limit)
     for i in range(n):
         if a[i] != b[i]:
