@@ -142,6 +142,17 @@ async def test_prefix_cache_keys_on_image_content(client: httpx.AsyncClient) -> 
     assert first_logprobs(swapped) != first_logprobs(first)
 
 
+async def test_an_image_cached_behind_other_text_is_encoded_again(client: httpx.AsyncClient) -> None:
+    """The KV holds the image after other text: the engine skips encoding when preparing (the image is
+    in the cache), finds it cannot reuse it, and encodes it in the scheduler instead."""
+    probe = {"logprobs": True, "top_logprobs": 3, "temperature": 0}
+    await complete(client, ask("First text", part(data_url(PHOTO)), "end", **probe))
+    moved = await complete(client, ask("Other words", part(data_url(PHOTO)), "end", **probe))
+    again = await complete(client, ask("Other words", part(data_url(PHOTO)), "end", **probe))
+    assert moved["usage"]["prompt_tokens_details"]["cached_tokens"] < 1792
+    assert first_logprobs(moved) == first_logprobs(again)
+
+
 async def test_several_images_in_any_order_with_streaming_and_n(client: httpx.AsyncClient) -> None:
     body = ask(part(data_url(RED), "low"), "between", part(data_url(PHOTO), "high"), part(data_url(BLUE)), "?")
     body.update(stream=True, stream_options={"include_usage": True}, n=2)

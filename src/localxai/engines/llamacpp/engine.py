@@ -28,7 +28,7 @@ from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
 from localxai.engines.llamacpp.scheduler import Job, Scheduler
 from localxai.engines.llamacpp.templates import Conversation, Segment, template_for
-from localxai.engines.llamacpp.vision import Prompt, Unit, Vision
+from localxai.engines.llamacpp.vision import ImageChunk, Prompt, Unit, Vision
 from localxai.engines.output import ReasoningSpec
 from localxai.engines.toolcalls import forced_schema
 from localxai.errors import ContextLengthExceeded, InvalidArgument
@@ -153,6 +153,9 @@ class LlamaCppEngine(Engine):
                 units += self._model.tokenize_segments([piece], bos=not units)
             else:
                 units += self._vision.units(images[piece], piece)
+        for unit in units:  # the vision tower runs here, not in the scheduler, unless the KV has the image
+            if isinstance(unit, ImageChunk) and not self._scheduler.holds((unit.digest, 0)):
+                self._vision.encode(unit)
         return units
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one engine per model, for the process lifetime

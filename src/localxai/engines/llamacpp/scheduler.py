@@ -128,6 +128,10 @@ class Scheduler:
             self._wake.notify()
         self._thread.join()
 
+    def holds(self, key: Key) -> bool:
+        """Whether some slot's KV holds this position key (a racy read: a hint, never relied on)."""
+        return any(key in slot.tokens for slot in list(self._slots))
+
     def stats(self) -> dict[str, float]:
         """A racy but harmless read from another thread, for metrics."""
         slots = list(self._slots)

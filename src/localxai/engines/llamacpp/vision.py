@@ -2,9 +2,10 @@
 
 A vision model is a GGUF plus its projector (`--mmproj`). An image becomes a run of prompt
 positions holding embeddings instead of tokens, wrapped in the begin/end tokens the model was trained
-with (mtmd knows them per projector). Preprocessing (resize, slicing) happens when the request is
-prepared, off the scheduler thread; encoding and decoding happen in the scheduler thread when the
-sequence reaches the image, and are skipped altogether when the prefix cache already holds it.
+with (mtmd knows them per projector). Preprocessing (resize, slicing) and encoding (the vision
+tower) happen when the request is prepared, off the scheduler thread, unless the prefix cache already
+holds the image; the scheduler decodes the embeddings when the sequence reaches the image (encoding it
+then if the cache lost it in between).
 
 Prompt positions are named by keys for the prefix cache: a text token by its id, position `i` of an
 image by `(digest, i)`, the digest being a hash of the image's bytes and the resolution the model sees.
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import TypeAlias
 
 import llama_cpp as ll
+import numpy as np
+import numpy.typing as npt
 from llama_cpp import mtmd_cpp as mtmd
 
 from localxai.engines.llamacpp.model import LlamaModel, llama_log
@@ -27,6 +30,7 @@ from localxai.errors import ConfigError, InternalError, InvalidArgument
 from localxai.media.images import LoadedImage
 
 MTMD_INPUT_CHUNK_TYPE_TEXT = 0
+NO_CALLBACK = mtmd.mtmd_helper_post_decode_callback()  # a NULL function pointer
 Key: TypeAlias = int | tuple[str, int]  # what one prompt position holds
 
 mtmd.mtmd_log_set(llama_log, ctypes.c_void_p(0))
@@ -41,6 +45,7 @@ class ImageChunk:
     n_pos: int  # prompt positions it takes (its embeddings, for most models)
     billed: int  # prompt tokens it costs the client (xAI's rule)
     handle: int  # an mtmd_input_chunk owned by this object until decoded
+    embeddings: npt.NDArray[np.float32] | None = None  # the vision tower's output, once encoded
     _free: weakref.finalize = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +57,7 @@ class ImageChunk:
 
     def release(self) -> None:
         self._free()
+        self.embeddings = None
 
 
 Unit: TypeAlias = int | ImageChunk  # what a prompt is made of: tokens and images
@@ -119,7 +125,8 @@ class Vision:
             mtmd.mtmd_free(self._ctx)
             raise ConfigError(f"{mmproj} is not a vision projector")
         self._model = model
-        self._lock = threading.Lock()  # an mtmd context is not safe to use from two threads at once
+        self._n_embd = ll.llama_model_n_embd_inp(model.handle)
+        self._lock = threading.Lock()  # mtmd's preprocessing and encoding: one at a time
 
     def units(self, image: LoadedImage, index: int) -> list[Unit]:
         """The units of one image: the projector's begin tokens, the image, its end tokens."""
@@ -150,15 +157,27 @@ class Vision:
                 mtmd.mtmd_input_chunks_free(chunks)
                 mtmd.mtmd_bitmap_free(bitmap)
 
-    def decode(self, image: ImageChunk, position: int, seq_id: int) -> None:
-        """Encode the image and decode its embeddings into `seq_id` at `position` (scheduler thread)."""
-        end = ll.llama_pos(0)
+    def encode(self, image: ImageChunk) -> None:
+        """Run the vision tower on the image now, so that the scheduler only has to decode."""
         with self._lock:
-            rc = mtmd.mtmd_helper_eval_chunk_single(
-                self._ctx, self._model.ctx, image.handle, position, seq_id, self._model.shape.n_batch, False,
-                ctypes.byref(end),
-            )  # fmt: skip
-        image.release()  # the preprocessed pixels are not needed again
+            if mtmd.mtmd_encode_chunk(self._ctx, image.handle) != 0:
+                raise InternalError("llama.cpp could not encode an image")
+            n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(image.handle)
+            output = mtmd.mtmd_get_output_embd(self._ctx)
+            image.embeddings = np.ctypeslib.as_array(output, shape=(n_tokens * self._n_embd,)).copy()
+
+    def decode(self, image: ImageChunk, position: int, seq_id: int) -> None:
+        """Decode the image's embeddings into `seq_id` at `position` (scheduler thread)."""
+        if image.embeddings is None:
+            self.encode(image)
+        assert image.embeddings is not None
+        embeddings = image.embeddings.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        end = ll.llama_pos(0)
+        rc = mtmd.mtmd_helper_decode_image_chunk(
+            self._ctx, self._model.ctx, image.handle, embeddings, position, seq_id, self._model.shape.n_batch,
+            ctypes.byref(end), NO_CALLBACK, None,
+        )  # fmt: skip
+        image.release()  # neither the pixels nor the embeddings are needed again
         if rc != 0:
             raise InternalError(f"llama.cpp could not decode an image (code {rc})")
 
