@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from localxai.media.fetch import MAX_IMAGE_BYTES, FetchPolicy, ImageFetchError, fetch_image
+
+from conftest import http_server
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 ALLOW = FetchPolicy(allow_private=True, timeout_s=2)
@@ -59,12 +60,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with http_server(Handler) as url:
+        yield url
 
 
 def fetch(url: str, policy: FetchPolicy = ALLOW) -> bytes:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import httpx
@@ -23,7 +22,7 @@ from localxai.media.fetch import FetchPolicy
 from localxai.runtime import Runtime
 from localxai.store.store import Store, sqlite_url
 
-from conftest import AUTH
+from conftest import AUTH, http_server
 
 
 def picture(kind: str, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -73,10 +72,8 @@ class Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with http_server(Recorder) as url:
+        yield url
 
 
 def client(base: str, tmp_path: Any, allow_private: bool = True) -> httpx.AsyncClient:

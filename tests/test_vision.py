@@ -12,9 +12,8 @@ import asyncio
 import base64
 import io
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from localxai.engines.llamacpp.model import ContextShape
 from localxai.media.fetch import FetchPolicy
 from localxai.media.images import image_tokens
 
-from conftest import API_KEY, AUTH, Server, fake_app, start_server, stop_server
+from conftest import API_KEY, AUTH, Server, fake_app, http_server, start_server, stop_server
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-vision"
 MODEL = "tiny-vision"
@@ -202,10 +201,8 @@ class Images(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Images)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with http_server(Images) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
