@@ -13,7 +13,7 @@ export CFLAGS := $(strip $(CFLAGS) $(NO_AMX))
 export CXXFLAGS := $(strip $(CXXFLAGS) $(NO_AMX))
 endif
 
-.PHONY: serve test lint bench llama-server install install-test clean
+.PHONY: serve test smoke lint bench llama-server install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ llama-server: install
 test: install-test llama-server
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# `make serve` on a fresh venv without extras: install, serve, one chat completion, stop (CI runs it).
+smoke:
+	.ci/smoke
 
 # Benchmarks (not tests): localxai vs llama-server built from the same llama.cpp source.
 bench: install
