@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 
+from localxai import codec
 from localxai.auth import ApiKey
 from localxai.chat import ChatRequest, Message, Role, TextPart
-from localxai.deferred import DeferredCompletions
+from localxai.deferred import MAX_ATTEMPTS, DeferredCompletions
 from localxai.engines.fake import FakeEngine
-from localxai.errors import NotFound
+from localxai.errors import Abandoned, NotFound, ResourceExhausted
+from localxai.httpapi.app import create_app
+from localxai.runtime import Runtime
 from localxai.service import ChatService
 from localxai.store.store import Store, sqlite_url
 
-from conftest import AUTH, fake_app
+from conftest import API_KEY, AUTH, fake_app
 
 OTHER = {"Authorization": "Bearer another-key-0000"}
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "deferred": True, "seed": 1}
@@ -69,3 +74,118 @@ async def test_results_expire(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         await deferred.fetch(request_id, caller)
     await deferred.close()
+
+
+POISON_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "x", "schema": {"type": "string", "maxLength": 100_000}},
+}
+
+
+async def test_deferred_submission_checks_what_a_live_request_checks() -> None:
+    """A request that a live call refuses is refused at submission too, with the same error."""
+    app = fake_app(FakeEngine(context_length=8))
+    long_prompt = [{"role": "user", "content": "word " * 50}]
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers) as c:
+        for change in (
+            {"response_format": POISON_FORMAT},
+            {"messages": long_prompt},
+            {"messages": [{"role": "user", "content": "bad \ud800 text"}]},
+            {"model": "fake-\udc00"},
+        ):
+            # json.dumps spells a lone surrogate as JSON allows (\ud800); httpx's json= cannot send one.
+            live = await c.post("/v1/chat/completions", content=json.dumps({**BODY, "deferred": False, **change}))
+            deferred = await c.post("/v1/chat/completions", content=json.dumps({**BODY, **change}))
+            assert live.status_code == deferred.status_code == 400, (change, live.text, deferred.text)
+            assert live.json() == deferred.json()
+
+
+class BusyOnce(FakeEngine):
+    """At capacity for the first `busy` starts, as an engine full of live requests is."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+
+    async def start(self, request):  # type: ignore[no-untyped-def]
+        if self.busy:
+            self.busy -= 1
+            raise ResourceExhausted("The service is temporarily at capacity.", retry_after=0.05)
+        return await super().start(request)
+
+
+async def test_deferred_waits_for_capacity_instead_of_failing(tmp_path: Path) -> None:
+    store = Store(sqlite_url(tmp_path))
+    deferred = DeferredCompletions(ChatService([BusyOnce(busy=3)]), store, "w")
+    request = ChatRequest(model="fake-model", messages=(Message(Role.USER, (TextPart("hi"),)),))
+    caller = ApiKey(key_id="k", redacted="***", name="k", created=0, modified=0)
+    request_id = await deferred.submit(request, caller)
+    try:
+        for _ in range(300):
+            completion = await deferred.fetch(request_id, caller)
+            if completion is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert completion is not None and completion.choices[0].text
+    finally:
+        await deferred.close()
+
+
+async def test_a_request_that_keeps_killing_its_server_is_failed(tmp_path: Path) -> None:
+    """Each start of a worker re-queues what its crashed previous life ran; after MAX_ATTEMPTS runs
+    that never ended, the request is failed with a clear error instead of crashing the server again."""
+    store = Store(sqlite_url(tmp_path))
+    caller = ApiKey(key_id="k", redacted="***", name="k", created=0, modified=0)
+    request = ChatRequest(model="fake-model", messages=(Message(Role.USER, (TextPart("hi"),)),))
+    store.create_deferred("00000000-0000-4000-8000-000000000001", "k", codec.dumps(request))
+    for _ in range(MAX_ATTEMPTS):  # a process claims it and dies; its restart releases the claim
+        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) is not None
+        assert store.release_claims("w") == 1
+    assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) is None
+    deferred = DeferredCompletions(ChatService([FakeEngine()]), store, "w")
+    with pytest.raises(Abandoned, match="stopped while running this request 3 times"):
+        await deferred.fetch("00000000-0000-4000-8000-000000000001", caller)
+
+
+async def test_clean_stops_and_capacity_waits_do_not_count_as_attempts(tmp_path: Path) -> None:
+    store = Store(sqlite_url(tmp_path))
+    store.create_deferred("r1", "k", "{}")
+    for _ in range(MAX_ATTEMPTS + 2):
+        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) == ("r1", "{}")
+        assert store.release_claims("w", clean=True) == 1
+        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) == ("r1", "{}")
+        store.requeue_deferred("r1")
+
+
+async def test_abandoned_request_answers_the_poll_with_its_reason(tmp_path: Path) -> None:
+    store = Store(sqlite_url(tmp_path))
+    owner = "key_" + hashlib.sha256(API_KEY.encode()).hexdigest()[:16]  # a configured key's id
+    request = ChatRequest(model="fake-model", messages=(Message(Role.USER, (TextPart("hi"),)),))
+    request_id = "00000000-0000-4000-8000-000000000002"
+    store.create_deferred(request_id, owner, codec.dumps(request))
+    for _ in range(MAX_ATTEMPTS):  # three lives of a server died running it
+        assert store.claim_deferred("dead", lease_s=0.0, max_attempts=MAX_ATTEMPTS) is not None
+    app = create_app(Runtime.build([FakeEngine()], (API_KEY,), store))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH) as c,
+    ):
+        for _ in range(200):
+            r = await c.get(f"/v1/chat/deferred-completion/{request_id}")
+            if r.status_code != 202:
+                break
+            await asyncio.sleep(0.02)
+    assert r.status_code == 500
+    assert r.json() == {
+        "code": "Internal error",
+        "error": "The server stopped while running this request 3 times; it is not run again.",
+    }
+
+
+@pytest.mark.parametrize("request_id", ["nul%00byte", "x" * 5000, "..%2F..%2Fetc", "%27%20OR%201=1%20--"])
+async def test_malformed_deferred_ids_are_404_before_the_database(client: httpx.AsyncClient, request_id: str) -> None:
+    r = await client.get(f"/v1/chat/deferred-completion/{request_id}")
+    assert r.status_code == 404
+    assert r.json()["code"] == "Some requested entity was not found"

@@ -331,3 +331,28 @@ async def test_internal_errors_do_not_leak(client: httpx.AsyncClient, fake_engin
     assert r.status_code == 500
     assert "secret" not in r.text
     assert r.json()["error"].startswith("internal error (request id ")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", chat(messages=[{"role": "user", "content": "a \ud800 b"}])),
+        ("/v1/chat/completions", chat(model="fake-\udfff")),
+        ("/v1/chat/completions", chat(messages=[{"role": "user", "content": [{"type": "text", "text": "\ud83d"}]}])),
+        ("/v1/chat/completions", chat(tools=[{**FN, "function": {**FN["function"], "description": "\udc00"}}])),
+        ("/v1/chat/completions", chat(metadata={"\ud800": 1})),
+        ("/v1/tokenize-text", {"model": "fake-model", "text": "x\ud800"}),
+    ],
+)
+async def test_lone_surrogates_are_400(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> None:
+    """JSON can spell a lone UTF-16 surrogate (\\ud800); no model can take it, and it is the client's error."""
+    r = await client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+    await expect_error(r, 400, INVALID, "not valid Unicode")
+
+
+async def test_a_valid_surrogate_pair_is_text(client: httpx.AsyncClient) -> None:
+    body = chat(messages=[{"role": "user", "content": "smile \ud83d\ude00"}])  # one emoji, spelled as a pair
+    text = json.dumps(body)
+    assert "\\ud83d\\ude00" in text
+    r = await client.post("/v1/chat/completions", content=text, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200

@@ -19,12 +19,16 @@ class Accounting:
     def __init__(self, store: Store | None) -> None:
         self._store = store
 
+    @staticmethod
+    def check_access(caller: ApiKey | None, model: str) -> None:
+        if caller is not None and not caller.may_use(model):
+            raise PermissionDenied(f"The API key {caller.redacted} is not allowed to use model {model}.")
+
     async def admit(self, caller: ApiKey | None, model: str) -> None:
         """Check the caller may use `model` now, and count the request against its limits."""
+        self.check_access(caller, model)
         if caller is None:
             return
-        if not caller.may_use(model):
-            raise PermissionDenied(f"The API key {caller.redacted} is not allowed to use model {model}.")
         if self._store is None or (caller.rpm is None and caller.tpm is None):
             return
         window = int(time.time() // 60)

@@ -1,9 +1,11 @@
 """Deferred completions: start now, fetch the result later, exactly once, within 24 hours.
 
-Submission admits the request like any other (validation, access, rate limits) and stores it. A
-worker in every server process claims stored requests, runs them through the same ChatService and
-stores the result, so pending work survives a restart and results survive a crash. Several
-processes can share one database: a claim is a lease that the worker renews while it runs.
+Submission admits and checks the request exactly like a live one (validation, access, rate limits,
+prompt length, grammar) and stores it. A worker in every server process claims stored requests,
+runs them through the same ChatService and stores the result, so pending work survives a restart
+and results survive a crash. Several processes can share one database: a claim is a lease that the
+worker renews while it runs. A request whose process died while running it MAX_ATTEMPTS times is
+failed rather than run again, and one that finds the engine at capacity waits in the store.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from localxai.store.store import Store
 log = logging.getLogger(__name__)
 
 RESULT_TTL_S = 24 * 3600
+MAX_ATTEMPTS = 3
+CAPACITY_BACKOFF_S = 1.0
 _BY_STATUS: dict[str, type[e.LocalXAIError]] = {
+    "ABANDONED": e.Abandoned,
     e.Status.INVALID_ARGUMENT.name: e.InvalidArgument,
     e.Status.PERMISSION_DENIED.name: e.PermissionDenied,
     e.Status.NOT_FOUND.name: e.NotFound,
@@ -53,16 +58,19 @@ class DeferredCompletions:
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+        self._paused_until = 0.0  # the engine was at capacity: claim nothing before this
 
     async def start(self) -> None:
-        """Re-queue what this server's previous run left running, then start the worker."""
-        if self._loop_task is not None:
-            return
-        self._loop_task = asyncio.create_task(self._work(), name="deferred-worker")
-        requeued = await asyncio.to_thread(self._store.release_claims, self._worker_id)
-        if requeued:
-            log.info("re-queued %d deferred completions left running by this server's previous run", requeued)
-            self._wake.set()
+        """Re-queue what this server's previous run left running, then start the worker (in that
+        order: the worker must not claim work of the previous run that is about to be released)."""
+        async with self._starting:
+            if self._loop_task is not None:
+                return
+            requeued = await asyncio.to_thread(self._store.release_claims, self._worker_id)
+            if requeued:
+                log.info("re-queued %d deferred completions left running by this server's previous run", requeued)
+            self._loop_task = asyncio.create_task(self._work(), name="deferred-worker")
 
     async def close(self) -> None:
         """Stop working; requests still running go back to the queue for the next run."""
@@ -70,12 +78,12 @@ class DeferredCompletions:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.to_thread(self._store.release_claims, self._worker_id)
+        await asyncio.to_thread(self._store.release_claims, self._worker_id, True)
 
     async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
-        """Admit `request` (raises like a normal request) and queue it; returns the request id."""
+        """Admit and check `request` (raises like a live request) and queue it; returns the request id."""
         await self.start()  # normally done at server start-up; in-process users may skip that
-        await self._service.admit(request, caller)
+        await self._service.check(await self._service.admit(request, caller))
         request_id = str(uuid.uuid4())
         await asyncio.to_thread(self._store.create_deferred, request_id, caller.key_id, codec.dumps(request))
         self._wake.set()
@@ -86,6 +94,8 @@ class DeferredCompletions:
 
         Unknown, expired, already fetched and other keys' ids all read as not found.
         """
+        if not _is_request_id(request_id):  # never hand the database a string it did not make
+            raise e.NotFound(f"No deferred completion with id {request_id[:64]!r}.")
         not_before = time.time() - self._ttl_s
         row = await asyncio.to_thread(self._store.take_deferred, request_id, caller.key_id, not_before)
         if row is None:
@@ -104,8 +114,10 @@ class DeferredCompletions:
         last_renewal = time.monotonic()
         while True:
             try:
-                while len(self._running) < self._concurrency:
-                    claimed = await asyncio.to_thread(self._store.claim_deferred, self._worker_id, self._lease_s)
+                while len(self._running) < self._concurrency and time.monotonic() >= self._paused_until:
+                    claimed = await asyncio.to_thread(
+                        self._store.claim_deferred, self._worker_id, self._lease_s, MAX_ATTEMPTS
+                    )
                     if claimed is None:
                         break
                     request_id, payload = claimed
@@ -132,6 +144,9 @@ class DeferredCompletions:
             await asyncio.to_thread(self._store.finish_deferred, request_id, codec.dumps(completion))
         except asyncio.CancelledError:
             raise
+        except e.ResourceExhausted as exc:  # the engine is full of live requests: wait in the store
+            self._paused_until = time.monotonic() + (exc.retry_after or CAPACITY_BACKOFF_S)
+            await asyncio.to_thread(self._store.requeue_deferred, request_id)
         except e.LocalXAIError as exc:
             await asyncio.to_thread(self._store.fail_deferred, request_id, exc.status.name, exc.message)
         except Exception:
@@ -140,3 +155,10 @@ class DeferredCompletions:
         finally:
             self._running.pop(request_id, None)
             self._wake.set()
+
+
+def _is_request_id(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False

@@ -24,9 +24,10 @@ class Status(enum.Enum):
 
 
 class LocalXAIError(Exception):
-    """Base class; `message` is safe to show to the client."""
+    """Base class; `message` is safe to show to the client unless `public` is false."""
 
     status: ClassVar[Status] = Status.INTERNAL
+    public: ClassVar[bool] = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -77,8 +78,12 @@ class NotFound(LocalXAIError):
 
 
 class ModelNotFound(NotFound):
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model {model} does not exist or your team does not have access to it.")
+    def __init__(self, model: str, served: list[str] | None = None) -> None:
+        shown = model if len(model) <= 100 else model[:97] + "..."
+        message = f"The model {shown} does not exist or your team does not have access to it."
+        if served:
+            message += f" This server serves: {', '.join(served)}."
+        super().__init__(message)
         self.model = model
 
 
@@ -98,7 +103,15 @@ class Unavailable(LocalXAIError):
     status = Status.UNAVAILABLE
 
 
+class Abandoned(LocalXAIError):
+    """A deferred request whose server stopped while running it, time after time: not run again."""
+
+
 class InternalError(LocalXAIError):
+    """A bug or a failure the client cannot act on: its message goes to the log, not the wire."""
+
+    public = False
+
     def __init__(self, message: str = "internal error") -> None:
         super().__init__(message)
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
-
-import jsonschema
+from typing import Protocol
 
 from localxai.accounting import Accounting
 from localxai.auth import ApiKey
@@ -39,8 +36,10 @@ from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import ConfigError, InternalError, InvalidArgument, ModelNotFound, UnsupportedParameter
 from localxai.media.fetch import FetchPolicy, ImageFetchError
 from localxai.media.images import LoadedImage, load_images
+from localxai.schemas import parse_schema
 
 MAX_STOP_SEQUENCES = 4
+MAX_TOKENIZE_CHARS = 128 * 1024  # one token can be one character: the answer grows ~500 bytes a token
 INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -122,6 +121,13 @@ class ChatService:
     def get_model(self, name: str) -> ModelInfo:
         return self._with_aliases(self._resolve(name)[0])
 
+    def model_label(self, name: str | None) -> str:
+        """A model for metrics labels: a served id, never a client's string (unknown: one value)."""
+        if name is None:
+            return ""
+        found = self._models.get(self._aliases.get(name, name))
+        return "unknown" if found is None else found[0].id
+
     def _with_aliases(self, info: ModelInfo) -> ModelInfo:
         aliases = tuple(sorted(a for a, t in self._aliases.items() if t == info.id))
         return replace(info, aliases=aliases)
@@ -129,13 +135,18 @@ class ChatService:
     def _resolve(self, name: str) -> tuple[ModelInfo, Engine]:
         found = self._models.get(self._aliases.get(name, name))
         if found is None:
-            raise ModelNotFound(name)
+            raise ModelNotFound(name, sorted(self._models))
         return found
 
     # -- work -------------------------------------------------------------------------------
 
-    async def tokenize(self, model: str, text: str) -> tuple[ModelInfo, list[Token]]:
+    async def tokenize(self, model: str, text: str, caller: ApiKey | None = None) -> tuple[ModelInfo, list[Token]]:
         info, engine = self._resolve(model)
+        self._accounting.check_access(caller, info.id)
+        if len(text) > MAX_TOKENIZE_CHARS:
+            raise InvalidArgument(
+                f"text is {len(text)} characters; this server tokenizes at most {MAX_TOKENIZE_CHARS} per request."
+            )
         return info, await engine.tokenize(info.id, text)
 
     async def admit(self, request: ChatRequest, caller: ApiKey | None = None) -> Admission:
@@ -151,6 +162,12 @@ class ChatService:
     async def start(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
         """Admit and start; raises client errors before any output exists."""
         return await self.run(await self.admit(request, caller), api)
+
+    async def check(self, admission: Admission) -> None:
+        """Everything `run` could refuse, without generating (deferred requests, at submission)."""
+        request, info = admission.request, admission.info
+        images = await self._load_images(request, info)
+        await admission.engine.check(_generation_request(request, info, None, images))
 
     async def run(self, admission: Admission, api: str = "rest") -> ChatStream:
         request, info = admission.request, admission.info
@@ -304,19 +321,6 @@ MAX_TOP_LOGPROBS = 8
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def _schema(text: str, what: str) -> dict[str, Any]:
-    """Parse and check a JSON Schema; a schema that is not one is the client's mistake (400)."""
-    try:
-        schema = json.loads(text)
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except (ValueError, jsonschema.SchemaError) as exc:
-        reason = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
-        raise InvalidArgument(f"{what} is not a valid JSON Schema: {reason}") from None
-    if not isinstance(schema, dict):
-        raise InvalidArgument(f"{what} must be a JSON Schema object.")
-    return schema
-
-
 def _validate_tools(request: ChatRequest) -> None:
     if len(request.tools) > MAX_TOOLS:
         raise InvalidArgument(f"At most {MAX_TOOLS} tools are allowed, got {len(request.tools)}.")
@@ -324,7 +328,7 @@ def _validate_tools(request: ChatRequest) -> None:
     for tool in request.tools:
         if not TOOL_NAME.match(tool.name):
             raise InvalidArgument(f"Invalid function name {tool.name!r}: use 1-64 letters, digits, _ or -.")
-        schema = _schema(tool.parameters, f"The parameters of function {tool.name}")
+        schema = parse_schema(tool.parameters, f"The parameters of function {tool.name}")
         if schema.get("type", "object") != "object":
             raise InvalidArgument(f"The parameters of function {tool.name} must be an object schema.")
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -368,7 +372,7 @@ def _validate_output(request: ChatRequest) -> None:
     if fmt.type is FormatType.JSON_SCHEMA:
         if fmt.schema is None:
             raise InvalidArgument("response_format json_schema needs a schema.")
-        _schema(fmt.schema, "response_format.json_schema.schema")
+        parse_schema(fmt.schema, "response_format.json_schema.schema")
     if request.top_logprobs is not None:
         if not 0 <= request.top_logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidArgument(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}.")

@@ -57,6 +57,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def tokenize(self, model: str, text: str) -> list[Token]: ...
 
+    async def check(self, request: GenerationRequest) -> None:  # noqa: B027 - nothing to check by default
+        """Raise what `start` would raise for `request` (template, context length, grammar) without
+        generating: deferred requests are checked at submission exactly like live ones. Engines that
+        can only learn it by running (upstream servers) check nothing more than the core does."""
+
     def stats(self) -> dict[str, dict[str, float]]:
         """Gauges per model (queue_depth, running, kv_used, kv_capacity) for /metrics."""
         return {}

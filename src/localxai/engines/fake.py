@@ -57,12 +57,18 @@ class FakeEngine(Engine):
     async def tokenize(self, model: str, text: str) -> list[Token]:
         return [Token(id=i, text=w, bytes=w.encode()) for i, w in enumerate(_words(text))]
 
+    async def check(self, request: GenerationRequest) -> None:
+        self._prompt_tokens(request)
+
     async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        return self._generate(request, self._prompt_tokens(request))
+
+    def _prompt_tokens(self, request: GenerationRequest) -> int:
         prompt = "\n".join(f"{m.role.value}: {m.text}" for m in request.messages)
         prompt_tokens = len(_words(prompt))
         if prompt_tokens > self.context_length:
             raise ContextLengthExceeded(self.context_length, prompt_tokens)
-        return self._generate(request, prompt_tokens)
+        return prompt_tokens
 
     async def _generate(self, request: GenerationRequest, prompt_tokens: int) -> AsyncGenerator[Event, None]:
         finished = False

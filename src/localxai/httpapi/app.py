@@ -57,8 +57,9 @@ class GatewayMiddleware:
             await self._handle(scope, receive, send_with_id, request_id)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.runtime.metrics.requests.labels(path, str(status["code"]), state.get("model", "")).inc()
+            path = getattr(route, "path", "unmatched")  # the route's template, never the raw path
+            model = self.runtime.service.model_label(state.get("model"))
+            self.runtime.metrics.requests.labels(path, str(status["code"]), model).inc()
             logs.request_id.reset(token)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
@@ -194,7 +195,8 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     @app.post("/v1/tokenize-text")
     async def tokenize_text(body: TokenizeRequest, request: Request) -> dict[str, Any]:
         require_json(request)
-        _, tokens = await service.tokenize(body.model, body.text)
+        request.state.model = body.model
+        _, tokens = await service.tokenize(body.model, body.text, request.state.api_key)
         return {"token_ids": [{"token_id": t.id, "string_token": t.text, "token_bytes": list(t.bytes)} for t in tokens]}
 
     @app.get("/v1/api-key")

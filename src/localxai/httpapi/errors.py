@@ -35,7 +35,7 @@ def status_for(exc: e.LocalXAIError) -> int:
 
 def error_body(exc: e.LocalXAIError | None, request_id: str = "") -> dict[str, Any]:
     """`{"code": <gRPC status text>, "error": <message>}`; unexpected errors say only 'internal error'."""
-    if exc is None or status_for(exc) == 500:
+    if exc is None or not exc.public:
         suffix = f" (request id {request_id})" if request_id else ""
         return {"code": e.Status.INTERNAL.value, "error": f"internal error{suffix}"}
     return {"code": exc.status.value, "error": exc.message}
@@ -74,7 +74,10 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
     problem = body_media_problem(request, await request.body())
     if problem is not None:
         return error_response(problem)
-    return error_response(e.MalformedBody(_describe(list(exc.errors()))))
+    errors = list(exc.errors())
+    if errors and errors[0].get("type") == "invalid_unicode":  # well-formed JSON, text no model can take: 400
+        return error_response(e.InvalidArgument(errors[0]["msg"]))
+    return error_response(e.MalformedBody(_describe(errors)))
 
 
 async def on_local_error(request: Request, exc: Exception) -> JSONResponse:

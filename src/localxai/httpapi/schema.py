@@ -6,13 +6,49 @@ range is the core's business (400). Strict mode: no silent coercion of "1" into 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can spell them (\ud800); UTF-8 cannot
 
 
 class WireModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class RequestBody(WireModel):
+    """A whole request body: every string in it (keys too) must be valid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        path = _lone_surrogate(data)
+        if path is not None:
+            raise PydanticCustomError(
+                "invalid_unicode", "{path} is not valid Unicode (it contains a lone UTF-16 surrogate)", {"path": path}
+            )
+        return data
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where the first string with a lone surrogate is (iterative: any depth), or None."""
+    stack: list[tuple[Any, str]] = [(data, "body")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if LONE_SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and LONE_SURROGATE.search(key):
+                    return f"{path} (a key)"
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
 
 
 class TextContent(WireModel):
@@ -104,7 +140,7 @@ class StreamOptions(WireModel):
     include_usage: bool
 
 
-class ChatCompletionRequest(WireModel):
+class ChatCompletionRequest(RequestBody):
     """POST /v1/chat/completions (xai-api-spec §1)."""
 
     model: str
@@ -136,7 +172,7 @@ class ChatCompletionRequest(WireModel):
     service_tier: str | None = None
 
 
-class TokenizeRequest(WireModel):
+class TokenizeRequest(RequestBody):
     """POST /v1/tokenize-text."""
 
     text: str

@@ -19,12 +19,20 @@ schema_migrations = sa.Table(
 
 
 def _initial(conn: sa.Connection) -> None:
+    # Tables in their current shape: later migrations check before changing what this already made.
     for table in (tables.api_keys, tables.deferred, tables.rate_windows, tables.usage):
         table.create(conn)
 
 
+def _deferred_attempts(conn: sa.Connection) -> None:
+    """Count the runs of a deferred request, so one that kills its process is not retried forever."""
+    if "attempts" not in {c["name"] for c in sa.inspect(conn).get_columns("deferred")}:
+        conn.execute(sa.text("ALTER TABLE deferred ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
+    (2, "deferred completions: attempts", _deferred_attempts),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

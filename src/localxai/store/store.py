@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,28 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from localxai.errors import ConfigError
+from localxai.errors import ConfigError, InternalError, Unavailable
 from localxai.store.migrations import migrate
 from localxai.store.tables import api_keys, deferred, rate_windows, usage
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "xai-"
+# The database's own errors, translated where they enter: connection trouble is the server's
+# temporary state (503), anything else a bug (500); neither shows SQL to a client.
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        log.warning("database unavailable: %s", getattr(exc, "orig", None) or exc)
+        raise Unavailable("The database is unavailable; try again shortly.") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        log.error("database error", exc_info=exc)
+        raise InternalError() from exc
 
 
 def key_hash(secret: str) -> str:
@@ -91,6 +111,17 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise ConfigError(f"cannot open the database: {exc.orig}") from None
 
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with _translated(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """One transaction."""
+        with _translated(), self.engine.begin() as conn:
+            yield conn
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
@@ -100,10 +131,10 @@ class Store:
 
     def ping(self) -> bool:
         try:
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 conn.execute(sa.text("SELECT 1"))
             return True
-        except sa.exc.SQLAlchemyError:
+        except (Unavailable, InternalError):
             return False
 
     # -- API keys -----------------------------------------------------------------------------
@@ -127,7 +158,7 @@ class Store:
             "modified_at": now,
             "revoked_at": None,
         }
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(api_keys.insert().values(**row))
         return _key(row), secret
 
@@ -135,18 +166,18 @@ class Store:
         query = sa.select(api_keys).order_by(api_keys.c.created_at)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_key(r._mapping) for r in conn.execute(query)]
 
     def key_by_hash(self, digest: str) -> KeyRecord | None:
         query = sa.select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(query).first()
         return None if row is None else _key(row._mapping)
 
     def has_active_keys(self) -> bool:
         query = sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return bool(conn.scalar(query))
 
     def revoke_key(self, key_id: str) -> bool:
@@ -156,12 +187,12 @@ class Store:
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now, modified_at=now)
         )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(update).rowcount == 1
 
     def set_key_disabled(self, key_id: str, disabled: bool) -> bool:
         update = api_keys.update().where(api_keys.c.id == key_id).values(disabled=disabled, modified_at=time.time())
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(update).rowcount == 1
 
     # -- rate limits --------------------------------------------------------------------------
@@ -177,7 +208,7 @@ class Store:
             conditions.append(rate_windows.c.requests < rpm)
         if tpm is not None:
             conditions.append(rate_windows.c.tokens < tpm)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(insert.values(key_id=key_id, window=window, requests=0, tokens=0).on_conflict_do_nothing())
             update = rate_windows.update().where(*conditions).values(requests=rate_windows.c.requests + 1)
             return conn.execute(update).rowcount == 1
@@ -188,14 +219,14 @@ class Store:
             .where(rate_windows.c.key_id == key_id, rate_windows.c.window == window)
             .values(tokens=rate_windows.c.tokens + tokens)
         )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update)
             conn.execute(rate_windows.delete().where(rate_windows.c.window < window - 60))  # keep an hour
 
     # -- usage ledger -------------------------------------------------------------------------
 
     def record_usage(self, **row: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(usage.insert().values(created_at=time.time(), **row))
 
     def usage_summary(self, key_id: str | None = None, since: float | None = None) -> list[UsageRow]:
@@ -215,7 +246,7 @@ class Store:
             query = query.where(c.key_id == key_id)
         if since is not None:
             query = query.where(c.created_at >= since)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(query.order_by(c.key_id, c.model)).all()
         return [
             UsageRow(
@@ -236,55 +267,90 @@ class Store:
 
     def create_deferred(self, request_id: str, owner: str, request: str) -> None:
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 deferred.insert().values(
                     id=request_id, owner=owner, status="pending", request=request, created_at=now, updated_at=now
                 )
             )
 
-    def claim_deferred(self, worker: str, lease_s: float) -> tuple[str, str] | None:
-        """Take the oldest pending (or abandoned) request for `worker`; None when there is none."""
+    def claim_deferred(self, worker: str, lease_s: float, max_attempts: int = 3) -> tuple[str, str] | None:
+        """Take the oldest pending (or abandoned) request for `worker`; None when there is none.
+
+        A request already claimed `max_attempts` times without a clean end (its process died while
+        running it, again and again) is failed instead of being run once more.
+        """
         now = time.time()
         claimable = sa.or_(
             deferred.c.status == "pending", sa.and_(deferred.c.status == "running", deferred.c.lease_until < now)
         )
-        with self.engine.begin() as conn:
-            query = sa.select(deferred.c.id, deferred.c.request).where(claimable).order_by(deferred.c.created_at)
-            if self.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            row = conn.execute(query.limit(1)).first()
-            if row is None:
-                return None
-            claimed = conn.execute(
-                deferred.update()
-                .where(deferred.c.id == row.id, claimable)
-                .values(status="running", claimed_by=worker, lease_until=now + lease_s, updated_at=now)
-            )
-            return (row.id, row.request) if claimed.rowcount == 1 else None
+        while True:
+            with self._write() as conn:
+                query = sa.select(deferred.c.id, deferred.c.request, deferred.c.attempts).where(claimable)
+                if self.dialect == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                row = conn.execute(query.order_by(deferred.c.created_at).limit(1)).first()
+                if row is None:
+                    return None
+                if row.attempts >= max_attempts:
+                    conn.execute(
+                        deferred.update()
+                        .where(deferred.c.id == row.id, claimable)
+                        .values(
+                            status="failed",
+                            error_kind="ABANDONED",
+                            error_message=f"The server stopped while running this request {row.attempts} times; "
+                            "it is not run again.",
+                            claimed_by=None,
+                            lease_until=None,
+                            updated_at=now,
+                        )
+                    )
+                    log.error("deferred completion %s failed: its server stopped %d times", row.id, row.attempts)
+                    continue
+                claimed = conn.execute(
+                    deferred.update()
+                    .where(deferred.c.id == row.id, claimable)
+                    .values(
+                        status="running",
+                        claimed_by=worker,
+                        lease_until=now + lease_s,
+                        attempts=deferred.c.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+                return (row.id, row.request) if claimed.rowcount == 1 else None
 
     def deferred_owner(self, request_id: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.scalar(sa.select(deferred.c.owner).where(deferred.c.id == request_id))
 
     def renew_leases(self, worker: str, request_ids: list[str], lease_s: float) -> None:
         if not request_ids:
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 deferred.update()
                 .where(deferred.c.id.in_(request_ids), deferred.c.claimed_by == worker)
                 .values(lease_until=time.time() + lease_s)
             )
 
-    def release_claims(self, worker: str) -> int:
-        """Put `worker`'s running requests back in the queue (its previous life died, or it stops)."""
-        with self.engine.begin() as conn:
-            return conn.execute(
-                deferred.update()
-                .where(deferred.c.status == "running", deferred.c.claimed_by == worker)
-                .values(status="pending", claimed_by=None, lease_until=None, updated_at=time.time())
-            ).rowcount
+    def release_claims(self, worker: str, clean: bool = False) -> int:
+        """Put `worker`'s running requests back in the queue: its previous life died (they count as
+        attempts), or it stops cleanly (`clean`: they do not)."""
+        return self._requeue(deferred.c.claimed_by == worker, clean)
+
+    def requeue_deferred(self, request_id: str) -> None:
+        """Put one running request back in the queue without counting the attempt (no capacity now)."""
+        self._requeue(deferred.c.id == request_id, clean=True)
+
+    def _requeue(self, which: sa.ColumnElement[bool], clean: bool) -> int:
+        values: dict[str, Any] = {"status": "pending", "claimed_by": None, "lease_until": None}
+        if clean:
+            values["attempts"] = deferred.c.attempts - 1
+        with self._write() as conn:
+            update = deferred.update().where(deferred.c.status == "running", which)
+            return conn.execute(update.values(updated_at=time.time(), **values)).rowcount
 
     def finish_deferred(self, request_id: str, result: str) -> None:
         self._settle(request_id, status="done", result=result)
@@ -293,7 +359,7 @@ class Store:
         self._settle(request_id, status="failed", error_kind=kind, error_message=message)
 
     def _settle(self, request_id: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 deferred.update()
                 .where(deferred.c.id == request_id, deferred.c.status == "running")
@@ -302,7 +368,7 @@ class Store:
 
     def take_deferred(self, request_id: str, owner: str, not_before: float) -> DeferredRow | None:
         """The owner's request; a finished one is handed out once (deleted in the same transaction)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(
                 sa.select(deferred).where(deferred.c.id == request_id, deferred.c.owner == owner)
             ).first()
@@ -320,7 +386,7 @@ class Store:
             return DeferredRow(**{k: row._mapping[k] for k in DeferredRow.__dataclass_fields__})
 
     def expire_deferred(self, not_before: float) -> int:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(deferred.delete().where(deferred.c.created_at < not_before)).rowcount
 
 

@@ -34,6 +34,7 @@ deferred = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("claimed_by", sa.String(200)),
     sa.Column("lease_until", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # claims not ended by a clean stop
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_deferred_status", "status", "created_at"),

@@ -93,16 +93,15 @@ class LlamaCppEngine(Engine):
             out.append(Token(id=token, text=raw.decode(errors="replace"), bytes=raw))
         return out
 
+    async def check(self, request: GenerationRequest) -> None:
+        self._check_n(request)
+        prompt, _ = await asyncio.to_thread(self._prepare, request, False)
+        self._check_length(prompt)
+
     async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
-        parallel = self._model.shape.parallel
-        if request.n > parallel:
-            raise InvalidArgument(
-                f"n={request.n} exceeds the {parallel} parallel sequences of this server "
-                "(the operator can raise --parallel)."
-            )
-        prompt, grammar = await asyncio.to_thread(self._prepare, request)
-        if len(prompt) > self.max_prompt_tokens:
-            raise ContextLengthExceeded(self.max_prompt_tokens, len(prompt))
+        self._check_n(request)
+        prompt, grammar = await asyncio.to_thread(self._prepare, request, True)
+        self._check_length(prompt)
         loop = asyncio.get_running_loop()
         job = Job(
             prompt,
@@ -119,10 +118,23 @@ class LlamaCppEngine(Engine):
         weakref.finalize(events, job.cancelled.set)
         return events
 
-    def _prepare(self, request: GenerationRequest) -> tuple[Prompt, str | None]:
+    def _check_n(self, request: GenerationRequest) -> None:
+        parallel = self._model.shape.parallel
+        if request.n > parallel:
+            raise InvalidArgument(
+                f"n={request.n} exceeds the {parallel} parallel sequences of this server "
+                "(the operator can raise --parallel)."
+            )
+
+    def _check_length(self, prompt: Prompt) -> None:
+        if len(prompt) > self.max_prompt_tokens:
+            raise ContextLengthExceeded(self.max_prompt_tokens, len(prompt))
+
+    def _prepare(self, request: GenerationRequest, encode: bool) -> tuple[Prompt, str | None]:
+        """Prompt and grammar; `encode` runs the vision tower for images the KV cache lacks."""
         messages = tuple(self._marked(m) for m in request.messages) if request.images else request.messages
         conversation = Conversation(messages, request.tools, request.tool_choice, request.reasoning_effort)
-        prompt = Prompt.of(self._tokenize(self._template.render(conversation), request.images))
+        prompt = Prompt.of(self._tokenize(self._template.render(conversation), request.images, encode))
         schema = output_schema(request)
         return prompt, None if schema is None else self._grammar(json.dumps(schema, sort_keys=True))
 
@@ -131,7 +143,7 @@ class LlamaCppEngine(Engine):
         parts = tuple(TextPart(self._image_marker) if isinstance(p, ImagePart) else p for p in message.content)
         return dataclasses.replace(message, content=parts)
 
-    def _tokenize(self, segments: list[Segment], images: tuple[LoadedImage, ...]) -> list[Unit]:
+    def _tokenize(self, segments: list[Segment], images: tuple[LoadedImage, ...], encode: bool) -> list[Unit]:
         """The rendered conversation as prompt units: tokens, and the images where the markers are."""
         if not images:
             return list(self._model.tokenize_segments(segments))
@@ -153,7 +165,7 @@ class LlamaCppEngine(Engine):
                 units += self._model.tokenize_segments([piece], bos=not units)
             else:
                 units += self._vision.units(images[piece], piece)
-        for unit in units:  # the vision tower runs here, not in the scheduler, unless the KV has the image
+        for unit in units if encode else ():  # the vision tower runs here, not in the scheduler thread
             if isinstance(unit, ImageChunk) and not self._scheduler.holds((unit.digest, 0)):
                 self._vision.encode(unit)
         return units

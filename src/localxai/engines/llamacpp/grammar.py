@@ -29,6 +29,11 @@ ANNOTATIONS = frozenset(
 UNSAFE_CHAR_RULE = r'char ::= [^"\\] |'
 SAFE_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+# llama.cpp parses a grammar recursively, one native stack frame set per nested group: a grammar
+# nested too deep kills the process. The core bounds schemas so that this is never reached; the
+# check below makes sure of it for whatever schema reaches this converter.
+MAX_GRAMMAR_DEPTH = 2_000
+MAX_GRAMMAR_BYTES = 4 * 1024 * 1024
 SUBSCHEMA_LISTS = ("anyOf", "allOf", "prefixItems")
 
 
@@ -66,5 +71,32 @@ def schema_to_gbnf(schema_text: str) -> str:
         gbnf = json_schema_to_gbnf(schema_text)
     except Exception as exc:  # the converter raises bare exceptions (asserts) for what it cannot express
         raise InvalidArgument(f"The schema cannot be enforced by this server: {exc}") from None
+    if len(gbnf) > MAX_GRAMMAR_BYTES or nesting_depth(gbnf) > MAX_GRAMMAR_DEPTH:
+        raise InvalidArgument("The schema cannot be enforced by this server: its grammar would be too large.")
     # The converter lets raw control characters into strings, which JSON forbids: exclude them.
     return gbnf.replace(UNSAFE_CHAR_RULE, SAFE_CHAR_RULE)
+
+
+def nesting_depth(gbnf: str) -> int:
+    """How deep groups nest in a GBNF grammar (parentheses outside literals and character classes)."""
+    depth = deepest = 0
+    closing: str | None = None  # the end of the literal or class being read
+    escaped = False
+    for char in gbnf:
+        if closing is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == closing:
+                closing = None
+        elif char in '"[':
+            closing = '"' if char == '"' else "]"
+        elif char == "#":
+            closing = "\n"  # a comment runs to the end of the line
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
