@@ -31,12 +31,16 @@ async def test_metrics_after_traffic() -> None:
     async with client_for(fake_app()) as c:
         assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
         assert (await c.post("/v1/chat/completions", json={**CHAT, "model": "nope"})).status_code == 404
+        for i in range(20):  # client-chosen names must not become label values (unbounded memory)
+            r = await c.post("/v1/chat/completions", json={**CHAT, "model": f"{i}-" + "x" * 100_000})
+            assert r.status_code == 404 and len(r.json()["error"]) < 300
         r = await c.get("/metrics")
         assert (await c.get("/metrics", headers={"Authorization": ""})).status_code == 401
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert 'localxai_requests_total{model="fake-model",route="/v1/chat/completions",status="200"} 1.0' in text
-    assert 'localxai_requests_total{model="nope",route="/v1/chat/completions",status="404"} 1.0' in text
+    assert 'localxai_requests_total{model="unknown",route="/v1/chat/completions",status="404"} 21.0' in text
+    assert "nope" not in text and "xxxx" not in text and len(text) < 50_000
     assert 'localxai_time_to_first_token_seconds_count{model="fake-model"} 1.0' in text
     assert 'localxai_inter_token_latency_seconds_count{model="fake-model"}' in text
     assert 'localxai_tokens_total{kind="completion",model="fake-model"}' in text
@@ -167,3 +171,70 @@ def test_graceful_shutdown(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         (status,) = conn.execute("SELECT status FROM deferred WHERE id = ?", (deferred_id,)).fetchone()
     assert status in ("pending", "done")
+
+
+async def test_database_failures_are_503_not_500(tmp_path: Path) -> None:
+    """A database that goes away gives xAI's 503 on every route and on /ready, never SQL text."""
+    import sqlalchemy as sa
+
+    from localxai.httpapi.app import create_app
+    from localxai.runtime import Runtime
+    from localxai.store.store import Store, sqlite_url
+
+    store = Store(sqlite_url(tmp_path))
+    _, secret = store.create_key("k")
+    app = create_app(Runtime.build([FakeEngine()], (), store))
+    store.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # the database is gone
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"Authorization": f"Bearer {secret}"}
+    ) as c:
+        for method, path in (("GET", "/ready"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
+            r = await c.request(method, path, json=CHAT if method == "POST" else None)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["code"] == "The service is currently unavailable"
+            assert "sql" not in r.text.lower() and "127.0.0.1" not in r.text
+
+
+async def test_tokenize_is_bounded_and_follows_the_key_s_models(tmp_path: Path) -> None:
+    from localxai.httpapi.app import create_app
+    from localxai.runtime import Runtime
+    from localxai.service import MAX_TOKENIZE_CHARS
+    from localxai.store.store import Store, sqlite_url
+
+    store = Store(sqlite_url(tmp_path))
+    _, limited = store.create_key("k", models=("other-model",))
+    app = create_app(Runtime.build([FakeEngine()], (API_KEY,), store))
+    async with client_for(app) as c:
+        r = await c.post("/v1/tokenize-text", json={"model": "fake-model", "text": "a " * MAX_TOKENIZE_CHARS})
+        assert r.status_code == 400 and str(MAX_TOKENIZE_CHARS) in r.json()["error"]
+        assert (await c.post("/v1/tokenize-text", json={"model": "fake-model", "text": "a b"})).status_code == 200
+        r = await c.post(
+            "/v1/tokenize-text",
+            json={"model": "fake-model", "text": "a b"},
+            headers={"Authorization": f"Bearer {limited}"},
+        )
+        assert r.status_code == 403 and "not allowed to use model fake-model" in r.json()["error"]
+
+
+async def test_open_access_is_decided_once_at_start(tmp_path: Path) -> None:
+    """Keys created while an open server runs do not lock it; revoking the last key of a keyed server
+    does not open it."""
+    from localxai.httpapi.app import create_app
+    from localxai.runtime import Runtime
+    from localxai.store.store import Store, sqlite_url
+
+    open_store = Store(sqlite_url(tmp_path / "open"))
+    open_app = create_app(Runtime.build([FakeEngine()], (), open_store))
+    open_store.create_key("created later")
+    async with client_for(open_app) as c:
+        assert (await c.get("/v1/models", headers={"Authorization": "Bearer anything"})).status_code == 200
+
+    keyed_store = Store(sqlite_url(tmp_path / "keyed"))
+    record, secret = keyed_store.create_key("only key")
+    keyed_app = create_app(Runtime.build([FakeEngine()], (), keyed_store))
+    async with client_for(keyed_app) as c:
+        assert (await c.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})).status_code == 200
+        assert keyed_store.revoke_key(record.id)
+        for token in (secret, "anything"):
+            r = await c.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 400 and "Incorrect API key" in r.json()["error"]

@@ -1,7 +1,8 @@
 """API keys: parsing the bearer header and finding the caller's key.
 
 Keys come from flags/environment (compared as hashes, in constant time) and from the store
-(`localxai keys create`, looked up by hash). With neither, any bearer token is accepted.
+(`localxai keys create`, looked up by hash). Open access (any bearer token accepted) is decided once,
+when the server starts with no key at all; keys created or revoked later never switch it on or off.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class ApiKey:
 
 
 class Authenticator:
-    def __init__(self, keys: Iterable[str], store: Store | None = None) -> None:
+    def __init__(self, keys: Iterable[str], store: Store | None = None, open_access: bool = False) -> None:
         self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
         self._store = store
+        self.open_access = open_access
         self._started = int(time.time())
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
@@ -78,15 +80,12 @@ class Authenticator:
                     rpm=record.rpm,
                     tpm=record.tpm,
                 )
-        if not self._digests and not await self._store_has_keys():
+        if self.open_access:
             return self._static(token, "open access (no keys configured)")
         raise IncorrectApiKey(
             f"Incorrect API key provided: {_short_redact(token)}. "
             "Keys are configured by the operator of this localxai server."
         )
-
-    async def _store_has_keys(self) -> bool:
-        return self._store is not None and await asyncio.to_thread(self._store.has_active_keys)
 
     def _static(self, token: str, name: str) -> ApiKey:
         key_id = "key_" + hashlib.sha256(token.encode()).hexdigest()[:16]

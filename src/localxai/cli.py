@@ -14,6 +14,10 @@ from localxai.errors import ConfigError
 from localxai.settings import Settings, build_settings
 
 log = logging.getLogger("localxai")
+RESTART_NOTE = (
+    "note: a running server decided at start-up whether it needs keys; one started without any keeps "
+    "accepting any token until restarted, and one started with keys never falls back to open access"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,6 +129,7 @@ def manage_keys(args: argparse.Namespace, store) -> None:  # type: ignore[no-unt
         record, secret = store.create_key(args.name, models, args.rpm, args.tpm)
         print(secret)
         print(f"created {record.id} ({record.name}); this is the only time the key is shown", file=sys.stderr)
+        print(RESTART_NOTE, file=sys.stderr)
     elif args.keys_command == "list":
         rows = [
             (
@@ -149,6 +154,8 @@ def manage_keys(args: argparse.Namespace, store) -> None:  # type: ignore[no-unt
         if not done:
             raise ConfigError(f"no active key {args.key_id}")
         print(f"{args.key_id}: {args.keys_command}d")
+        if args.keys_command == "revoke":
+            print(RESTART_NOTE, file=sys.stderr)
 
 
 def print_usage(args: argparse.Namespace, store) -> None:  # type: ignore[no-untyped-def]
@@ -206,6 +213,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from localxai.httpapi.app import create_app
+    from localxai.listen import bind_http, check_grpc_port
     from localxai.media.fetch import FetchPolicy
     from localxai.runtime import Runtime
     from localxai.service import Limits
@@ -218,6 +226,10 @@ def serve(settings: Settings) -> None:
             f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
             "or create one with `localxai keys create`; or listen on 127.0.0.1"
         )
+    # Ports first: a taken one fails now, not after the model has loaded.
+    http_socket = bind_http(settings.host, settings.port)
+    if settings.grpc_port:
+        check_grpc_port(settings.host, settings.grpc_port)
     engines, aliases = build_engines(settings)
     runtime = Runtime.build(
         engines,
@@ -234,12 +246,17 @@ def serve(settings: Settings) -> None:
         deferred_lease_s=settings.deferred_lease_s,
         max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
         fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
+        open_access=open_access,
     )
     for info in runtime.service.list_models():
         names = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
         log.info("serving model %s%s, %d context tokens per request", info.id, names, info.context_length)
     if open_access:
-        log.warning("no API keys configured: accepting any bearer token, listening on %s only", settings.host)
+        log.warning(
+            "no API keys configured: accepting any bearer token, listening on %s only, until restarted "
+            "(keys created while it runs do not end open access)",
+            settings.host,
+        )
     companions = []
     if settings.grpc_port:
         from localxai.grpcapi.server import grpc_server
@@ -265,7 +282,7 @@ def serve(settings: Settings) -> None:
             log.info("shutting down: running requests may finish for %.0f s", grace)
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    Server(config).run()
+    Server(config).run(sockets=[http_socket])
 
 
 def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str], ...]]:

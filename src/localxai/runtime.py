@@ -56,7 +56,9 @@ class Runtime:
         deferred_lease_s: float = 30.0,
         max_body_bytes: int = 64 * 1024 * 1024,
         fetch_policy: FetchPolicy | None = None,
+        open_access: bool | None = None,
     ) -> Runtime:
+        """`open_access` None: decided now, from whether any key is configured or stored."""
         metrics = Metrics(engines)
         service = ChatService(
             engines,
@@ -67,7 +69,9 @@ class Runtime:
             fetch_policy=fetch_policy,
         )
         deferred = DeferredCompletions(service, store, worker_id, lease_s=deferred_lease_s)
-        auth = Authenticator(keys, store)
+        if open_access is None:
+            open_access = not keys and not store.has_active_keys()
+        auth = Authenticator(keys, store, open_access)
         return cls(service, deferred, auth, store, metrics, max_body_bytes)
 
     async def start(self) -> None:

@@ -25,14 +25,19 @@ from localxai import errors as e
 from localxai.auth import ApiKey
 from localxai.chat import Finished, ReasoningDelta, TextDelta, ToolCallDelta, UsageReport
 from localxai.grpcapi import convert
+from localxai.listen import grpc_addresses
 from localxai.runtime import Runtime
-from localxai.settings import LOOPBACK_HOSTS
 
 log = logging.getLogger(__name__)
 
 # The SDK treats a wrong key as UNAUTHENTICATED (REST answers 400 with the same message).
 STATUS_OVERRIDES = {e.IncorrectApiKey: grpc.StatusCode.UNAUTHENTICATED}
 MAX_MESSAGE_BYTES = 20 * 1024 * 1024 + 64 * 1024  # the SDK's 20 MiB limits, plus framing
+# xai-sdk pings every 30 s, also while a call waits for a long reasoning phase. grpc's default server
+# policy allows one ping per 5 minutes and answers the third early one with GOAWAY `too_many_pings`,
+# which cut calls after ~2 minutes and made the SDK retry them from scratch. Accept pings every 10 s.
+MIN_PING_INTERVAL_MS = 10_000
+SERVER_KEEPALIVE_MS = 60_000  # and ping idle clients ourselves, so dead connections are noticed
 
 
 def status_for(exc: e.LocalXAIError) -> grpc.StatusCode:
@@ -44,7 +49,7 @@ def status_for(exc: e.LocalXAIError) -> grpc.StatusCode:
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     """End the call with the error's status and message; unexpected errors say only 'internal error'."""
-    if isinstance(exc, e.LocalXAIError) and status_for(exc) != grpc.StatusCode.INTERNAL:
+    if isinstance(exc, e.LocalXAIError) and exc.public:
         await context.abort(status_for(exc), exc.message)
     log.error("gRPC call failed", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -159,8 +164,8 @@ class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
 class TokenizeServicer(_Base, tokenize_pb2_grpc.TokenizeServicer):
     async def TokenizeText(self, request: tokenize_pb2.TokenizeTextRequest, context: Any) -> Any:
         try:
-            await self.authenticate(context)
-            info, tokens = await self.runtime.service.tokenize(request.model, request.text)
+            caller = await self.authenticate(context)
+            info, tokens = await self.runtime.service.tokenize(request.model, request.text, caller)
         except e.LocalXAIError as exc:
             await abort(context, exc)
             return None
@@ -191,21 +196,26 @@ class AuthServicer(_Base, auth_pb2_grpc.AuthServicer):
 
 
 @asynccontextmanager
-async def grpc_server(runtime: Runtime, host: str, port: int) -> AsyncIterator[grpc.aio.Server]:
+async def grpc_server(
+    runtime: Runtime, host: str, port: int, min_ping_interval_ms: int = MIN_PING_INTERVAL_MS
+) -> AsyncIterator[grpc.aio.Server]:
     """Serve gRPC on the running event loop for the lifetime of the context."""
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),  # a second server on this port must fail, not take half the clients
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", min_ping_interval_ms),
+        ("grpc.keepalive_time_ms", SERVER_KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", 20_000),
     ]
     server = grpc.aio.server(options=options)
     chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(runtime), server)
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(runtime), server)
     tokenize_pb2_grpc.add_TokenizeServicer_to_server(TokenizeServicer(runtime), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(runtime), server)
-    # The SDK connects to "localhost:PORT", which may resolve to ::1 or 127.0.0.1: listen on both.
-    addresses = ["127.0.0.1", "[::1]"] if host in LOOPBACK_HOSTS else [host if ":" not in host else f"[{host}]"]
     bound = 0
-    for address in addresses:
+    for address in (f"[{a}]" if ":" in a else a for a in grpc_addresses(host)):
         try:
             bound += server.add_insecure_port(f"{address}:{port}") > 0
         except RuntimeError:
