@@ -189,3 +189,11 @@ async def test_malformed_deferred_ids_are_404_before_the_database(client: httpx.
     r = await client.get(f"/v1/chat/deferred-completion/{request_id}")
     assert r.status_code == 404
     assert r.json()["code"] == "Some requested entity was not found"
+
+
+async def test_nul_in_a_deferred_id_never_reaches_postgresql(pg_url: str) -> None:
+    deferred = DeferredCompletions(ChatService([FakeEngine()]), Store(pg_url), "w")
+    caller = ApiKey(key_id="k", redacted="***", name="k", created=0, modified=0)
+    with pytest.raises(NotFound):
+        await deferred.fetch("00000000-0000-4000-8000-00000000000\x00", caller)
+    await deferred.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 
 import grpc
 import pytest
 from xai_sdk import AsyncClient, Client
 from xai_sdk.chat import image, system, user
+from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, deferred_pb2
 
 from conftest import API_KEY, Server
 
@@ -190,3 +192,41 @@ def test_tools_parse_and_logprobs(client: Client) -> None:
     response = chat.sample()
     assert len(response.logprobs.content) == response.usage.completion_tokens
     assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in response.logprobs.content)
+
+
+def test_crash_inputs_are_clean_errors(real_server: Server, client: Client) -> None:
+    """The crashers over gRPC: a schema that once killed the server, a deferred id the database
+    cannot store (NUL), a poison deferred request — each a clean status, and the server lives on."""
+    from pydantic import BaseModel, Field
+
+    class Huge(BaseModel):
+        text: str = Field(max_length=100_000)
+
+    chat = client.chat.create(model=MODEL, max_tokens=4)
+    chat.append(user("hi"))
+    with pytest.raises(grpc.RpcError) as info:
+        chat.parse(Huge)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'maxLength'" in (info.value.details() or "")
+
+    chat = client.chat.create(
+        model=MODEL,
+        max_tokens=4,
+        response_format=chat_pb2.ResponseFormat(
+            format_type=chat_pb2.FORMAT_TYPE_JSON_SCHEMA, schema='{"type": "string", "maxLength": 100000}'
+        ),
+    )
+    chat.append(user("hi"))
+    with pytest.raises(grpc.RpcError) as info:
+        chat.defer(timeout=datetime.timedelta(seconds=30))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    stub = chat_pb2_grpc.ChatStub(grpc.insecure_channel(f"localhost:{real_server.grpc_port}"))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetDeferredCompletion(
+            deferred_pb2.GetDeferredRequest(request_id="nul\x00' OR 1=1"),
+            metadata=[("authorization", f"Bearer {API_KEY}")],
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "sql" not in (info.value.details() or "").lower()
+    assert real_server.process.poll() is None
