@@ -64,3 +64,10 @@ def test_embedded_vision_model(tmp_path: Path) -> None:
 def test_bad_configs_are_clear_errors(tmp_path: Path, text: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
         load_config(write(tmp_path, text), {})
+
+
+def test_single_bracket_models_table_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models]\nid = "m"\nengine = "llamacpp"\n')
+    with pytest.raises(ConfigError, match=r"\[\[models\]\] table \(two brackets\)"):
+        load_config(path, {})

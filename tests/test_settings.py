@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,37 @@ def test_mmproj_goes_with_a_model_file(tmp_path: Path) -> None:
         build_settings({"mmproj": str(projector)}, environ={})
     with pytest.raises(ConfigError, match="projector file not found"):
         build_settings({"model": str(model), "mmproj": str(tmp_path / "nope.gguf")}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"max_queue": 0}, "--max-queue (LOCALXAI_MAX_QUEUE) must be at least 1"),
+        ({"max_n": 0}, "--max-n"),
+        ({"port": 99999}, "--port (LOCALXAI_PORT) must be between 1 and 65535"),
+        ({"grpc_port": -1}, "--grpc-port"),
+        ({"threads": 0}, "--threads"),
+        ({"top_k": -5}, "--top-k"),
+        ({"model_id": ""}, "--model-id"),
+        ({"model_id": "a b"}, "--model-id"),
+        ({"parallel": 0}, "--parallel"),
+        ({"max_body_mb": 0}, "--max-body-mb"),
+        ({"request_timeout_s": float("nan")}, "--request-timeout-s"),
+        ({"log_level": "loud"}, "--log-level"),
+    ],
+)
+def test_every_flag_is_validated(flags: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        build_settings(flags, environ={})
+
+
+def test_environment_values_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="LOCALXAI_MAX_QUEUE"):
+        build_settings({}, environ={"LOCALXAI_MAX_QUEUE": "0"})
+
+
+def test_model_path_messages_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory; pass the path of a .gguf file"):
+        build_settings({"model": str(tmp_path)}, environ={})
+    with pytest.raises(ConfigError, match="looks like a Hugging Face model id.*huggingface-cli download"):
+        build_settings({"model": "google/gemma-3-1b-it"}, environ={})

@@ -65,8 +65,11 @@ def load_config(path: Path, environ: Mapping[str, str]) -> ModelsConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ConfigError(f"{path}: each model is a [[models]] table (two brackets), not [models]")
     embedded, upstream, aliases = [], [], []
-    for i, entry in enumerate(data.get("models") or []):
+    for i, entry in enumerate(models):
         where = f"{path}: models[{i}]"
         model_id = _require(entry, "id", str, where)
         aliases += [(a, model_id) for a in entry.get("aliases", [])]

@@ -5,7 +5,9 @@ This is the only module that reads `os.environ`.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,25 +54,75 @@ class Settings:
     deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
 
     def check(self) -> Settings:
-        if self.ctx_size < 16:
-            raise ConfigError("--ctx-size must be at least 16 tokens")
-        if self.parallel < 1 or self.max_queue < 0:
-            raise ConfigError("--parallel must be at least 1 and --max-queue at least 0")
+        """Every value in range, with a message naming the flag (and its variable)."""
+        for flag, value, low, high in (
+            ("--port", self.port, 1, 65535),
+            ("--grpc-port", self.grpc_port, 0, 65535),
+            ("--ctx-size", self.ctx_size, 16, None),
+            ("--parallel", self.parallel, 1, None),
+            ("--max-queue", self.max_queue, 1, None),
+            ("--threads", self.threads, 1, None),
+            ("--top-k", self.top_k, 0, None),
+            ("--max-n", self.max_n, 1, None),
+            ("--max-messages", self.max_messages, 1, None),
+            ("--max-images", self.max_images, 0, None),
+            ("--tensor-parallel-size", self.tensor_parallel_size, 1, None),
+            ("--request-timeout-s", self.request_timeout_s, 0, None),
+            ("--shutdown-grace-s", self.shutdown_grace_s, 0, None),
+        ):
+            _check_range(flag, value, low, high)
+        if not (self.deferred_lease_s > 0 and math.isfinite(self.deferred_lease_s)):
+            raise ConfigError(f"LOCALXAI_DEFERRED_LEASE_S must be more than 0, got {self.deferred_lease_s}")
+        if not (self.max_body_mb > 0 and math.isfinite(self.max_body_mb)):
+            raise ConfigError(f"--max-body-mb (LOCALXAI_MAX_BODY_MB) must be more than 0, got {self.max_body_mb}")
+        if self.model_id is not None and not MODEL_ID.fullmatch(self.model_id):
+            raise ConfigError(
+                f"--model-id must be 1-128 letters, digits or ._:/- characters, got {self.model_id!r}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level (LOCALXAI_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
         if self.config is not None and self.model is not None:
             raise ConfigError("--config and --model exclude each other: put the model in the config file")
-        if self.engine == "vllm" and self.model is None:
-            raise ConfigError("--engine vllm needs --model (a Hugging Face model id or a local model directory)")
-        if self.engine == "llamacpp" and self.model is not None and not self.model.is_file():
-            raise ConfigError(f"model file not found: {self.model}")
-        if self.mmproj is not None and (self.engine != "llamacpp" or self.model is None):
-            raise ConfigError("--mmproj goes with --model: the vision projector of that GGUF model")
-        if self.mmproj is not None and not self.mmproj.is_file():
-            raise ConfigError(f"projector file not found: {self.mmproj}")
-        if self.reasoning and not all(self.reasoning_tags):
-            raise ConfigError("--reasoning-tags needs a non-empty start and end")
         if self.engine not in ("llamacpp", "vllm", "fake"):
             raise ConfigError(f"unknown engine {self.engine!r} (expected llamacpp, vllm or fake)")
+        if self.engine == "vllm" and self.model is None:
+            raise ConfigError("--engine vllm needs --model (a Hugging Face model id or a local model directory)")
+        if self.engine == "llamacpp" and self.model is not None:
+            check_gguf(self.model, "--model")
+        if self.mmproj is not None and (self.engine != "llamacpp" or self.model is None):
+            raise ConfigError("--mmproj goes with --model: the vision projector of that GGUF model")
+        if self.mmproj is not None:
+            check_gguf(self.mmproj, "--mmproj")
+        if self.reasoning and not all(self.reasoning_tags):
+            raise ConfigError("--reasoning-tags needs a non-empty start and end")
         return self
+
+
+MODEL_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+HF_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _check_range(flag: str, value: float, low: float, high: float | None) -> None:
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        env = "LOCALXAI_" + flag.removeprefix("--").replace("-", "_").upper()
+        raise ConfigError(f"{flag} ({env}) must be {bound}, got {value}")
+
+
+def check_gguf(path: Path, flag: str) -> None:
+    """A readable GGUF file, or a message that says what is wrong and what to do."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; pass the path of a .gguf file inside it")
+    if HF_ID.fullmatch(str(path)) and not path.parent.exists():
+        raise ConfigError(
+            f"{flag} {path} is not a file; it looks like a Hugging Face model id. localxai serves GGUF files: "
+            f"download one (e.g. `huggingface-cli download ORG/REPO-GGUF FILE.gguf --local-dir ~/models`) and "
+            f"pass its path, or serve the Hugging Face model with vLLM (--engine vllm)"
+        )
+    raise ConfigError(f"{flag}: {'projector ' if flag == '--mmproj' else 'model '}file not found: {path}")
 
 
 def parse_alias(text: str) -> tuple[str, str]:
