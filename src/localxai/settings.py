@@ -76,9 +76,7 @@ class Settings:
         if not (self.max_body_mb > 0 and math.isfinite(self.max_body_mb)):
             raise ConfigError(f"--max-body-mb (LOCALXAI_MAX_BODY_MB) must be more than 0, got {self.max_body_mb}")
         if self.model_id is not None and not MODEL_ID.fullmatch(self.model_id):
-            raise ConfigError(
-                f"--model-id must be 1-128 letters, digits or ._:/- characters, got {self.model_id!r}"
-            )
+            raise ConfigError(f"--model-id must be 1-128 letters, digits or ._:/- characters, got {self.model_id!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level (LOCALXAI_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
         if self.config is not None and self.model is not None:
