@@ -28,7 +28,8 @@ STREAM_EVENTS, STREAM_GAP_S = 5, 0.4  # a 2 s stream: four header timeouts
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """/stream: a slow SSE stream; anything else: reads the body and answers `<path> <body length>`."""
+    """/stream: a slow SSE stream; /early: answers before reading the body (like a 401);
+    anything else: reads the body and answers `<path> <body length>`."""
     if scope["path"] == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         for i in range(STREAM_EVENTS):
@@ -36,7 +37,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
-    size, more = 0, True
+    size, more = 0, scope["path"] != "/early"
     while more:
         message = await receive()
         size += len(message.get("body", b""))
@@ -254,6 +255,17 @@ def test_a_slow_body_is_not_cut_by_the_header_deadline(port: int) -> None:
         time.sleep(3 * HEADER_TIMEOUT_S)
         conn.send(b"67890")
         assert conn.response()[::2] == (200, b"/echo 10")
+
+
+def test_a_connection_idle_after_the_body_of_an_early_answer_is_closed(port: int) -> None:
+    """The deadline starts when both the response and the request body are done, whichever comes last."""
+    with Connection(port) as conn:
+        conn.send(b"POST /early HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n12345")
+        assert conn.response()[::2] == (200, b"/early 0")
+        conn.send(b"67890")
+        elapsed, received = conn.wait_closed()
+    assert elapsed < CLOSED_WITHIN_S
+    assert received == b""
 
 
 def test_limits_must_be_positive() -> None:

@@ -153,17 +153,32 @@ def test_graceful_shutdown(tmp_path: Path) -> None:
                     events.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
                     first.set()
 
+    plain: list[httpx.Response] = []
+
+    def complete() -> None:  # a non-streaming request still running when the grace ends
+        plain.append(httpx.post(url, json={**body, "stream": False}, headers={"Authorization": "Bearer x"}, timeout=60))
+
     reader = threading.Thread(target=consume)
     reader.start()
     assert first.wait(60)
+    waiter = threading.Thread(target=complete)
+    waiter.start()
+    time.sleep(0.5)  # let it reach the server
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     reader.join(60)
+    waiter.join(60)
     assert server.process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
     assert time.monotonic() - started < 20
     # The stream was ended properly: a final chunk, then [DONE].
     assert events[-1] == "[DONE]"
     assert events[-2]["choices"][0]["finish_reason"] == "length"
+    # The non-streaming one got xAI's 503, not a bare plain-text 500.
+    assert plain[0].status_code == 503
+    assert plain[0].json() == {
+        "code": "The service is currently unavailable",
+        "error": "The server is shutting down; retry the request.",
+    }
     # New connections are refused while stopping / after.
     with pytest.raises(httpx.TransportError):
         httpx.post(url, json=body, headers={"Authorization": "Bearer x"}, timeout=5)

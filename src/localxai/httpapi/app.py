@@ -22,7 +22,7 @@ from localxai.httpapi import convert
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
-from localxai.runtime import Runtime
+from localxai.runtime import Runtime, Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ def require_json(request: Request) -> None:
         raise problem
 
 
-async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
-    """Run `work`, cancelling it if the client disconnects (Starlette does not for plain responses)."""
+async def until_disconnect(request: Request, work: Awaitable[Any], shutdown: Shutdown) -> Any:
+    """Run `work`, cancelling it if the client disconnects (Starlette does not for plain responses),
+    or answering xAI's 503 when the shutdown grace ends first (uvicorn would send a bare 500)."""
     task = asyncio.ensure_future(work)
     try:
         while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL_S))[0]:
@@ -123,6 +124,12 @@ async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
                 await asyncio.gather(task, return_exceptions=True)
                 log.info("client disconnected; generation cancelled")  # the log line carries the request id
                 return JSONResponse({}, status_code=499)
+            if shutdown.expired():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                log.info("shutdown grace over; request cancelled")
+                stopping = Unavailable("The server is shutting down; retry the request.")
+                return http_errors.error_response(stopping, request.state.request_id)
         return task.result()
     finally:
         task.cancel()
@@ -161,7 +168,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
                 raise InvalidArgument("deferred and stream cannot be combined.")
             return {"request_id": await deferred.submit(chat, caller)}
         if not chat.stream:
-            return await until_disconnect(request, _complete_body(service, chat, caller))
+            return await until_disconnect(request, _complete_body(service, chat, caller), runtime.shutdown)
         stream = await service.start(chat, caller)
         return StreamingResponse(
             chat_chunks(stream, chat.include_usage, request.state.request_id, runtime.shutdown, chat.n),
