@@ -17,6 +17,8 @@ import uvicorn
 from localxai.errors import ConfigError
 from localxai.httpapi.connections import ConnectionLimits, LimitedHttpToolsProtocol, connection_limits
 
+from conftest import Server
+
 pytestmark = pytest.mark.timeout(30)
 
 HEADER_TIMEOUT_S = 0.5
@@ -278,3 +280,15 @@ def test_defaults_are_documented_values() -> None:
     assert issubclass(kwargs["http"], LimitedHttpToolsProtocol)
     assert kwargs["http"].limits == ConnectionLimits(header_timeout_s=10.0, max_header_bytes=65536, keep_alive_s=5.0)
     assert kwargs["timeout_keep_alive"] == 5.0
+
+
+def test_localxai_serve_uses_the_limits(real_server: Server) -> None:
+    """The real server is wired with them: a header just over 64 KiB is refused with 431; it keeps serving."""
+    port = int(real_server.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65 * 1024 + b"\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 431")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")

@@ -213,6 +213,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from localxai.httpapi.app import create_app
+    from localxai.httpapi.connections import connection_limits
     from localxai.listen import bind_http, check_grpc_port
     from localxai.media.fetch import FetchPolicy
     from localxai.runtime import Runtime
@@ -273,6 +274,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         log_config=None,  # keep our logging (request ids) for uvicorn's messages too
         timeout_graceful_shutdown=max(1, round(grace)),
+        **connection_limits(),  # header deadline and size cap, idle keep-alive: no slowloris
     )
 
     class Server(uvicorn.Server):
