@@ -21,6 +21,12 @@ class Metrics:
         self.requests = Counter(
             "localxai_requests", "HTTP requests by route, status and model", ["route", "status", "model"], registry=r
         )
+        self.grpc_requests = Counter(
+            "localxai_grpc_requests",
+            "gRPC calls by method, status code and model",
+            ["method", "code", "model"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "localxai_time_to_first_token_seconds",
             "Time to first token",

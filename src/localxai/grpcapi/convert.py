@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from google.protobuf.timestamp_pb2 import Timestamp
 from xai_sdk.proto.v5 import chat_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
@@ -10,24 +13,31 @@ from localxai.chat import (
     Choice,
     Completion,
     Detail,
+    Event,
+    Finished,
     FinishReason,
     FormatType,
     ImagePart,
     Message,
     ModelInfo,
     Part,
+    ReasoningDelta,
     ResponseFormat,
     Role,
     Sampling,
+    TextDelta,
     TextPart,
     TokenLogprob,
     Tool,
     ToolCall,
+    ToolCallDelta,
     ToolChoice,
     ToolMode,
     Usage,
+    UsageReport,
 )
 from localxai.errors import InvalidArgument
+from localxai.service import ChatStream
 
 ROLES = {
     chat_pb2.ROLE_USER: Role.USER,
@@ -60,7 +70,21 @@ FORMATS = {
     chat_pb2.FORMAT_TYPE_JSON_OBJECT: FormatType.JSON_OBJECT,
     chat_pb2.FORMAT_TYPE_JSON_SCHEMA: FormatType.JSON_SCHEMA,
 }
+# Every named effort; the core then checks which ones the model accepts.
+EFFORTS = {
+    value: name.removeprefix("EFFORT_").lower()
+    for name, value in chat_pb2.ReasoningEffort.items()
+    if name != "INVALID_EFFORT"
+}
 MODALITIES = {"text": models_pb2.TEXT, "image": models_pb2.IMAGE}
+T = TypeVar("T")
+
+
+def _enum(mapping: Mapping[int, T], value: int, field: str) -> T:
+    """Proto3 enums are open: an unknown number decodes fine and must be refused here, by name."""
+    if value not in mapping:
+        raise InvalidArgument(f"{field}: unknown enum value {value}.")
+    return mapping[value]
 
 
 def chat_request(req: chat_pb2.GetCompletionsRequest, stream: bool = False) -> ChatRequest:
@@ -91,9 +115,7 @@ def chat_request(req: chat_pb2.GetCompletionsRequest, stream: bool = False) -> C
         logprobs=req.logprobs,
         top_logprobs=optional("top_logprobs"),
         reasoning_effort=(
-            chat_pb2.ReasoningEffort.Name(req.reasoning_effort).removeprefix("EFFORT_").lower()
-            if req.HasField("reasoning_effort")
-            else None
+            _enum(EFFORTS, req.reasoning_effort, "reasoning_effort") if req.HasField("reasoning_effort") else None
         ),
         unsupported=_unsupported(req),
     )
@@ -113,32 +135,34 @@ def _tool_choice(req: chat_pb2.GetCompletionsRequest) -> ToolChoice | None:
         return None
     if req.tool_choice.WhichOneof("tool_choice") == "function_name":
         return ToolChoice(ToolMode.FUNCTION, req.tool_choice.function_name)
-    return ToolChoice(TOOL_MODES.get(req.tool_choice.mode, ToolMode.AUTO))
+    return ToolChoice(_enum(TOOL_MODES, req.tool_choice.mode, "tool_choice.mode"))
 
 
 def _response_format(req: chat_pb2.GetCompletionsRequest) -> ResponseFormat:
     if not req.HasField("response_format"):
         return ResponseFormat()
     fmt = req.response_format
-    kind = FORMATS.get(fmt.format_type, FormatType.TEXT)
+    kind = _enum(FORMATS, fmt.format_type, "response_format.format_type")
     return ResponseFormat(kind, fmt.schema if kind is FormatType.JSON_SCHEMA and fmt.HasField("schema") else None)
 
 
 def _message(index: int, m: chat_pb2.Message) -> Message:
-    if m.role not in ROLES:
+    if m.role == chat_pb2.INVALID_ROLE:
         raise InvalidArgument(f"messages[{index}]: a role is required.")
+    role = _enum(ROLES, m.role, f"messages[{index}].role")
     parts: list[Part] = []
     for content in m.content:
         kind = content.WhichOneof("content")
         if kind == "text":
             parts.append(TextPart(content.text))
         elif kind == "image_url":
-            parts.append(ImagePart(content.image_url.image_url, DETAILS.get(content.image_url.detail, Detail.AUTO)))
+            detail = _enum(DETAILS, content.image_url.detail, f"messages[{index}].content.image_url.detail")
+            parts.append(ImagePart(content.image_url.image_url, detail))
         else:
             raise InvalidArgument(f"messages[{index}]: content of type {kind} is not supported.")
     calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls)
     return Message(
-        role=ROLES[m.role],
+        role=role,
         content=tuple(parts),
         name=m.name or None,
         tool_calls=calls,
@@ -242,3 +266,29 @@ def language_model(info: ModelInfo) -> models_pb2.LanguageModel:
         max_prompt_length=info.context_length,
         system_fingerprint=info.fingerprint,
     )
+
+
+def chunk(stream: ChatStream, event: Event) -> chat_pb2.GetChatCompletionChunk:
+    """One stream event as a chunk. Every output carries role ASSISTANT: the SDK drops text without it."""
+    head = {
+        "id": stream.id,
+        "created": timestamp(stream.created),
+        "model": stream.model,
+        "system_fingerprint": stream.fingerprint,
+    }
+    if isinstance(event, UsageReport):
+        return chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage))
+    delta = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT)
+    output = chat_pb2.CompletionOutputChunk(index=event.index)
+    if isinstance(event, TextDelta):
+        delta.content = event.text
+        if event.logprobs:
+            output.logprobs.CopyFrom(logprobs(event.logprobs))
+    elif isinstance(event, ReasoningDelta):
+        delta.reasoning_content = event.text
+    elif isinstance(event, ToolCallDelta):
+        delta.tool_calls.extend(tool_calls(event.calls))
+    elif isinstance(event, Finished):
+        output.finish_reason = FINISH_REASONS[event.reason]
+    output.delta.CopyFrom(delta)
+    return chat_pb2.GetChatCompletionChunk(**head, outputs=[output])
