@@ -101,7 +101,7 @@ def test_sse_framing_round_trips_any_text(pieces: list[str], n: int) -> None:
 
     async def render() -> str:
         stream = ChatStream(id="id", created=0, model="m", fingerprint="fp", events=events())
-        return "".join([chunk.decode() async for chunk in chat_chunks(stream, True, "rid", n=n)])
+        return "".join([chunk.decode() async for chunk in chat_chunks(stream, True, "rid")])
 
     parsed = sse_events(asyncio.run(render()))
     assert (

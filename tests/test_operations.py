@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from test_httpapi import sse_events
+from xai_sdk.proto.v5 import sample_pb2
 
 from localxai.engines.fake import FakeEngine
 from localxai.service import Limits
@@ -128,7 +129,7 @@ def test_graceful_shutdown(tmp_path: Path) -> None:
         "--ctx-size",
         "2048",
         "--parallel",
-        "2",
+        "3",
         "--database-url",
         f"sqlite:///{db}",
     )
@@ -154,25 +155,44 @@ def test_graceful_shutdown(tmp_path: Path) -> None:
                     first.set()
 
     plain: list[httpx.Response] = []
+    grpc_chunks: list[Any] = []
+    grpc_first = threading.Event()
+
+    def consume_grpc() -> None:  # a gRPC stream ends the same way, from the same core
+        from xai_sdk import Client
+        from xai_sdk.chat import user
+
+        client = Client(api_key="x", api_host=f"localhost:{server.grpc_port}", timeout=60)
+        chat = client.chat.create(model="gemma-3-270m", max_tokens=1900, temperature=0)
+        chat.append(user("Tell a long story."))
+        for _, chunk in chat.stream():
+            grpc_chunks.append(chunk)
+            grpc_first.set()
 
     def complete() -> None:  # a non-streaming request still running when the grace ends
         plain.append(httpx.post(url, json={**body, "stream": False}, headers={"Authorization": "Bearer x"}, timeout=60))
 
     reader = threading.Thread(target=consume)
     reader.start()
-    assert first.wait(60)
+    grpc_reader = threading.Thread(target=consume_grpc)
+    grpc_reader.start()
+    assert first.wait(60) and grpc_first.wait(60)
     waiter = threading.Thread(target=complete)
     waiter.start()
     time.sleep(0.5)  # let it reach the server
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     reader.join(60)
+    grpc_reader.join(60)
     waiter.join(60)
     assert server.process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
     assert time.monotonic() - started < 20
     # The stream was ended properly: a final chunk, then [DONE].
     assert events[-1] == "[DONE]"
     assert events[-2]["choices"][0]["finish_reason"] == "length"
+    # The gRPC stream ended without an error, its last output carrying a finish reason.
+    reasons = [o.finish_reason for c in grpc_chunks for o in c.proto.outputs if o.finish_reason]
+    assert reasons == [sample_pb2.REASON_MAX_LEN]
     # The non-streaming one got xAI's 503, not a bare plain-text 500.
     assert plain[0].status_code == 503
     assert plain[0].json() == {

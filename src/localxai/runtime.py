@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -12,26 +11,8 @@ from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
 from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
-from localxai.service import ChatService, Limits
+from localxai.service import ChatService, Limits, Shutdown
 from localxai.store.store import Store
-
-
-class Shutdown:
-    """Graceful shutdown: once begun, requests in flight may run until the deadline."""
-
-    def __init__(self) -> None:
-        self.deadline: float | None = None
-
-    @property
-    def started(self) -> bool:
-        return self.deadline is not None
-
-    def begin(self, grace_s: float) -> None:
-        if self.deadline is None:
-            self.deadline = time.monotonic() + grace_s
-
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @dataclass(frozen=True)
@@ -60,6 +41,7 @@ class Runtime:
     ) -> Runtime:
         """`open_access` None: decided now, from whether any key is configured or stored."""
         metrics = Metrics(engines)
+        shutdown = Shutdown()
         service = ChatService(
             engines,
             aliases=aliases,
@@ -67,12 +49,13 @@ class Runtime:
             accounting=Accounting(store),
             observer=metrics,
             fetch_policy=fetch_policy,
+            shutdown=shutdown,
         )
         deferred = DeferredCompletions(service, store, worker_id, lease_s=deferred_lease_s)
         if open_access is None:
             open_access = not keys and not store.has_active_keys()
         auth = Authenticator(keys, store, open_access)
-        return cls(service, deferred, auth, store, metrics, max_body_bytes)
+        return cls(service, deferred, auth, store, metrics, max_body_bytes, shutdown)
 
     async def start(self) -> None:
         await self.deferred.start()

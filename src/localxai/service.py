@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -73,6 +74,32 @@ class Observer(Protocol):
     def image_failure(self, model: str) -> None: ...
 
 
+class Shutdown:
+    """Graceful shutdown: once begun, requests in flight may run until the deadline."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.deadline is not None
+
+    def begin(self, grace_s: float) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace_s
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def left(self) -> float | None:
+        """Seconds to the deadline (0 once past), None while not stopping."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+
+class _GraceOver(Exception):
+    """A stream is still running when the shutdown grace ends."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-request limits of this server (all documented, all configurable)."""
@@ -92,8 +119,10 @@ class ChatService:
         accounting: Accounting | None = None,
         observer: Observer | None = None,
         fetch_policy: FetchPolicy | None = None,
+        shutdown: Shutdown | None = None,
     ):
         self._engines = list(engines)
+        self._shutdown = shutdown or Shutdown()
         self._fetch_policy = fetch_policy or FetchPolicy()
         self._limits = limits or Limits()
         self._accounting = accounting or Accounting(None)
@@ -198,11 +227,25 @@ class ChatService:
     async def _accounted(
         self, events: AsyncGenerator[Event, None], admission: Admission, api: str, started: float
     ) -> AsyncGenerator[Event, None]:
-        """The engine's events, measured, with the usage written to the ledger when it is known."""
+        """The engine's events, measured, with the usage written to the ledger when it is known.
+
+        A stream still running when the shutdown grace ends is ended here, for every adapter alike:
+        each unfinished choice gets its Finished (length), so clients see a proper end, not a cut.
+        """
         model = admission.info.id
+        streaming = admission.request.stream
+        finished: set[int] = set()
         last: float | None = None
         try:
-            async for event in events:
+            while True:
+                try:
+                    event = await self._next(events, streaming)
+                except StopAsyncIteration:
+                    return
+                except _GraceOver:
+                    for index in sorted(set(range(admission.request.n)) - finished):
+                        yield Finished(index, FinishReason.LENGTH)
+                    return
                 now = time.monotonic()
                 if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)) and self._observer is not None:
                     if last is None:
@@ -210,13 +253,32 @@ class ChatService:
                     else:
                         self._observer.token_gap(model, now - last)
                     last = now
-                if isinstance(event, UsageReport):
+                elif isinstance(event, Finished):
+                    finished.add(event.index)
+                elif isinstance(event, UsageReport):
                     await self._accounting.record(admission.key_id, model, event.usage, now - started, api)
                     if self._observer is not None:
                         self._observer.usage(model, event.usage)
                 yield event
         finally:
             await events.aclose()
+
+    async def _next(self, events: AsyncGenerator[Event, None], streaming: bool) -> Event:
+        """The next event; _GraceOver when a stream outlives the shutdown grace. (A non-streaming
+        request is answered 503 by its adapter instead: it has no partial answer to end.)"""
+        left = self._shutdown.left() if streaming else None
+        if left is None:
+            return await anext(events)
+        step = asyncio.ensure_future(anext(events))
+        try:
+            done, _ = await asyncio.wait({step}, timeout=left)
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+        if not done:
+            raise _GraceOver
+        return step.result()
 
     async def complete(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> Completion:
         """Non-streaming is a collected stream: one code path."""

@@ -22,7 +22,8 @@ from localxai.httpapi import convert
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
-from localxai.runtime import Runtime, Shutdown
+from localxai.runtime import Runtime
+from localxai.service import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             return await until_disconnect(request, _complete_body(service, chat, caller), runtime.shutdown)
         stream = await service.start(chat, caller)
         return StreamingResponse(
-            chat_chunks(stream, chat.include_usage, request.state.request_id, runtime.shutdown, chat.n),
+            chat_chunks(stream, chat.include_usage, request.state.request_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -14,7 +14,6 @@ from localxai.chat import Finished, ReasoningDelta, TextDelta, ToolCallDelta, Us
 from localxai.errors import LocalXAIError
 from localxai.httpapi.convert import finish_reason, logprobs_body, tool_call_body, usage_body
 from localxai.httpapi.errors import error_body
-from localxai.runtime import Shutdown
 from localxai.service import ChatStream
 
 log = logging.getLogger(__name__)
@@ -31,8 +30,6 @@ async def chat_chunks(
     stream: ChatStream,
     include_usage: bool,
     request_id: str,
-    shutdown: Shutdown | None = None,
-    n: int = 1,
     ping_interval: float = 10.0,
 ) -> AsyncIterator[bytes]:
     head = {
@@ -54,14 +51,8 @@ async def chat_chunks(
         role_sent.add(index)
         return {**fields, "role": "assistant"}
 
-    finished: set[int] = set()
     try:
         async for event in with_pings(stream.events, ping_interval):
-            if shutdown is not None and shutdown.expired():
-                # The server is stopping and the grace period is over: end properly, not mid-air.
-                for index in sorted(set(range(n)) - finished):
-                    yield chunk([{"index": index, "delta": {}, "finish_reason": "length"}])
-                break
             if event is None:
                 yield PING
             elif isinstance(event, TextDelta):
@@ -76,7 +67,6 @@ async def chat_chunks(
                 calls = [{**tool_call_body(c), "index": i} for i, c in enumerate(event.calls)]
                 yield chunk([{"index": event.index, "delta": delta(event.index, tool_calls=calls)}])
             elif isinstance(event, Finished):
-                finished.add(event.index)
                 body = {} if event.index in role_sent else delta(event.index, content="")
                 yield chunk([{"index": event.index, "delta": body, "finish_reason": finish_reason(event.reason)}])
             elif isinstance(event, UsageReport) and include_usage:
