@@ -112,6 +112,24 @@ async def test_every_route_but_health_needs_a_key() -> None:
             assert r.status_code == expected, (method, path, r.status_code)
 
 
+def test_one_log_line_per_request_tagged_with_its_id(real_server: Server) -> None:
+    body = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    r = httpx.post(real_server.v1 + "/chat/completions", json=body, headers=AUTH, timeout=60)
+    request_id = r.headers["x-request-id"]
+    usage = r.json()["usage"]
+    missing = httpx.post(real_server.v1 + "/chat/completions", json={**body, "model": "nope"}, headers=AUTH)
+    for _ in range(50):  # the line is written once the response is sent
+        log = real_server.log.read_text()
+        if missing.headers["x-request-id"] in log:
+            break
+        time.sleep(0.1)
+    [line] = [line for line in log.splitlines() if f"[{request_id}]" in line and "localxai.requests" in line]
+    assert "POST /v1/chat/completions 200 model=gemma-3-270m" in line
+    assert f"prompt={usage['prompt_tokens']} " in line and f"completion={usage['completion_tokens']} " in line
+    assert "ttft_ms=" in line and "duration_ms=" in line
+    assert "POST /v1/chat/completions 404 model=unknown" in log
+
+
 def test_keys_never_reach_the_logs(real_server: Server) -> None:
     wrong = "xai-wrong-secret-key-123456789"
     httpx.post(real_server.v1 + "/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {wrong}"})

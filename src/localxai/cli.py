@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from localxai import __version__
+from localxai import __version__, logs
 from localxai.errors import ConfigError
 from localxai.settings import Settings, build_settings
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = build_settings(vars(args))
     except ConfigError as exc:
         sys.exit(f"localxai: {exc}")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)
     try:
         if args.command == "serve":
             serve(settings)

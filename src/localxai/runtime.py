@@ -58,6 +58,7 @@ class Runtime:
         return cls(service, deferred, auth, store, metrics, max_body_bytes, shutdown)
 
     async def start(self) -> None:
+        await self.service.open()
         await self.deferred.start()
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from localxai import logs
 from localxai.accounting import Accounting
 from localxai.auth import ApiKey
 from localxai.chat import (
@@ -234,6 +235,9 @@ class ChatService:
         """
         model = admission.info.id
         streaming = admission.request.stream
+        record = logs.record.get()  # this request's log line, when an adapter keeps one
+        if record is not None:
+            record.model = model
         finished: set[int] = set()
         last: float | None = None
         try:
@@ -247,16 +251,21 @@ class ChatService:
                         yield Finished(index, FinishReason.LENGTH)
                     return
                 now = time.monotonic()
-                if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)) and self._observer is not None:
-                    if last is None:
-                        self._observer.first_token(model, now - started)
-                    else:
-                        self._observer.token_gap(model, now - last)
+                if isinstance(event, (TextDelta, ReasoningDelta, ToolCallDelta)):
+                    if last is None and record is not None:
+                        record.ttft_s = now - started
+                    if self._observer is not None:
+                        if last is None:
+                            self._observer.first_token(model, now - started)
+                        else:
+                            self._observer.token_gap(model, now - last)
                     last = now
                 elif isinstance(event, Finished):
                     finished.add(event.index)
                 elif isinstance(event, UsageReport):
                     await self._accounting.record(admission.key_id, model, event.usage, now - started, api)
+                    if record is not None:
+                        record.add(event.usage)
                     if self._observer is not None:
                         self._observer.usage(model, event.usage)
                 yield event
@@ -283,6 +292,14 @@ class ChatService:
     async def complete(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> Completion:
         """Non-streaming is a collected stream: one code path."""
         return await collect(await self.start(request, caller, api), request.n)
+
+    async def open(self) -> None:
+        for engine in self._engines:
+            await engine.open()
+
+    def problems(self) -> list[str]:
+        """What keeps some models from being served now (unreachable upstreams)."""
+        return [problem for engine in self._engines for problem in engine.problems()]
 
     async def close(self) -> None:
         for engine in self._engines:

@@ -62,6 +62,13 @@ class Engine(abc.ABC):
         generating: deferred requests are checked at submission exactly like live ones. Engines that
         can only learn it by running (upstream servers) check nothing more than the core does."""
 
+    async def open(self) -> None:  # noqa: B027 - engines without background work need nothing
+        """Start background work (health checks); called once by the runtime before serving."""
+
+    def problems(self) -> list[str]:
+        """What keeps this engine's models from being served now (for /ready and the start-up log)."""
+        return []
+
     def stats(self) -> dict[str, dict[str, float]]:
         """Gauges per model (queue_depth, running, kv_used, kv_capacity) for /metrics."""
         return {}

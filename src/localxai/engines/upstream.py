@@ -133,9 +133,24 @@ class UpstreamEngine(Engine):
     async def tokenize(self, model: str, text: str) -> list[Token]:
         raise InvalidArgument(f"Tokenization is not available for model {model}: it is served by an upstream engine.")
 
+    async def open(self) -> None:
+        """Check every replica once now (an unreachable one is logged at once), then every few seconds."""
+        if self._health_task is not None:
+            return
+        await self._check_all()
+        for problem in self.problems():
+            log.warning("%s", problem)
+        self._health_task = asyncio.create_task(self._check_health(), name="upstream-health")
+
+    def problems(self) -> list[str]:
+        return [
+            f"model {mid}: none of its {len(route.replicas)} upstream replicas is reachable "
+            f"({', '.join(r.base_url for r in route.replicas)})"
+            for mid, route in self._routes.items()
+            if not any(r.available for r in route.replicas)
+        ]
+
     async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
-        if self._health_task is None:
-            self._health_task = asyncio.create_task(self._check_health(), name="upstream-health")
         route = self._routes[request.model]
         body = openai_body(_with_data_urls(request), route.model.upstream_model)
         tried: list[Replica] = []
@@ -174,6 +189,19 @@ class UpstreamEngine(Engine):
             await response.aclose()
             replica.ejected_until = time.monotonic() + EJECT_S
             log.warning("upstream %s answered %d; trying another replica", replica.base_url, response.status_code)
+            raise _Retry
+        if response.status_code in (401, 403):
+            # This replica refuses localxai itself (its key is wrong), not the request: its fault, so
+            # another replica may well answer. Loud, because an operator must fix it.
+            await response.aclose()
+            replica.ejected_until = time.monotonic() + EJECT_S
+            log.error(
+                "upstream %s refused localxai's credentials (HTTP %d): check the model's api_key_env; "
+                "ejected for %.0f s",
+                replica.base_url,
+                response.status_code,
+                EJECT_S,
+            )
             raise _Retry
         if response.status_code != 200:
             detail = (await response.aread())[:500]
@@ -218,15 +246,24 @@ class UpstreamEngine(Engine):
 
     async def _check_health(self) -> None:
         while True:
-            for route in self._routes.values():
-                for replica in route.replicas:
-                    root = replica.base_url.removesuffix("/v1")
-                    try:
-                        r = await self._client.get(f"{root}/health", timeout=2.0)
-                        replica.healthy = r.status_code == 200
-                    except httpx.HTTPError:
-                        replica.healthy = False
             await asyncio.sleep(self._health_interval_s)
+            await self._check_all()
+
+    async def _check_all(self) -> None:
+        replicas = [replica for route in self._routes.values() for replica in route.replicas]
+        await asyncio.gather(*(self._check(replica) for replica in replicas))
+
+    async def _check(self, replica: Replica) -> None:
+        root = replica.base_url.removesuffix("/v1")
+        try:
+            r = await self._client.get(f"{root}/health", timeout=2.0)
+            healthy = r.status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        if healthy != replica.healthy:
+            log.log(logging.INFO if healthy else logging.WARNING, "upstream %s is %s", replica.base_url,
+                    "reachable again" if healthy else "unreachable")  # fmt: skip
+        replica.healthy = healthy
 
     async def close(self) -> None:
         if self._health_task is not None:

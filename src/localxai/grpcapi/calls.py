@@ -86,7 +86,7 @@ class _Call:
         self.request_id = sent if isinstance(sent, str) and CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
         self.model = getattr(request, "model", None) or getattr(request, "name", None)
         self.code = grpc.StatusCode.OK
-        logs.request_id.set(self.request_id)  # each call runs in a task of its own: no reset needed
+        self.record = logs.begin(self.request_id)  # each call runs in a task of its own: no reset needed
         context.set_trailing_metadata((("x-request-id", self.request_id),))
 
     async def authenticate(self, request: Any) -> ApiKey:
@@ -109,6 +109,7 @@ class _Call:
             self.code = grpc.StatusCode.CANCELLED
         model = self.runtime.service.model_label(self.model)
         self.runtime.metrics.grpc_requests.labels(self.method, self.code.name, model).inc()
+        logs.log.info(self.record.line("gRPC", self.method, self.code.name))
 
 
 def unary(

@@ -28,6 +28,7 @@ from localxai.service import Shutdown
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health"})
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: no line per request
 DISCONNECT_POLL_S = 0.25
 
 
@@ -43,7 +44,7 @@ class GatewayMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request_id = uuid.uuid4().hex
-        token = logs.request_id.set(request_id)
+        record = logs.begin(request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = {"code": 500}
@@ -61,7 +62,9 @@ class GatewayMiddleware:
             path = getattr(route, "path", "unmatched")  # the route's template, never the raw path
             model = self.runtime.service.model_label(state.get("model"))
             self.runtime.metrics.requests.labels(path, str(status["code"]), model).inc()
-            logs.request_id.reset(token)
+            if path not in QUIET_PATHS:
+                record.model = record.model or model or None
+                logs.log.info(record.line(scope["method"], path, str(status["code"])))
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         async def refuse(exc: LocalXAIError) -> None:
@@ -237,6 +240,9 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             return http_errors.error_response(Unavailable("The server is shutting down."))
         if not await asyncio.to_thread(runtime.store.ping):
             return http_errors.error_response(Unavailable("The database is not reachable."))
+        problems = service.problems()
+        if problems:
+            return http_errors.error_response(Unavailable("Not ready: " + "; ".join(problems) + "."))
         return {"status": "ready", "models": [m.id for m in service.list_models()]}
 
     @app.get("/metrics")

@@ -23,12 +23,24 @@ log = logging.getLogger(__name__)
 GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR = 3, 4
 
 
+# llama.cpp warnings that are expected, not problems (kept at debug level):
+EXPECTED_WARNINGS = (
+    # Gemma 3 GGUFs mark </s> as a normal token; llama.cpp overrides its type itself, as it says.
+    "was not control-type; this is probably a bug in the model",
+    # localxai asks for the full sliding-window cache on purpose: the prefix cache reuses any prefix.
+    "using full-size SWA cache",
+)
+
+
 @ll.llama_log_callback
 def llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp is chatty on stderr; keep only its warnings and errors, in our log.
     if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
+        message = text.decode(errors="replace").rstrip()
         severity = logging.WARNING if level == GGML_LOG_LEVEL_WARN else logging.ERROR
-        log.log(severity, "llama.cpp: %s", text.decode(errors="replace").rstrip())
+        if severity == logging.WARNING and any(expected in message for expected in EXPECTED_WARNINGS):
+            severity = logging.DEBUG
+        log.log(severity, "llama.cpp: %s", message)
 
 
 ll.llama_log_set(llama_log, ctypes.c_void_p(0))
