@@ -291,3 +291,36 @@ async def test_open_access_is_decided_once_at_start(tmp_path: Path) -> None:
         for token in (secret, "anything"):
             r = await c.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 400 and "Incorrect API key" in r.json()["error"]
+
+
+def test_a_second_ctrl_c_exits_at_once_and_cleanly(tmp_path: Path) -> None:
+    """uvicorn's forced exit skipped the cleanup: a CancelledError traceback per stream, llama.cpp's
+    thread still running into interpreter teardown (once a segfault). Now: one line, exit 130."""
+    server = start_server(tmp_path)
+    body = {
+        "model": "gemma-3-270m",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 1900,
+        "stream": True,
+    }
+    first = threading.Event()
+
+    def consume() -> None:
+        try:
+            with httpx.stream("POST", server.v1 + "/chat/completions", json=body, headers=AUTH, timeout=60) as r:
+                for _ in r.iter_lines():
+                    first.set()
+        except httpx.HTTPError:
+            pass  # the server went away: expected
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first.wait(60)
+    server.process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(20) == 128 + signal.SIGINT
+    reader.join(20)
+    log = server.log.read_text()
+    assert "second signal: exiting now" in log
+    assert "Traceback" not in log and "CancelledError" not in log

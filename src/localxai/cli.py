@@ -208,6 +208,7 @@ def _table(header: tuple[str, ...], rows: Sequence[Sequence[object]]) -> None:
 
 
 def serve(settings: Settings) -> None:
+    import os
     import socket
 
     import uvicorn
@@ -279,6 +280,12 @@ def serve(settings: Settings) -> None:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
+            if self.should_exit:
+                # A second signal: uvicorn would skip the cleanup and leave llama.cpp's thread running
+                # into interpreter teardown (tracebacks, at worst a crash). Stop it, then exit at once.
+                log.warning("second signal: exiting now; requests in flight are dropped")
+                runtime.halt()
+                os._exit(128 + sig)
             # Streams still running just before uvicorn's hard deadline end with a proper final frame.
             runtime.shutdown.begin(max(0.0, grace - 2))
             log.info("shutting down: running requests may finish for %.0f s", grace)

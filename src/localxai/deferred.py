@@ -80,6 +80,14 @@ class DeferredCompletions:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self._store.release_claims, self._worker_id, True)
 
+    def release_now(self) -> None:
+        """From a signal handler, before a forced exit: running requests go back to the queue
+        without counting as a crashed attempt (blocking, best effort)."""
+        try:
+            self._store.release_claims(self._worker_id, True)
+        except e.LocalXAIError:
+            log.warning("could not release the deferred requests in flight; they are retried after their lease")
+
     async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
         """Admit and check `request` (raises like a live request) and queue it; returns the request id."""
         await self.start()  # normally done at server start-up; in-process users may skip that

@@ -61,6 +61,11 @@ class Runtime:
         await self.service.open()
         await self.deferred.start()
 
+    def halt(self) -> None:
+        """A forced exit (second Ctrl-C): stop engine threads and children, hand back deferred work."""
+        self.deferred.release_now()
+        self.service.halt()
+
     async def close(self) -> None:
         await self.deferred.close()
         await self.service.close()

@@ -305,6 +305,10 @@ class ChatService:
         for engine in self._engines:
             await engine.close()
 
+    def halt(self) -> None:
+        for engine in self._engines:
+            engine.halt()
+
     def _validate(self, request: ChatRequest, info: ModelInfo) -> None:
         limits = self._limits
         if not request.messages:

@@ -75,3 +75,7 @@ class Engine(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - engines without resources need nothing
         """Release the engine's resources."""
+
+    def halt(self) -> None:  # noqa: B027 - engines without threads or children need nothing
+        """Stop at once, from a signal handler, before the process exits without cleanup: no thread
+        of the engine may still run native code then, and no child process may be left behind."""

@@ -59,6 +59,9 @@ class ManagedVllmEngine(UpstreamEngine):
             ]
         )
 
+    def halt(self) -> None:
+        self._process.terminate()  # never leave a GPU-holding child behind
+
     async def close(self) -> None:
         await super().close()
         self._process.terminate()

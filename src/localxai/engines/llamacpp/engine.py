@@ -192,6 +192,9 @@ class LlamaCppEngine(Engine):
     def stats(self) -> dict[str, dict[str, float]]:
         return {self.model_id: {**self._scheduler.stats(), "kv_capacity": float(self._model.shape.cells)}}
 
+    def halt(self) -> None:
+        self._scheduler.stop()  # waits for the step in flight: llama.cpp is idle afterwards
+
     async def close(self) -> None:
         await asyncio.to_thread(self._scheduler.stop)
         if self._vision is not None:
