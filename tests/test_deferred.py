@@ -197,3 +197,40 @@ async def test_nul_in_a_deferred_id_never_reaches_postgresql(pg_url: str) -> Non
     with pytest.raises(NotFound):
         await deferred.fetch("00000000-0000-4000-8000-00000000000\x00", caller)
     await deferred.close()
+
+
+class Counting(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__(token_delay=0.01)
+        self.starts = 0
+
+    async def start(self, request):  # type: ignore[no-untyped-def]
+        self.starts += 1
+        return await super().start(request)
+
+
+async def test_a_restart_never_runs_a_request_twice(tmp_path: Path) -> None:
+    """Start-up releases the previous run's claims before the worker claims anything: in the other
+    order the release could hand back a request the new worker had just started, which then ran twice."""
+    request = ChatRequest(model="fake-model", messages=(Message(Role.USER, (TextPart("hi"),)),))
+    caller = ApiKey(key_id="k", redacted="***", name="k", created=0, modified=0)
+    for attempt in range(5):
+        store = Store(sqlite_url(tmp_path / str(attempt)))
+        ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
+        for request_id in ids:
+            store.create_deferred(request_id, "k", codec.dumps(request))
+        assert store.claim_deferred("w", lease_s=60) is not None  # the previous life was running one
+        engine = Counting()
+        deferred = DeferredCompletions(ChatService([engine]), store, "w")
+        await deferred.start()
+        try:
+            for request_id in ids:
+                for _ in range(500):
+                    if await deferred.fetch(request_id, caller) is not None:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError(f"{request_id} never finished")
+        finally:
+            await deferred.close()
+        assert engine.starts == len(ids)
