@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -92,3 +93,26 @@ async def test_a_replica_with_a_wrong_key_is_ejected_and_the_request_served_else
                 assert r.status_code == 200, r.text
                 assert r.json()["choices"][0]["message"]["content"] == "hello"
     assert any("refused localxai's credentials (HTTP 401)" in m for m in caplog.messages)
+
+
+class Silent(OpenAICompatible):
+    """Takes the request and never answers in time."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(3)
+
+
+async def test_an_upstream_that_does_not_answer_in_time_is_503_not_500() -> None:
+    body = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+    with http_server(Silent) as silent:
+        engine = UpstreamEngine([UpstreamModel("up", (silent + "/v1",), "up", timeout_s=0.5)], health_interval_s=60)
+        store = Store(sqlite_url(Path(tempfile.mkdtemp(prefix="localxai-test-"))))
+        app = create_app(Runtime.build([engine], (API_KEY,), store))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c,
+        ):
+            r = await c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 503
+    assert r.json()["error"] == "The upstream engine of model up did not answer in time."

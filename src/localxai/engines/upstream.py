@@ -176,7 +176,11 @@ class UpstreamEngine(Engine):
         )
         try:
             response = await self._client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            # It took the request and did not answer within the model's timeout: it is busy, not gone;
+            # sending the same work to another replica would only double it.
+            raise Unavailable(f"The upstream engine of model {model.id} did not answer in time.") from None
+        except httpx.TransportError as exc:  # connection refused, reset, protocol errors: try another
             replica.ejected_until = time.monotonic() + EJECT_S
             log.warning(
                 "upstream %s failed before answering (%s); ejected for %.0f s",
