@@ -13,7 +13,7 @@ export CFLAGS := $(strip $(CFLAGS) $(NO_AMX))
 export CXXFLAGS := $(strip $(CXXFLAGS) $(NO_AMX))
 endif
 
-.PHONY: serve test smoke lint bench llama-server install install-test clean
+.PHONY: serve test test-fast smoke lint bench llama-server install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ llama-server: install
 
 test: install-test llama-server
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The tests that need neither the model nor a server process: seconds, for the edit-test loop.
+test-fast: install-test
+	$(BIN)/pytest -m "not model" $(PYTEST_ARGS)
 
 # `make serve` on a fresh venv without extras: install, serve, one chat completion, stop (CI runs it).
 smoke:

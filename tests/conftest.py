@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import subprocess
@@ -22,6 +23,9 @@ from localxai.engines.fake import FakeEngine
 from localxai.httpapi.app import create_app
 from localxai.runtime import Runtime
 from localxai.store.store import Store, sqlite_url
+
+# What makes a test need the real model or a server process: `make test-fast` runs the others.
+HEAVY = ("start_server(", "LlamaCppEngine(", "LlamaModel(", "subprocess.", "default_model_path(")
 
 API_KEY = "xai-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -163,3 +167,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+def _heavy(function: object) -> bool:
+    try:
+        source = inspect.getsource(function)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+    return any(marker in source for marker in HEAVY)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `model` every test that (itself or through a fixture) loads the model or starts a process."""
+    for item in items:
+        function = getattr(item, "function", None)
+        fixtures = getattr(item, "_fixtureinfo", None)
+        definitions = [d[-1].func for d in fixtures.name2fixturedefs.values()] if fixtures else []
+        if any(_heavy(f) for f in (function, *definitions) if f is not None):
+            item.add_marker(pytest.mark.model)
