@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from localxai.chat import ChatRequest, Message, Role, TextPart
@@ -29,3 +31,22 @@ async def test_collected_completion_counts_all_choices() -> None:
     completion = await service.complete(request)
     assert [c.text for c in completion.choices] == ["a b c", "a b c"]
     assert completion.usage.completion_tokens == 6
+
+
+async def test_rate_windows_follow_the_clock(tmp_path: Path) -> None:
+    """Limits count per clock minute; with a clock in hand the test needs no sleeping."""
+    from localxai.accounting import Accounting
+    from localxai.auth import ApiKey
+    from localxai.errors import ResourceExhausted
+    from localxai.store.store import Store, sqlite_url
+
+    now = [600.0 * 60 + 50]  # 10 s before a minute boundary
+    accounting = Accounting(Store(sqlite_url(tmp_path)), clock=lambda: now[0])
+    key = ApiKey(key_id="k", redacted="xai-...k", name="k", created=0, modified=0, rpm=2)
+    await accounting.admit(key, "m")
+    await accounting.admit(key, "m")
+    with pytest.raises(ResourceExhausted) as refused:
+        await accounting.admit(key, "m")
+    assert refused.value.retry_after == 10
+    now[0] += 10  # the next minute
+    await accounting.admit(key, "m")

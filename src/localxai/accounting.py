@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from localxai.auth import ApiKey
 from localxai.chat import Usage
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class Accounting:
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock  # wall-clock seconds: limits count per clock minute
 
     @staticmethod
     def check_access(caller: ApiKey | None, model: str) -> None:
@@ -31,7 +33,8 @@ class Accounting:
             return
         if self._store is None or (caller.rpm is None and caller.tpm is None):
             return
-        window = int(time.time() // 60)
+        now = self._clock()
+        window = int(now // 60)
         allowed = await asyncio.to_thread(self._store.reserve_request, caller.key_id, window, caller.rpm, caller.tpm)
         if not allowed:
             limits = ", ".join(
@@ -39,7 +42,7 @@ class Accounting:
                 for value, unit in ((caller.rpm, "requests"), (caller.tpm, "tokens"))
                 if value is not None
             )
-            retry = max(1.0, math.ceil((window + 1) * 60 - time.time()))
+            retry = max(1.0, math.ceil((window + 1) * 60 - now))
             raise ResourceExhausted(f"Rate limit reached for API key {caller.redacted}: {limits}.", retry_after=retry)
 
     async def record(self, key_id: str | None, model: str, usage: Usage, latency_s: float, api: str) -> None:
@@ -61,6 +64,6 @@ class Accounting:
                 latency_ms=latency_s * 1000,
             )
             # Tokens count in the minute they were spent in (a no-op for keys without limits).
-            await asyncio.to_thread(self._store.add_tokens, key_id, int(time.time() // 60), tokens)
+            await asyncio.to_thread(self._store.add_tokens, key_id, int(self._clock() // 60), tokens)
         except Exception:
             log.exception("could not record usage for key %s", key_id)
