@@ -8,6 +8,7 @@ import pytest
 
 from localxai.config import load_config
 from localxai.errors import ConfigError
+from localxai.settings import build_settings
 
 GOOD = """
 [[models]]
@@ -44,9 +45,30 @@ def test_good_config(tmp_path: Path) -> None:
 
 
 def test_embedded_vision_model(tmp_path: Path) -> None:
-    text = '[[models]]\nid = "eyes"\npath = "~/m.gguf"\nmmproj = "~/mmproj.gguf"\n'
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "mmproj.gguf").write_bytes(b"GGUF")
+    text = f'[[models]]\nid = "eyes"\npath = "{tmp_path}/m.gguf"\nmmproj = "{tmp_path}/mmproj.gguf"\n'
     [eyes] = load_config(write(tmp_path, text), {}).embedded
-    assert eyes.path == Path("~/m.gguf").expanduser() and eyes.mmproj == Path("~/mmproj.gguf").expanduser()
+    assert eyes.path == tmp_path / "m.gguf" and eyes.mmproj == tmp_path / "mmproj.gguf"
+
+
+def test_flags_and_config_files_give_the_same_models(tmp_path: Path) -> None:
+    """One shape for both: the flags describe one model as a config file would."""
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF")
+    flags = build_settings({"model": str(model), "parallel": 3, "ctx_size": 1024, "reasoning": True}, environ={})
+    text = f'[[models]]\nid = "tiny"\npath = "{model}"\nreasoning = true\n'
+    from_file = build_settings({"config": str(write(tmp_path, text)), "parallel": 3, "ctx_size": 1024}, environ={})
+    assert flags.models == from_file.models
+    [tiny] = flags.models.embedded
+    assert tiny.id == "tiny" and tiny.parallel == 3 and tiny.ctx_size == 1024 and tiny.reasoning is not None
+
+
+def test_config_entries_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(write(tmp_path, f'[[models]]\nid = "x"\npath = "{tmp_path}"\n'), {})
+    with pytest.raises(ConfigError, match="'parallel' must be a positive number"):
+        load_config(write(tmp_path, '[[models]]\nid = "x"\nparallel = "4"\n'), {})
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def test_tool_calls_arrive_whole(front: Server) -> None:
 
 
 def test_upstream_refusal_is_an_xai_error_without_internals(front: Server) -> None:
-    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 3}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {"type": "string"}}}}
     r = chat(front, response_format=fmt)
     assert r.status_code == 400
     assert r.json() == {

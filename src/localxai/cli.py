@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
 from localxai import __version__, logs
 from localxai.errors import ConfigError
@@ -208,48 +206,22 @@ def _table(header: tuple[str, ...], rows: Sequence[Sequence[object]]) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """Ports, the runtime, uvicorn and signals; the application itself is Runtime.from_settings."""
     import os
-    import socket
 
     import uvicorn
 
     from localxai.httpapi.app import create_app
     from localxai.httpapi.connections import connection_limits
     from localxai.listen import bind_http, check_grpc_port
-    from localxai.media.fetch import FetchPolicy
     from localxai.runtime import Runtime
-    from localxai.service import Limits
-    from localxai.settings import LOOPBACK_HOSTS
 
-    store = open_store(settings)
-    open_access = not settings.api_keys and not store.has_active_keys()
-    if open_access and settings.host not in LOOPBACK_HOSTS:
-        raise ConfigError(
-            f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
-            "or create one with `localxai keys create`; or listen on 127.0.0.1"
-        )
     # Ports first: a taken one fails now, not after the model has loaded.
     http_socket = bind_http(settings.host, settings.port)
     if settings.grpc_port:
         check_grpc_port(settings.host, settings.grpc_port)
-    engines, aliases = build_engines(settings)
-    runtime = Runtime.build(
-        engines,
-        settings.api_keys,
-        store,
-        aliases=(*aliases, *settings.aliases),
-        limits=Limits(
-            max_n=settings.max_n,
-            max_messages=settings.max_messages,
-            max_images=settings.max_images,
-            timeout_s=settings.request_timeout_s or None,
-        ),
-        worker_id=f"{socket.gethostname()}:{settings.port}",
-        deferred_lease_s=settings.deferred_lease_s,
-        max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
-        fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
-        open_access=open_access,
-    )
+    runtime = Runtime.from_settings(settings)
+    open_access = runtime.auth.open_access
     for info in runtime.service.list_models():
         names = f" (aliases: {', '.join(info.aliases)})" if info.aliases else ""
         log.info("serving model %s%s, %d context tokens per request", info.id, names, info.context_length)
@@ -292,79 +264,3 @@ def serve(settings: Settings) -> None:
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     Server(config).run(sockets=[http_socket])
-
-
-def build_engines(settings: Settings) -> tuple[list[Any], tuple[tuple[str, str], ...]]:
-    """The engines (and aliases) from the config file, or the one model of the flags."""
-    if settings.config is None:
-        return [build_engine(settings)], ()
-    import os
-
-    from localxai.config import load_config
-    from localxai.engines.upstream import UpstreamEngine
-
-    config = load_config(settings.config, os.environ)
-    engines: list[Any] = []
-    for m in config.embedded:
-        one = replace(
-            settings,
-            config=None,
-            model=m.path,
-            mmproj=m.mmproj,
-            model_id=m.id,
-            parallel=m.parallel or settings.parallel,
-            ctx_size=m.ctx_size or settings.ctx_size,
-            reasoning=m.reasoning,
-            reasoning_tags=m.reasoning_tags,
-            reasoning_open=m.reasoning_open,
-            reasoning_efforts=m.reasoning_efforts,
-        )
-        engines.append(build_engine(one))
-    if config.upstream:
-        engines.append(UpstreamEngine(config.upstream))
-    return engines, config.aliases
-
-
-def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
-    if settings.engine == "fake":
-        from localxai.engines.fake import FakeEngine
-
-        return FakeEngine(model_id=settings.model_id or "fake-model", context_length=settings.ctx_size)
-    if settings.engine == "vllm":
-        from localxai.engines.vllm import ManagedVllmEngine
-
-        assert settings.model is not None
-        name = str(settings.model)
-        return ManagedVllmEngine(
-            name,
-            settings.model_id or name,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            extra_args=settings.vllm_args,
-            context_length=settings.ctx_size,
-        )
-    from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID, default_model_path
-    from localxai.engines.llamacpp.engine import LlamaCppEngine
-    from localxai.engines.llamacpp.model import ContextShape
-    from localxai.engines.output import ReasoningSpec
-
-    if settings.model is None:
-        path = default_model_path(settings.data_dir / "models")
-        model_id = settings.model_id or DEFAULT_MODEL_ID
-    else:
-        path = settings.model
-        model_id = settings.model_id or path.name.removesuffix(".gguf")
-    shape = ContextShape(ctx_size=settings.ctx_size, threads=settings.threads, parallel=settings.parallel)
-    reasoning = None
-    if settings.reasoning:
-        start, end = settings.reasoning_tags
-        reasoning = ReasoningSpec(start=start, end=end, starts_thinking=settings.reasoning_open)
-    return LlamaCppEngine(
-        path,
-        model_id,
-        shape,
-        top_k=settings.top_k,
-        max_queue=settings.max_queue,
-        reasoning=reasoning,
-        reasoning_efforts=settings.reasoning_efforts,
-        mmproj=settings.mmproj,
-    )

@@ -25,14 +25,18 @@ aliases = ["grok-4"]
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localxai.engines.output import ReasoningSpec
 from localxai.engines.upstream import UpstreamModel
 from localxai.errors import ConfigError
+
+HF_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,26 +45,64 @@ else:  # pragma: no cover
 
 
 @dataclass(frozen=True)
+class EngineDefaults:
+    """What every embedded model takes unless its entry says otherwise (from flags or defaults)."""
+
+    parallel: int = 4
+    ctx_size: int = 8192
+    threads: int = 1
+    top_k: int = 40
+    max_queue: int = 64
+
+
+@dataclass(frozen=True)
 class EmbeddedModel:
+    """A GGUF model run in-process by llama.cpp."""
+
     id: str
     path: Path | None = None  # None: the embedded default model
     mmproj: Path | None = None  # vision projector of `path`
-    parallel: int | None = None
-    ctx_size: int | None = None
-    reasoning: bool = False
-    reasoning_tags: tuple[str, str] = ("<think>", "</think>")
-    reasoning_open: bool = False
+    parallel: int = 4
+    ctx_size: int = 8192
+    threads: int = 1
+    top_k: int = 40
+    max_queue: int = 64
+    reasoning: ReasoningSpec | None = None
     reasoning_efforts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
+class ManagedVllmModel:
+    """`vllm serve` started and stopped by localxai, routed like an upstream."""
+
+    id: str
+    model: str  # a Hugging Face id or a local model directory
+    tensor_parallel_size: int = 1
+    extra_args: tuple[str, ...] = ()
+    context_length: int = 8192
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """The scripted test engine (tests, benchmarks)."""
+
+    id: str = "fake-model"
+    context_length: int = 8192
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
+    """Every model the server serves and which engine runs it: from --config, or from the flags."""
+
     embedded: tuple[EmbeddedModel, ...] = ()
     upstream: tuple[UpstreamModel, ...] = ()
+    managed: tuple[ManagedVllmModel, ...] = ()
+    fake: tuple[FakeModel, ...] = ()
     aliases: tuple[tuple[str, str], ...] = field(default=())
 
 
-def load_config(path: Path, environ: Mapping[str, str]) -> ModelsConfig:
+def load_config(path: Path, environ: Mapping[str, str], defaults: EngineDefaults | None = None) -> ModelsConfig:
+    defaults = defaults or EngineDefaults()
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -77,16 +119,24 @@ def load_config(path: Path, environ: Mapping[str, str]) -> ModelsConfig:
         if engine == "llamacpp":
             if "mmproj" in entry and "path" not in entry:
                 raise ConfigError(f"{where}: mmproj needs the path of the model it belongs to")
+            for key in ("path", "mmproj"):
+                if key in entry:
+                    check_gguf(Path(entry[key]).expanduser(), f"{where}: {key}")
             embedded.append(
                 EmbeddedModel(
                     id=model_id,
                     path=Path(entry["path"]).expanduser() if "path" in entry else None,
                     mmproj=Path(entry["mmproj"]).expanduser() if "mmproj" in entry else None,
-                    parallel=entry.get("parallel"),
-                    ctx_size=entry.get("ctx_size"),
-                    reasoning=bool(entry.get("reasoning", False)),
-                    reasoning_tags=tuple(entry.get("reasoning_tags", ("<think>", "</think>"))),  # type: ignore[arg-type]
-                    reasoning_open=bool(entry.get("reasoning_open", False)),
+                    parallel=_optional(entry, "parallel", int, where, defaults.parallel),
+                    ctx_size=_optional(entry, "ctx_size", int, where, defaults.ctx_size),
+                    threads=defaults.threads,
+                    top_k=defaults.top_k,
+                    max_queue=defaults.max_queue,
+                    reasoning=reasoning_spec(
+                        bool(entry.get("reasoning", False)),
+                        tuple(entry.get("reasoning_tags", ("<think>", "</think>"))),  # type: ignore[arg-type]
+                        bool(entry.get("reasoning_open", False)),
+                    ),
                     reasoning_efforts=tuple(entry.get("reasoning_efforts", ())),
                 )
             )
@@ -103,22 +153,52 @@ def load_config(path: Path, environ: Mapping[str, str]) -> ModelsConfig:
                     base_urls=tuple(urls),
                     upstream_model=entry.get("upstream_model", model_id),
                     api_key=environ.get(key_env) if key_env else None,
-                    context_length=int(entry.get("context_length", 8192)),
+                    context_length=_optional(entry, "context_length", int, where, 8192),
                     vision=bool(entry.get("vision", False)),
                     reasoning=bool(entry.get("reasoning", False)),
                     reasoning_efforts=tuple(entry.get("reasoning_efforts", ())),
-                    timeout_s=float(entry.get("timeout_s", 600)),
+                    timeout_s=float(_optional(entry, "timeout_s", (int, float), where, 600)),
                 )
             )
         else:
             raise ConfigError(f"{where}: engine must be 'llamacpp' or 'upstream', got {engine!r}")
     if not embedded and not upstream:
         raise ConfigError(f"{path}: no [[models]]")
-    return ModelsConfig(tuple(embedded), tuple(upstream), tuple(aliases))
+    return ModelsConfig(tuple(embedded), tuple(upstream), aliases=tuple(aliases))
+
+
+def check_gguf(path: Path, flag: str) -> None:
+    """A readable GGUF file, or a message that says what is wrong and what to do."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; pass the path of a .gguf file inside it")
+    if HF_ID.fullmatch(str(path)) and not path.parent.exists():
+        raise ConfigError(
+            f"{flag} {path} is not a file; it looks like a Hugging Face model id. localxai serves GGUF files: "
+            f"download one (e.g. `huggingface-cli download ORG/REPO-GGUF FILE.gguf --local-dir ~/models`) and "
+            f"pass its path, or serve the Hugging Face model with vLLM (--engine vllm)"
+        )
+    raise ConfigError(f"{flag}: {'projector ' if flag == '--mmproj' else 'model '}file not found: {path}")
+
+
+def reasoning_spec(reasoning: bool, tags: tuple[str, str], opens: bool) -> ReasoningSpec | None:
+    if not reasoning:
+        return None
+    if len(tags) != 2 or not all(tags):
+        raise ConfigError("reasoning tags need a non-empty start and end")
+    return ReasoningSpec(start=tags[0], end=tags[1], starts_thinking=opens)
 
 
 def _require(entry: dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = entry.get(key)
     if not isinstance(value, kind):
         raise ConfigError(f"{where}: '{key}' ({kind.__name__}) is required")
+    return value
+
+
+def _optional(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, kind) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where}: '{key}' must be a positive number, got {value!r}")
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -9,10 +10,13 @@ from localxai.accounting import Accounting
 from localxai.auth import Authenticator
 from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
+from localxai.engines.registry import build_engines
+from localxai.errors import ConfigError
 from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
 from localxai.service import ChatService, Limits, Shutdown
-from localxai.store.store import Store
+from localxai.settings import LOOPBACK_HOSTS, Settings
+from localxai.store.store import Store, sqlite_url
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,41 @@ class Runtime:
             open_access = not keys and not store.has_active_keys()
         auth = Authenticator(keys, store, open_access)
         return cls(service, deferred, auth, store, metrics, max_body_bytes, shutdown)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        """The whole application from Settings: store, access mode, engines, aliases, limits.
+
+        Refuses open access on a non-loopback address before any model loads."""
+        store = Store(settings.database_url or sqlite_url(settings.data_dir))
+        try:
+            open_access = not settings.api_keys and not store.has_active_keys()
+            if open_access and settings.host not in LOOPBACK_HOSTS:
+                raise ConfigError(
+                    f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
+                    "or create one with `localxai keys create`; or listen on 127.0.0.1"
+                )
+            engines = build_engines(settings.models, settings.data_dir)
+        except BaseException:
+            store.close()
+            raise
+        return cls.build(
+            engines,
+            settings.api_keys,
+            store,
+            aliases=(*settings.models.aliases, *settings.aliases),
+            limits=Limits(
+                max_n=settings.max_n,
+                max_messages=settings.max_messages,
+                max_images=settings.max_images,
+                timeout_s=settings.request_timeout_s or None,
+            ),
+            worker_id=f"{socket.gethostname()}:{settings.port}",
+            deferred_lease_s=settings.deferred_lease_s,
+            max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
+            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
+            open_access=open_access,
+        )
 
     async def start(self) -> None:
         await self.service.open()

@@ -9,10 +9,21 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from localxai.config import (
+    EmbeddedModel,
+    EngineDefaults,
+    FakeModel,
+    ManagedVllmModel,
+    ModelsConfig,
+    check_gguf,
+    load_config,
+    reasoning_spec,
+)
+from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID
 from localxai.errors import ConfigError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -52,6 +63,7 @@ class Settings:
     log_level: str = "info"
     database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
     deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # what to serve: from --config or the flags
 
     def check(self) -> Settings:
         """Every value in range, with a message naming the flag (and its variable)."""
@@ -98,7 +110,6 @@ class Settings:
 
 MODEL_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-HF_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _check_range(flag: str, value: float, low: float, high: float | None) -> None:
@@ -106,21 +117,6 @@ def _check_range(flag: str, value: float, low: float, high: float | None) -> Non
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         env = "LOCALXAI_" + flag.removeprefix("--").replace("-", "_").upper()
         raise ConfigError(f"{flag} ({env}) must be {bound}, got {value}")
-
-
-def check_gguf(path: Path, flag: str) -> None:
-    """A readable GGUF file, or a message that says what is wrong and what to do."""
-    if path.is_file():
-        return
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a directory; pass the path of a .gguf file inside it")
-    if HF_ID.fullmatch(str(path)) and not path.parent.exists():
-        raise ConfigError(
-            f"{flag} {path} is not a file; it looks like a Hugging Face model id. localxai serves GGUF files: "
-            f"download one (e.g. `huggingface-cli download ORG/REPO-GGUF FILE.gguf --local-dir ~/models`) and "
-            f"pass its path, or serve the Hugging Face model with vLLM (--engine vllm)"
-        )
-    raise ConfigError(f"{flag}: {'projector ' if flag == '--mmproj' else 'model '}file not found: {path}")
 
 
 def parse_alias(text: str) -> tuple[str, str]:
@@ -194,4 +190,44 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     if not aliases and env.get("LOCALXAI_ALIASES"):
         aliases = [a for a in env["LOCALXAI_ALIASES"].split(",") if a.strip()]
     values["aliases"] = tuple(parse_alias(a) for a in aliases)
-    return Settings(**values).check()
+    settings = Settings(**values).check()
+    return replace(settings, models=models_config(settings, env))
+
+
+def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfig:
+    """The models to serve: the --config file, or the one model the flags describe, in the same shape."""
+    defaults = EngineDefaults(
+        parallel=settings.parallel,
+        ctx_size=settings.ctx_size,
+        threads=settings.threads,
+        top_k=settings.top_k,
+        max_queue=settings.max_queue,
+    )
+    if settings.config is not None:
+        return load_config(settings.config, environ, defaults)
+    if settings.engine == "fake":
+        return ModelsConfig(fake=(FakeModel(settings.model_id or "fake-model", settings.ctx_size),))
+    if settings.engine == "vllm":
+        assert settings.model is not None  # check() requires it
+        managed = ManagedVllmModel(
+            id=settings.model_id or str(settings.model),
+            model=str(settings.model),
+            tensor_parallel_size=settings.tensor_parallel_size,
+            extra_args=settings.vllm_args,
+            context_length=settings.ctx_size,
+        )
+        return ModelsConfig(managed=(managed,))
+    model_id = settings.model_id or (settings.model.name.removesuffix(".gguf") if settings.model else DEFAULT_MODEL_ID)
+    embedded = EmbeddedModel(
+        id=model_id,
+        path=settings.model,
+        mmproj=settings.mmproj,
+        parallel=defaults.parallel,
+        ctx_size=defaults.ctx_size,
+        threads=defaults.threads,
+        top_k=defaults.top_k,
+        max_queue=defaults.max_queue,
+        reasoning=reasoning_spec(settings.reasoning, settings.reasoning_tags, settings.reasoning_open),
+        reasoning_efforts=settings.reasoning_efforts,
+    )
+    return ModelsConfig(embedded=(embedded,))
