@@ -7,7 +7,7 @@ import gc
 import time
 from pathlib import Path
 
-from localxai.chat import Message, Role, Sampling, TextPart
+from localxai.chat import ChatRequest, Message, Role, Sampling, TextPart
 from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.default_model import default_model_path
 from localxai.engines.llamacpp.engine import LlamaCppEngine
@@ -18,11 +18,12 @@ async def test_dropped_generation_is_cancelled() -> None:
     path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
     engine = LlamaCppEngine(path, "m", ContextShape(ctx_size=2048, threads=2, parallel=1))
     try:
-        request = GenerationRequest(
+        chat = ChatRequest(
             model="m",
             messages=(Message(Role.USER, (TextPart("Write a very long story."),)),),
             sampling=Sampling(temperature=0, max_tokens=2000),
         )
+        request = GenerationRequest(chat, model="m")
         events = await engine.start(request)
         deadline = time.monotonic() + 10
         while engine.stats()["m"]["running"] == 0:  # the scheduler took it

@@ -427,21 +427,7 @@ def _validate_tools(request: ChatRequest) -> None:
 def _generation_request(
     request: ChatRequest, info: ModelInfo, deadline: float | None, images: tuple[LoadedImage, ...]
 ) -> GenerationRequest:
-    return GenerationRequest(
-        model=info.id,
-        messages=request.messages,
-        sampling=request.sampling,
-        n=request.n,
-        tools=request.tools,
-        tool_choice=_tool_choice(request),
-        parallel_tool_calls=request.parallel_tool_calls,
-        response_format=request.response_format,
-        logprobs=request.logprobs,
-        top_logprobs=request.top_logprobs or 0,
-        reasoning_effort=request.reasoning_effort,
-        deadline=deadline,
-        images=images,
-    )
+    return GenerationRequest(request, info.id, _tool_choice(request), deadline, images)
 
 
 def _tool_choice(request: ChatRequest) -> ToolChoice:

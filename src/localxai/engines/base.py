@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from localxai.chat import (
+    ChatRequest,
     Event,
     Message,
     ModelInfo,
@@ -22,21 +23,51 @@ from localxai.media.images import LoadedImage
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What the core asks of an engine: the model is resolved and every value validated."""
+    """What the core asks of an engine: the validated ChatRequest, plus what the engine needs beyond
+    it. The request's own fields are read through (`request.messages`, `request.sampling`, ...), so a
+    new request field reaches the engines without being copied here."""
 
-    model: str
-    messages: tuple[Message, ...]
-    sampling: Sampling = field(default_factory=Sampling)
-    n: int = 1
-    tools: tuple[Tool, ...] = ()
-    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice(ToolMode.NONE))
-    parallel_tool_calls: bool = True
-    response_format: ResponseFormat = field(default_factory=ResponseFormat)
-    logprobs: bool = False
-    top_logprobs: int = 0
-    reasoning_effort: str | None = None
+    chat: ChatRequest
+    model: str  # the served id: aliases resolved
+    tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice(ToolMode.NONE))  # resolved
     deadline: float | None = None  # time.monotonic() past which the generation stops (TIME_LIMIT)
     images: tuple[LoadedImage, ...] = ()  # every image part of `messages`, in order, fetched and checked
+
+    @property
+    def messages(self) -> tuple[Message, ...]:
+        return self.chat.messages
+
+    @property
+    def sampling(self) -> Sampling:
+        return self.chat.sampling
+
+    @property
+    def n(self) -> int:
+        return self.chat.n
+
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        return self.chat.tools
+
+    @property
+    def parallel_tool_calls(self) -> bool:
+        return self.chat.parallel_tool_calls
+
+    @property
+    def response_format(self) -> ResponseFormat:
+        return self.chat.response_format
+
+    @property
+    def logprobs(self) -> bool:
+        return self.chat.logprobs
+
+    @property
+    def top_logprobs(self) -> int:
+        return self.chat.top_logprobs or 0
+
+    @property
+    def reasoning_effort(self) -> str | None:
+        return self.chat.reasoning_effort
 
 
 class Engine(abc.ABC):

@@ -292,7 +292,7 @@ def _with_data_urls(request: GenerationRequest) -> GenerationRequest:
         ))
         for m in request.messages
     )  # fmt: skip
-    return replace(request, messages=messages)
+    return replace(request, chat=replace(request.chat, messages=messages))
 
 
 def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
