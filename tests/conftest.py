@@ -11,10 +11,11 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,11 +42,22 @@ def fake_engine() -> FakeEngine:
     return FakeEngine()
 
 
+@asynccontextmanager
+async def app_client(app: Any, headers: dict[str, str] | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of `app` with its lifespan run (engines opened, deferred worker started)."""
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=AUTH if headers is None else headers
+        ) as c,
+    ):
+        yield c
+
+
 @pytest.fixture
 async def client(fake_engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
-    app = fake_app(fake_engine, aliases=[("grok-4", "fake-model")])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=AUTH) as c:
+    async with app_client(fake_app(fake_engine, aliases=[("grok-4", "fake-model")])) as c:
         yield c
 
 

@@ -21,7 +21,7 @@ from localxai.runtime import Runtime
 from localxai.service import ChatService
 from localxai.store.store import Store, sqlite_url
 
-from conftest import API_KEY, AUTH, fake_app
+from conftest import API_KEY, AUTH, app_client, fake_app
 
 OTHER = {"Authorization": "Bearer another-key-0000"}
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "deferred": True, "seed": 1}
@@ -29,7 +29,7 @@ BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], 
 
 async def test_deferred_round_trip() -> None:
     app = fake_app(FakeEngine(token_delay=0.02), keys=(AUTH["Authorization"].split()[1], "another-key-0000"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:
+    async with app_client(app) as c:
         r = await c.post("/v1/chat/completions", json=BODY)
         assert r.status_code == 200
         assert set(r.json()) == {"request_id"}
@@ -108,16 +108,17 @@ class BusyOnce(FakeEngine):
         super().__init__()
         self.busy = busy
 
-    async def start(self, request):  # type: ignore[no-untyped-def]
+    async def generate(self, request):  # type: ignore[no-untyped-def]
         if self.busy:
             self.busy -= 1
             raise ResourceExhausted("The service is temporarily at capacity.", retry_after=0.05)
-        return await super().start(request)
+        return await super().generate(request)
 
 
 async def test_deferred_waits_for_capacity_instead_of_failing(tmp_path: Path) -> None:
     store = Store(sqlite_url(tmp_path))
     deferred = DeferredCompletions(ChatService([BusyOnce(busy=3)]), store, "w")
+    await deferred.start()
     request = ChatRequest(model="fake-model", messages=(Message(Role.USER, (TextPart("hi"),)),))
     caller = ApiKey(key_id="k", redacted="***", name="k", created=0, modified=0)
     request_id = await deferred.submit(request, caller)
@@ -204,9 +205,9 @@ class Counting(FakeEngine):
         super().__init__(token_delay=0.01)
         self.starts = 0
 
-    async def start(self, request):  # type: ignore[no-untyped-def]
+    async def generate(self, request):  # type: ignore[no-untyped-def]
         self.starts += 1
-        return await super().start(request)
+        return await super().generate(request)
 
 
 async def test_a_restart_never_runs_a_request_twice(tmp_path: Path) -> None:

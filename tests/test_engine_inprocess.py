@@ -24,7 +24,7 @@ async def test_dropped_generation_is_cancelled() -> None:
             sampling=Sampling(temperature=0, max_tokens=2000),
         )
         request = GenerationRequest(chat, model="m")
-        events = await engine.start(request)
+        events = await engine.generate(request)
         deadline = time.monotonic() + 10
         while engine.stats()["m"]["running"] == 0:  # the scheduler took it
             assert time.monotonic() < deadline

@@ -33,7 +33,7 @@ AUTH = (("authorization", f"Bearer {API_KEY}"),)
 class Exploding(FakeEngine):
     """An engine with a bug: its exception text must never reach the client."""
 
-    async def start(self, request: GenerationRequest) -> Any:
+    async def generate(self, request: GenerationRequest) -> Any:
         raise RuntimeError("secret internal detail /etc/passwd")
 
 

@@ -324,7 +324,7 @@ async def test_internal_errors_do_not_leak(client: httpx.AsyncClient, fake_engin
     async def broken(request):  # type: ignore[no-untyped-def]
         raise RuntimeError("secret internal detail /etc/passwd")
 
-    fake_engine.start = broken  # type: ignore[method-assign]
+    fake_engine.generate = broken  # type: ignore[method-assign]
     transport = httpx.ASGITransport(app=fake_app(fake_engine), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH) as c:
         r = await c.post("/v1/chat/completions", json=chat())

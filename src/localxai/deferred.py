@@ -90,7 +90,6 @@ class DeferredCompletions:
 
     async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
         """Admit and check `request` (raises like a live request) and queue it; returns the request id."""
-        await self.start()  # normally done at server start-up; in-process users may skip that
         await self._service.check(await self._service.admit(request, caller))
         request_id = str(uuid.uuid4())
         await asyncio.to_thread(self._store.create_deferred, request_id, caller.key_id, codec.dumps(request))

@@ -189,7 +189,7 @@ class ChatService:
         await self._accounting.admit(caller, info.id)
         return Admission(request, info, engine, caller.key_id if caller else None)
 
-    async def start(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
+    async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
         """Admit and start; raises client errors before any output exists."""
         return await self.run(await self.admit(request, caller), api)
 
@@ -204,7 +204,7 @@ class ChatService:
         started = time.monotonic()
         deadline = None if self._limits.timeout_s is None else started + self._limits.timeout_s
         images = await self._load_images(request, info)
-        events = await admission.engine.start(_generation_request(request, info, deadline, images))
+        events = await admission.engine.generate(_generation_request(request, info, deadline, images))
         return ChatStream(
             id=str(uuid.uuid4()),
             created=int(time.time()),
@@ -291,7 +291,7 @@ class ChatService:
 
     async def complete(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> Completion:
         """Non-streaming is a collected stream: one code path."""
-        return await collect(await self.start(request, caller, api), request.n)
+        return await collect(await self.generate(request, caller, api), request.n)
 
     async def open(self) -> None:
         for engine in self._engines:

@@ -73,7 +73,7 @@ class GenerationRequest:
 class Engine(abc.ABC):
     """Serves one or more models.
 
-    `start` does everything that can fail because of the request (template, tokenizing, context
+    `generate` does everything that can fail because of the request (template, tokenizing, context
     length) and raises before any output exists, so adapters can still answer with a clean error.
     The iterator it returns yields `TextDelta`/`Finished` per choice and ends with one
     `UsageReport`. Closing the iterator early (client gone) cancels the generation.
@@ -83,13 +83,13 @@ class Engine(abc.ABC):
     def models(self) -> list[ModelInfo]: ...
 
     @abc.abstractmethod
-    async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]: ...
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]: ...
 
     @abc.abstractmethod
     async def tokenize(self, model: str, text: str) -> list[Token]: ...
 
     async def check(self, request: GenerationRequest) -> None:  # noqa: B027 - nothing to check by default
-        """Raise what `start` would raise for `request` (template, context length, grammar) without
+        """Raise what `generate` would raise for `request` (template, context length, grammar) without
         generating: deferred requests are checked at submission exactly like live ones. Engines that
         can only learn it by running (upstream servers) check nothing more than the core does."""
 

@@ -60,7 +60,7 @@ class FakeEngine(Engine):
     async def check(self, request: GenerationRequest) -> None:
         self._prompt_tokens(request)
 
-    async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         return self._generate(request, self._prompt_tokens(request))
 
     def _prompt_tokens(self, request: GenerationRequest) -> int:

@@ -150,7 +150,7 @@ class UpstreamEngine(Engine):
             if not any(r.available for r in route.replicas)
         ]
 
-    async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         route = self._routes[request.model]
         body = openai_body(_with_data_urls(request), route.model.upstream_model)
         tried: list[Replica] = []

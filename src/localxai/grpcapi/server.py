@@ -56,7 +56,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     async def GetCompletionChunk(
         self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey
     ) -> AsyncIterator[chat_pb2.GetChatCompletionChunk]:
-        stream = await self.runtime.service.start(convert.chat_request(request, stream=True), caller, api="grpc")
+        stream = await self.runtime.service.generate(convert.chat_request(request, stream=True), caller, api="grpc")
         try:
             async for event in stream.events:
                 yield convert.chunk(stream, event)

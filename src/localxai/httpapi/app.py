@@ -173,7 +173,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             return {"request_id": await deferred.submit(chat, caller)}
         if not chat.stream:
             return await until_disconnect(request, _complete_body(service, chat, caller), runtime.shutdown)
-        stream = await service.start(chat, caller)
+        stream = await service.generate(chat, caller)
         return StreamingResponse(
             chat_chunks(stream, chat.include_usage, request.state.request_id),
             media_type="text/event-stream",

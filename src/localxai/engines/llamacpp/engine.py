@@ -98,7 +98,7 @@ class LlamaCppEngine(Engine):
         prompt, _ = await asyncio.to_thread(self._prepare, request, False)
         self._check_length(prompt)
 
-    async def start(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         self._check_n(request)
         prompt, grammar = await asyncio.to_thread(self._prepare, request, True)
         self._check_length(prompt)
