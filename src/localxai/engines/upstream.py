@@ -1,12 +1,11 @@
 """UpstreamEngine: models served by existing engines (vLLM, SGLang, llama-server, another localxai)
 through their OpenAI-compatible Chat Completions API, with replicas.
 
-localxai stays the front door (xAI shapes, keys, limits, deferred, usage, gRPC); requests are
-translated to the OpenAI dialect and the upstream's stream back to core events: tool-call fragments
-are reassembled into whole calls, `reasoning`/`reasoning_content` become reasoning, usage keeps
-cached and reasoning tokens apart. Replicas are balanced by least outstanding requests, checked
-actively (GET /health) and ejected passively on connection errors; a request that failed before its
-first byte is retried on another replica. Closing the event stream closes the upstream request.
+localxai stays the front door (xAI shapes, keys, limits, deferred, usage, gRPC); this module routes
+and watches replicas, upstream_wire.py translates to and from the OpenAI dialect. Replicas are
+balanced by least outstanding requests, checked actively (GET /health) and ejected passively on
+connection errors; a request that failed before its first byte is retried on another replica.
+Closing the event stream closes the upstream request.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -25,26 +24,16 @@ import httpx
 
 from localxai.chat import (
     Event,
-    Finished,
-    FinishReason,
-    FormatType,
-    ImagePart,
-    Message,
     ModelInfo,
     ReasoningDelta,
-    Role,
     TextDelta,
     Token,
-    TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
-    ToolMode,
-    TopLogprob,
     Usage,
     UsageReport,
 )
+from localxai.engines import upstream_wire
 from localxai.engines.base import Engine, GenerationRequest
-from localxai.errors import InternalError, InvalidArgument, LocalXAIError, ResourceExhausted, Unavailable
+from localxai.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +93,14 @@ class UpstreamEngine(Engine):
         self,
         models: Sequence[UpstreamModel],
         health_interval_s: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: httpx.MockTransport with recorded streams
     ) -> None:
         self._routes = {m.id: _Route(m, [Replica(u.rstrip("/")) for u in m.base_urls]) for m in models}
         self._health_interval_s = health_interval_s
         self._created = int(time.time())
-        self._client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=512), trust_env=False)
+        self._client = httpx.AsyncClient(
+            timeout=None, limits=httpx.Limits(max_connections=512), trust_env=False, transport=transport
+        )
         self._health_task: asyncio.Task[None] | None = None
 
     def models(self) -> list[ModelInfo]:
@@ -152,7 +144,7 @@ class UpstreamEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         route = self._routes[request.model]
-        body = openai_body(_with_data_urls(request), route.model.upstream_model)
+        body = upstream_wire.openai_body(upstream_wire.with_data_urls(request), route.model.upstream_model)
         tried: list[Replica] = []
         while (replica := route.pick(tried)) is not None:
             tried.append(replica)
@@ -211,7 +203,7 @@ class UpstreamEngine(Engine):
             detail = (await response.aread())[:500]
             await response.aclose()
             log.info("upstream %s refused a request: %d %r", replica.base_url, response.status_code, detail)
-            raise _upstream_error(response)
+            raise upstream_wire.upstream_error(response)
         return response
 
     async def _events(
@@ -231,11 +223,11 @@ class UpstreamEngine(Engine):
                 if "error" in chunk and "choices" not in chunk:
                     raise Unavailable(f"The upstream engine of model {model.id} failed mid-stream.")
                 for choice in chunk.get("choices") or []:
-                    for event in _choice_events(choice, calls):
+                    for event in upstream_wire.choice_events(choice, calls):
                         pieces += isinstance(event, (TextDelta, ReasoningDelta))
                         yield event
                 if chunk.get("usage"):
-                    usage = _usage(chunk["usage"])
+                    usage = upstream_wire.usage(chunk["usage"])
             yield UsageReport(usage or Usage(completion_tokens=pieces))
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
             replica.ejected_until = time.monotonic() + EJECT_S
@@ -275,179 +267,3 @@ class UpstreamEngine(Engine):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         await self._client.aclose()
-
-
-# -- translation ----------------------------------------------------------------------------------
-
-
-def _with_data_urls(request: GenerationRequest) -> GenerationRequest:
-    """Images go upstream as the data URLs of what the core fetched and checked: the upstream never
-    fetches a client's URL (its network is not the client's to reach)."""
-    if not request.images:
-        return request
-    loaded = iter(request.images)
-    messages = tuple(
-        replace(m, content=tuple(
-            ImagePart(next(loaded).data_url, p.detail) if isinstance(p, ImagePart) else p for p in m.content
-        ))
-        for m in request.messages
-    )  # fmt: skip
-    return replace(request, chat=replace(request.chat, messages=messages))
-
-
-def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
-    s = request.sampling
-    body: dict[str, Any] = {
-        "model": upstream_model,
-        "messages": [_message(m) for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "n": request.n,
-    }
-    optional = {
-        "max_tokens": s.max_tokens,
-        "seed": s.seed,
-        "stop": list(s.stop) or None,
-        "presence_penalty": s.presence_penalty or None,
-        "frequency_penalty": s.frequency_penalty or None,
-        "reasoning_effort": request.reasoning_effort,
-    }
-    body.update({k: v for k, v in optional.items() if v is not None})
-    if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters)},
-            }
-            for t in request.tools
-        ]
-        choice = request.tool_choice
-        body["tool_choice"] = (
-            {"type": "function", "function": {"name": choice.function}}
-            if choice.mode is ToolMode.FUNCTION
-            else choice.mode.value
-        )
-        body["parallel_tool_calls"] = request.parallel_tool_calls
-    fmt = request.response_format
-    if fmt.type is FormatType.JSON_OBJECT:
-        body["response_format"] = {"type": "json_object"}
-    elif fmt.type is FormatType.JSON_SCHEMA and fmt.schema is not None:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": json.loads(fmt.schema), "strict": True},
-        }
-    if request.logprobs:
-        body["logprobs"] = True
-        body["top_logprobs"] = request.top_logprobs
-    return body
-
-
-def _message(m: Message) -> dict[str, Any]:
-    role = "system" if m.role is Role.DEVELOPER else ("tool" if m.role is Role.FUNCTION else m.role.value)
-    out: dict[str, Any] = {"role": role}
-    if m.images:
-        out["content"] = [
-            {"type": "image_url", "image_url": {"url": p.url, "detail": p.detail.value}}
-            if isinstance(p, ImagePart)
-            else {"type": "text", "text": p.text}
-            for p in m.content
-        ]
-    else:
-        out["content"] = m.text
-    if m.tool_calls:
-        out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in m.tool_calls
-        ]
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    if m.name and m.role is Role.USER:
-        out["name"] = m.name
-    return out
-
-
-FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "tool_calls": FinishReason.TOOL_CALLS}
-
-
-def _choice_events(choice: dict[str, Any], calls: dict[int, dict[int, dict[str, str]]]) -> list[Event]:
-    index = int(choice.get("index", 0))
-    delta = choice.get("delta") or {}
-    events: list[Event] = []
-    thought = delta.get("reasoning_content") or delta.get("reasoning")
-    if thought:
-        events.append(ReasoningDelta(index, thought))
-    content = delta.get("content")
-    logprobs = _logprobs((choice.get("logprobs") or {}).get("content") or [])
-    if content or logprobs:
-        events.append(TextDelta(index, content or "", logprobs))
-    for fragment in delta.get("tool_calls") or []:
-        # OpenAI-style servers stream a call in pieces; xAI clients get it whole at the end.
-        slot = calls.setdefault(index, {}).setdefault(int(fragment.get("index", 0)), {"id": "", "name": "", "args": ""})
-        function = fragment.get("function") or {}
-        slot["id"] = fragment.get("id") or slot["id"]
-        slot["name"] += function.get("name") or ""
-        slot["args"] += function.get("arguments") or ""
-    reason = choice.get("finish_reason")
-    if reason:
-        whole = calls.pop(index, {})
-        if whole:
-            events.append(
-                ToolCallDelta(
-                    index,
-                    tuple(
-                        ToolCall(c["id"] or f"call_{index}{i}", c["name"], c["args"] or "{}")
-                        for i, c in sorted(whole.items())
-                    ),
-                )
-            )
-        events.append(Finished(index, FINISH.get(reason, FinishReason.STOP)))
-    return events
-
-
-def _logprobs(entries: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
-    def raw(entry: dict[str, Any]) -> bytes:
-        return bytes(entry.get("bytes") or []) or str(entry.get("token", "")).encode()
-
-    return tuple(
-        TokenLogprob(
-            token=str(e.get("token", "")),
-            logprob=float(e.get("logprob", 0.0)),
-            bytes=raw(e),
-            top=tuple(
-                TopLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), raw(t))
-                for t in e.get("top_logprobs") or []
-            ),
-        )
-        for e in entries
-    )
-
-
-def _usage(u: dict[str, Any]) -> Usage:
-    """OpenAI counts reasoning inside completion_tokens; xAI does not."""
-    reasoning = int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    details = u.get("prompt_tokens_details") or {}
-    return Usage(
-        prompt_tokens=int(u.get("prompt_tokens") or 0),
-        completion_tokens=max(0, int(u.get("completion_tokens") or 0) - reasoning),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-        image_tokens=int(details.get("image_tokens") or 0),
-        reasoning_tokens=reasoning,
-    )
-
-
-def _upstream_error(response: httpx.Response) -> LocalXAIError:
-    """The upstream's refusal in xAI's terms, without its internals."""
-    status = response.status_code
-    if status in (400, 422):
-        return InvalidArgument(f"The upstream engine rejected the request (HTTP {status}).")
-    if status == 429:
-        retry = response.headers.get("retry-after", "")
-        return ResourceExhausted(
-            "The service is temporarily at capacity. Please retry your request shortly.",
-            retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
-        )
-    if status in (401, 403, 404):
-        return Unavailable("The upstream engine is misconfigured for this model.")
-    return InternalError()

@@ -6,7 +6,6 @@ a user typing `<end_of_turn>` gets those characters, not a control token.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -15,7 +14,8 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from localxai.chat import Message, Role, TextPart, Tool, ToolChoice, ToolMode
-from localxai.engines import toolcalls
+from localxai.engines import openai_format, toolcalls
+from localxai.engines.openai_format import role_name
 from localxai.errors import ConfigError, InvalidArgument
 
 
@@ -61,11 +61,6 @@ def tools_as_text(conversation: Conversation) -> list[Message]:
     return out
 
 
-def _role_name(role: Role) -> str:
-    # REST clients send `developer` (OpenAI's newer name for system); templates know `system`.
-    return "system" if role is Role.DEVELOPER else role.value
-
-
 class GemmaTemplate:
     """Gemma's turn format, for any order of roles.
 
@@ -77,7 +72,7 @@ class GemmaTemplate:
         segments: list[Segment] = []
         preamble = ""
         turns = tools_as_text(conversation)
-        while turns and _role_name(turns[0].role) == "system":
+        while turns and role_name(turns[0].role) == "system":
             preamble += turns.pop(0).text + "\n\n"
         if preamble and not (turns and turns[0].role is Role.USER):
             turns.insert(0, Message(Role.USER, ()))
@@ -126,21 +121,11 @@ class JinjaTemplate:
             extra["reasoning_effort"] = conversation.reasoning_effort
             extra["enable_thinking"] = conversation.reasoning_effort != "none"
         if self._native_tools:
-            payload = [_native_message(m) for m in conversation.messages]
+            payload = [openai_format.message(m, parsed_arguments=True) for m in conversation.messages]
             if tools:
-                extra["tools"] = [
-                    {
-                        "type": "function",
-                        "function": {
-                            "name": t.name,
-                            "description": t.description,
-                            "parameters": json.loads(t.parameters),
-                        },
-                    }
-                    for t in tools
-                ]
+                extra["tools"] = [openai_format.tool_definition(t) for t in tools]
         else:
-            payload = [{"role": _role_name(m.role), "content": m.text} for m in tools_as_text(conversation)]
+            payload = [{"role": role_name(m.role), "content": m.text} for m in tools_as_text(conversation)]
         try:
             text = self._template.render(
                 messages=payload, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos, **extra
@@ -156,28 +141,6 @@ class JinjaTemplate:
         if self._bos and text.startswith(self._bos):
             text = text[len(self._bos) :]
         return [Segment(text, special=True)]
-
-
-def _native_message(m: Message) -> dict[str, object]:
-    """A message in the shape Hugging Face chat templates expect, tool calls included."""
-    out: dict[str, object] = {"role": _role_name(m.role), "content": m.text}
-    if m.role is Role.FUNCTION:
-        out["role"] = "tool"
-    if m.tool_calls:
-        out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _json_or_text(c.arguments)}}
-            for c in m.tool_calls
-        ]
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    return out
-
-
-def _json_or_text(text: str) -> object:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def template_for(metadata: Mapping[str, str], bos_token: str, eos_token: str) -> ChatTemplate:
