@@ -26,9 +26,10 @@ from localxai.chat import Event, FormatType, ImagePart, Message, ModelInfo, Text
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
+from localxai.engines.llamacpp.prompt import ImageChunk, Prompt, Unit
 from localxai.engines.llamacpp.scheduler import Job, Scheduler
 from localxai.engines.llamacpp.templates import Conversation, Segment, template_for
-from localxai.engines.llamacpp.vision import ImageChunk, Prompt, Unit, Vision
+from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ReasoningSpec
 from localxai.engines.toolcalls import forced_schema
 from localxai.errors import ContextLengthExceeded, InvalidArgument

@@ -6,6 +6,7 @@ Only the scheduler thread decodes; tokenizing touches the read-only vocabulary a
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,11 @@ def llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         log.log(severity, "llama.cpp: %s", message)
 
 
-ll.llama_log_set(llama_log, ctypes.c_void_p(0))
-ll.llama_backend_init()
+@functools.cache
+def _init_llama() -> None:
+    """llama.cpp's log goes to ours and its backends start: once, when the first model loads."""
+    ll.llama_log_set(llama_log, ctypes.c_void_p(0))
+    ll.llama_backend_init()
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class ContextShape:
 
 class LlamaModel:
     def __init__(self, path: Path, shape: ContextShape) -> None:
+        _init_llama()
         self.path = path
         self.shape = shape
         params = ll.llama_model_default_params()

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from localxai.chat import Event, FinishReason, TokenLogprob, Usage, UsageReport
 from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.model import LlamaModel
+from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.vision import ImageChunk, Key, Prompt, Unit, Vision
+from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
 from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
