@@ -247,3 +247,27 @@ class Token:
     id: int
     text: str
     bytes: bytes
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response of the Responses API as the store keeps it (see conversations.py)."""
+
+    id: str
+    created: int
+    request: ChatRequest  # as it ran: messages = the whole context (chain history + this input)
+    completion: Completion
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    stored: bool = True  # False: rendered once, never kept (`store: false`)
+
+    def context(self) -> tuple[Message, ...]:
+        """The conversation so far, the answer included: where a continuation starts."""
+        choice = self.completion.choices[0]
+        answer = Message(
+            Role.ASSISTANT,
+            (TextPart(choice.text),) if choice.text or not choice.tool_calls else (),
+            tool_calls=choice.tool_calls,
+            reasoning=choice.reasoning,
+        )
+        return (*self.request.messages, answer)

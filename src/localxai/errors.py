@@ -87,6 +87,10 @@ class ModelNotFound(NotFound):
         self.model = model
 
 
+class Gone(NotFound):
+    """Served by xAI once, not any more (HTTP 410): the client learns it at once."""
+
+
 class MethodNotAllowed(LocalXAIError):
     status = Status.UNIMPLEMENTED
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from localxai.accounting import Accounting
 from localxai.auth import Authenticator
+from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
 from localxai.engines.registry import build_engines
@@ -26,6 +27,7 @@ class Runtime:
     auth: Authenticator
     store: Store
     metrics: Metrics
+    conversations: Conversations
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
 
@@ -59,7 +61,7 @@ class Runtime:
         if open_access is None:
             open_access = not keys and not store.has_active_keys()
         auth = Authenticator(keys, store, open_access)
-        return cls(service, deferred, auth, store, metrics, max_body_bytes, shutdown)
+        return cls(service, deferred, auth, store, metrics, Conversations(store), max_body_bytes, shutdown)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -17,13 +18,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localxai import logs
 from localxai.auth import ApiKey
-from localxai.errors import InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
-from localxai.httpapi import convert
+from localxai.chat import Completion, StoredResponse, Usage
+from localxai.conversations import new_response_id
+from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
+from localxai.httpapi import convert, responses
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
 from localxai.runtime import Runtime
-from localxai.service import Shutdown
+from localxai.service import ChatStream, Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +183,53 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    @app.post("/v1/responses")
+    async def create_response(body: responses.ResponsesRequest, request: Request) -> Any:
+        require_json(request)
+        caller: ApiKey = request.state.api_key
+        request.state.model = body.model
+        history = None
+        if body.previous_response_id is not None:
+            history = await runtime.conversations.get(body.previous_response_id, caller)
+        chat = responses.chat_request(body, history)
+        response_id, created = new_response_id(), int(time.time())
+
+        async def finish(completion: Completion) -> StoredResponse:
+            stored = responses.stored_response(response_id, created, chat, completion, body)
+            if body.store:
+                await runtime.conversations.save(stored, caller)
+            return stored
+
+        if not body.stream:
+
+            async def answer() -> dict[str, Any]:
+                return responses.response_body(await finish(await service.complete(chat, caller)))
+
+            return await until_disconnect(request, answer(), runtime.shutdown)
+        stream = await service.generate(chat, caller)
+        pending = responses.stored_response(response_id, created, chat, _started(stream), body)
+        return StreamingResponse(
+            responses.response_events(stream, pending, finish, request.state.request_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/responses/{response_id}")
+    async def get_response(response_id: str, request: Request) -> dict[str, Any]:
+        return responses.response_body(await runtime.conversations.get(response_id, request.state.api_key))
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
+        await runtime.conversations.delete(response_id, request.state.api_key)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    @app.post("/v1/messages")
+    async def anthropic_messages() -> Any:
+        raise Gone(
+            "The Anthropic-compatible /v1/messages endpoint was removed from the xAI API on February 20, 2026. "
+            "Please migrate to the Responses API (/v1/responses) or gRPC."
+        )
+
     @app.get("/v1/chat/deferred-completion/{request_id}")
     async def deferred_completion(request_id: str, request: Request) -> Any:
         completion = await deferred.fetch(request_id, request.state.api_key)
@@ -254,6 +304,11 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
 async def _complete_body(service: Any, chat: Any, caller: ApiKey) -> dict[str, Any]:
     return convert.completion_body(await service.complete(chat, caller))
+
+
+def _started(stream: ChatStream) -> Completion:
+    """The identity of a generation that has not finished yet (for the streamed envelope)."""
+    return Completion(stream.id, stream.created, stream.model, stream.fingerprint, (), Usage())
 
 
 def _rfc3339(ts: int) -> str:

@@ -22,6 +22,7 @@ HTTP_STATUS: tuple[tuple[type[e.LocalXAIError], int], ...] = (
     (e.InvalidArgument, 400),
     (e.Unauthenticated, 401),
     (e.PermissionDenied, 403),
+    (e.Gone, 410),
     (e.NotFound, 404),
     (e.MethodNotAllowed, 405),
     (e.ResourceExhausted, 429),

@@ -20,7 +20,7 @@ schema_migrations = sa.Table(
 
 def _initial(conn: sa.Connection) -> None:
     # Tables in their current shape: later migrations check before changing what this already made.
-    for table in (tables.api_keys, tables.deferred, tables.rate_windows, tables.usage):
+    for table in (tables.api_keys, tables.deferred, tables.rate_windows, tables.usage):  # not later tables
         table.create(conn)
 
 
@@ -30,9 +30,15 @@ def _deferred_attempts(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE deferred ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
 
 
+def _responses(conn: sa.Connection) -> None:
+    """Stored responses (Responses API `store`, `previous_response_id`)."""
+    tables.responses.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
+    (3, "stored responses", _responses),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

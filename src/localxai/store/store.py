@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from localxai.errors import ConfigError, InternalError, Unavailable
 from localxai.store.migrations import migrate
-from localxai.store.tables import api_keys, deferred, rate_windows, usage
+from localxai.store.tables import api_keys, deferred, rate_windows, responses, usage
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +388,36 @@ class Store:
     def expire_deferred(self, not_before: float) -> int:
         with self._write() as conn:
             return conn.execute(deferred.delete().where(deferred.c.created_at < not_before)).rowcount
+
+
+    # -- stored responses ---------------------------------------------------------------------
+
+    def save_response(self, response_id: str, owner: str, body: str, created_at: float) -> None:
+        with self._write() as conn:
+            conn.execute(responses.insert().values(id=response_id, owner=owner, body=body, created_at=created_at))
+
+    def load_response(self, response_id: str, owner: str, not_before: float) -> str | None:
+        """The owner's stored response, unless it expired (then it is deleted)."""
+        query = sa.select(responses.c.body, responses.c.created_at).where(
+            responses.c.id == response_id, responses.c.owner == owner
+        )
+        with self._write() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            if row.created_at < not_before:
+                conn.execute(responses.delete().where(responses.c.id == response_id))
+                return None
+            return str(row.body)
+
+    def delete_response(self, response_id: str, owner: str) -> bool:
+        with self._write() as conn:
+            gone = conn.execute(responses.delete().where(responses.c.id == response_id, responses.c.owner == owner))
+            return gone.rowcount == 1
+
+    def expire_responses(self, not_before: float) -> int:
+        with self._write() as conn:
+            return conn.execute(responses.delete().where(responses.c.created_at < not_before)).rowcount
 
 
 def _key(row: Any) -> KeyRecord:

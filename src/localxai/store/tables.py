@@ -65,3 +65,13 @@ usage = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_usage_key_time", "key_id", "created_at"),
 )
+
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("owner", sa.String(40), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the stored response, core types as JSON (codec)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_responses_created", "created_at"),
+)

@@ -1,0 +1,517 @@
+"""xAI's Responses API (`/v1/responses`) on the chat core: input items -> ChatRequest, a completion
+-> the response object, core events -> the Responses SSE event sequence.
+
+Shapes follow captures of xAI's traffic (responses-and-messages-spec.md A.4, A.5): bare-UUID ids,
+`msg_`/`rs_`/`fc_` item ids, usage with reasoning inside `output_tokens`, `event:` + `data:` framing
+with a gap-free `sequence_number`, no `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+import anyio
+
+from localxai.chat import (
+    ChatRequest,
+    Choice,
+    Completion,
+    Detail,
+    Finished,
+    FinishReason,
+    FormatType,
+    ImagePart,
+    Message,
+    Part,
+    ReasoningDelta,
+    ResponseFormat,
+    Role,
+    Sampling,
+    StoredResponse,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolMode,
+    Usage,
+    UsageReport,
+)
+from localxai.errors import Gone, InvalidArgument, LocalXAIError, UnsupportedParameter
+from localxai.httpapi.errors import error_body
+from localxai.httpapi.schema import RequestBody
+from localxai.httpapi.sse import with_pings
+from localxai.service import ChatStream
+
+log = logging.getLogger(__name__)
+
+# xAI's server-side tools (spec A.10): not available locally, refused by name.
+SERVER_TOOLS = frozenset(
+    {
+        "web_search", "x_search", "file_search", "code_interpreter", "code_execution", "mcp", "shell",
+        "view_image", "view_x_video", "attachment_search", "collections_search", "web_search_preview",
+        "custom", "image_generation", "computer_use_preview", "local_shell",
+    }
+)  # fmt: skip
+SERVER_TOOL_ITEMS = frozenset(f"{t}_call" for t in SERVER_TOOLS)  # history items of those tools: skipped
+ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.DEVELOPER}
+
+
+class ResponsesRequest(RequestBody):
+    """POST /v1/responses (spec A.2). Items are checked by hand: their shapes are a union."""
+
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    include: list[str] | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None  # "not supported, only maintained for compatibility": ignored
+    background: bool | None = None
+    search_parameters: dict[str, Any] | None = None
+    seed: int | None = None
+
+
+# -- request ----------------------------------------------------------------------------------------
+
+
+def chat_request(body: ResponsesRequest, history: StoredResponse | None) -> ChatRequest:
+    """The chat request a Responses request amounts to; raises the client's error (before any byte)."""
+    if body.background:
+        raise UnsupportedParameter("Argument not supported: background")
+    if body.search_parameters and body.search_parameters.get("mode") != "off":
+        raise Gone("Live search is deprecated. Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview")
+    if body.instructions is not None and body.previous_response_id is not None:
+        raise InvalidArgument("instructions cannot be combined with previous_response_id: the chain keeps its own.")
+    context: list[Message] = list(history.context()) if history is not None else []
+    if body.instructions:
+        context.append(Message(Role.SYSTEM, (TextPart(body.instructions),)))
+    items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
+    context += _messages(items, context)
+    tools = tuple(_tool(i, t) for i, t in enumerate(body.tools or ()))
+    return ChatRequest(
+        model=body.model,
+        messages=tuple(context),
+        sampling=Sampling(
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            max_tokens=body.max_output_tokens,
+            seed=body.seed,
+        ),
+        stream=body.stream,
+        include_usage=True,
+        user=body.user,
+        tools=tools,
+        tool_choice=_tool_choice(body.tool_choice),
+        parallel_tool_calls=True if body.parallel_tool_calls is None else body.parallel_tool_calls,
+        response_format=_format(body.text),
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs if body.logprobs else None,
+        reasoning_effort=(body.reasoning or {}).get("effort"),
+    )
+
+
+def _messages(items: list[dict[str, Any]], context: list[Message]) -> list[Message]:
+    out: list[Message] = []
+    calls = {c.id for m in context for c in m.tool_calls}
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = ROLES.get(item.get("role", ""))
+            if role is None:
+                raise InvalidArgument(f"{where}.role must be user, assistant, system or developer.")
+            out.append(Message(role, _parts(item.get("content"), where)))
+        elif kind == "function_call":
+            call = ToolCall(_text(item, "call_id", where), _text(item, "name", where), _text(item, "arguments", where))
+            calls.add(call.id)
+            if out and out[-1].role is Role.ASSISTANT and not out[-1].text:  # parallel calls: one turn
+                out[-1] = Message(Role.ASSISTANT, (), tool_calls=(*out[-1].tool_calls, call))
+            else:
+                out.append(Message(Role.ASSISTANT, (), tool_calls=(call,)))
+        elif kind == "function_call_output":
+            call_id = _text(item, "call_id", where)
+            if call_id not in calls:
+                raise InvalidArgument(f"{where}: no function_call with call_id {call_id!r} precedes this output.")
+            output = item.get("output")
+            if isinstance(output, list):  # Codex sends parts
+                output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+            if not isinstance(output, str):
+                raise InvalidArgument(f"{where}.output must be a string.")
+            out.append(Message(Role.TOOL, (TextPart(output),), tool_call_id=call_id))
+        elif kind == "reasoning" or kind in SERVER_TOOL_ITEMS:
+            continue  # earlier thinking and server-side tool calls: context the model does not need again
+        else:
+            raise InvalidArgument(f"{where}: input items of type {kind!r} are not supported.")
+    return out
+
+
+def _parts(content: Any, where: str) -> tuple[Part, ...]:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not isinstance(content, list) or not content:
+        raise InvalidArgument(f"{where}.content must be a string or a non-empty list of parts.")
+    parts: list[Part] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append(TextPart(_text(part, "text", f"{where}.content[{j}]")))
+        elif kind == "input_image":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str):
+                raise InvalidArgument(f"{where}.content[{j}].image_url must be a URL string.")
+            try:
+                detail = Detail(part.get("detail") or "auto")
+            except ValueError:
+                raise InvalidArgument(f"{where}.content[{j}].detail must be auto, low or high.") from None
+            parts.append(ImagePart(url, detail))
+        else:
+            raise InvalidArgument(f"{where}.content[{j}]: parts of type {kind!r} are not supported.")
+    return tuple(parts)
+
+
+def _text(item: dict[str, Any], key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{where}.{key} must be a string.")
+    return value
+
+
+def _tool(index: int, tool: dict[str, Any]) -> Tool:
+    kind = tool.get("type")
+    if kind in SERVER_TOOLS or kind != "function":
+        raise InvalidArgument(
+            f"Tool type {kind!r} is not supported by this server: server-side tools (web_search, x_search, "
+            "file_search, code_interpreter, mcp, …) are not available in localxai"
+        )
+    nested = tool.get("function")
+    spec: dict[str, Any] = nested if isinstance(nested, dict) else tool  # flat, or Chat's nesting
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise InvalidArgument(f"tools[{index}].name must be a string.")
+    parameters = spec.get("parameters") or {"type": "object", "properties": {}}
+    return Tool(name=name, description=spec.get("description") or "", parameters=json.dumps(parameters))
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        try:
+            return ToolChoice(ToolMode(choice))
+        except ValueError:
+            raise InvalidArgument("tool_choice must be none, auto, required or a function.") from None
+    name = choice.get("name") or (choice.get("function") or {}).get("name")
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise InvalidArgument('tool_choice must be {"type": "function", "name": "<function name>"}.')
+    return ToolChoice(ToolMode.FUNCTION, name)
+
+
+def _format(text: dict[str, Any] | None) -> ResponseFormat:
+    fmt = (text or {}).get("format") or {"type": "text"}
+    kind = fmt.get("type")
+    if kind == "text":
+        return ResponseFormat()
+    if kind == "json_object":
+        return ResponseFormat(FormatType.JSON_OBJECT)
+    if kind == "json_schema":
+        schema = fmt.get("schema", (fmt.get("json_schema") or {}).get("schema"))
+        if not isinstance(schema, dict):
+            raise InvalidArgument("text.format json_schema needs a schema object.")
+        return ResponseFormat(FormatType.JSON_SCHEMA, json.dumps(schema))
+    raise InvalidArgument("text.format.type must be text, json_object or json_schema.")
+
+
+# -- response ---------------------------------------------------------------------------------------
+
+
+def stored_response(
+    response_id: str, created: int, request: ChatRequest, completion: Completion, body: ResponsesRequest
+) -> StoredResponse:
+    return StoredResponse(
+        id=response_id,
+        created=created,
+        request=request,
+        completion=completion,
+        instructions=body.instructions,
+        previous_response_id=body.previous_response_id,
+        stored=body.store,
+    )
+
+
+def response_body(stored: StoredResponse) -> dict[str, Any]:
+    """The response object, as GET /v1/responses/{id} and a non-streamed POST answer it."""
+    [choice] = stored.completion.choices
+    status, incomplete = _status(choice)
+    return _envelope(stored, status, int(time.time()), _output(stored.id, choice), stored.completion.usage, incomplete)
+
+
+def _status(choice: Choice) -> tuple[str, dict[str, str] | None]:
+    if choice.finish_reason is FinishReason.LENGTH:
+        return "incomplete", {"reason": "max_output_tokens"}
+    if choice.finish_reason is FinishReason.TIME_LIMIT:
+        return "incomplete", {"reason": "max_time_limit"}
+    return "completed", None
+
+
+def _envelope(
+    stored: StoredResponse,
+    status: str,
+    completed_at: int | None,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    incomplete: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    request = stored.request
+    fmt = request.response_format
+    text_format: dict[str, Any] = {"type": fmt.type.value}
+    if fmt.type is FormatType.JSON_SCHEMA and fmt.schema is not None:
+        text_format.update(name="response", schema=json.loads(fmt.schema), strict=True)
+    choice = request.tool_choice
+    return {
+        "created_at": stored.created,
+        "completed_at": completed_at,
+        "id": stored.id,
+        "max_output_tokens": request.sampling.max_tokens,
+        "model": stored.completion.model,
+        "object": "response",
+        "output": output,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "previous_response_id": stored.previous_response_id,
+        "reasoning": {"effort": request.reasoning_effort, "summary": "detailed" if request.reasoning_effort else None},
+        "temperature": request.sampling.temperature,
+        "text": {"format": text_format},
+        "tool_choice": (
+            {"type": "function", "name": choice.function}
+            if choice is not None and choice.mode is ToolMode.FUNCTION
+            else (choice.mode.value if choice is not None else "auto")
+        ),
+        "tools": [
+            {"type": "function", "name": t.name, "description": t.description, "parameters": json.loads(t.parameters)}
+            for t in request.tools
+        ],
+        "top_p": request.sampling.top_p,
+        "usage": None if usage is None else usage_body(usage),
+        "user": request.user,
+        "incomplete_details": incomplete,
+        "status": status,
+        "store": stored.stored,
+        "metadata": {"system_fingerprint": stored.completion.fingerprint},
+        "background": False,
+        "service_tier": "default",
+        "truncation": "disabled",
+        "top_logprobs": request.top_logprobs or 0,
+        "error": None,
+        "instructions": stored.instructions,
+    }
+
+
+def usage_body(u: Usage) -> dict[str, Any]:
+    """Responses count reasoning inside output_tokens (Chat does not): the same record, another view."""
+    output = u.completion_tokens + u.reasoning_tokens
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.prompt_tokens + output,
+        "num_sources_used": 0,
+        "num_server_side_tools_used": 0,
+    }
+
+
+def _output(response_id: str, choice: Choice) -> list[dict[str, Any]]:
+    items = []
+    if choice.reasoning:
+        items.append(_reasoning_item(response_id, choice.reasoning, "completed"))
+    if choice.text or not choice.tool_calls:
+        items.append(_message_item(response_id, choice.text, "completed"))
+    items += [_call_item(call, "completed") for call in choice.tool_calls]
+    return items
+
+
+def _reasoning_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
+    summary = [{"text": text, "type": "summary_text"}] if text is not None else []
+    return {"id": f"rs_{response_id}", "summary": summary, "type": "reasoning", "status": status}
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "logprobs": [], "annotations": []}
+
+
+def _message_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
+    content = [_text_part(text)] if text is not None else []
+    return {"content": content, "id": f"msg_{response_id}", "role": "assistant", "type": "message", "status": status}
+
+
+def _call_item(call: ToolCall, status: str, arguments: str | None = None) -> dict[str, Any]:
+    return {
+        "id": f"fc_{uuid.uuid5(uuid.NAMESPACE_OID, call.id)}",
+        "type": "function_call",
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": call.arguments if arguments is None else arguments,
+        "status": status,
+    }
+
+
+# -- streaming --------------------------------------------------------------------------------------
+
+ItemKind = Literal["reasoning", "message"]
+
+
+class _Events:
+    """Numbers events gap-free from 0 and frames them (`event:` + `data:`)."""
+
+    def __init__(self) -> None:
+        self.sequence = 0
+
+    def __call__(self, kind: str, **fields: Any) -> bytes:
+        payload = {"sequence_number": self.sequence, "type": kind, **fields}
+        self.sequence += 1
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+async def response_events(
+    stream: ChatStream,
+    stored: StoredResponse,
+    finish: Callable[[Completion], Awaitable[Any]],
+    request_id: str,
+    ping_interval: float = 10.0,
+) -> AsyncIterator[bytes]:
+    """The full Responses event sequence for one generation; `finish(completion)` stores the result
+    (called before the last event, so a client that continues at once finds it)."""
+    event = _Events()
+    rid = stored.id
+    yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
+    yield event("response.in_progress", response=_envelope(stored, "in_progress", None, [], None))
+    output: list[dict[str, Any]] = []
+    open_kind: ItemKind | None = None
+    texts = {"reasoning": "", "message": ""}
+    calls: list[ToolCall] = []
+    reason = FinishReason.STOP
+    usage = Usage()
+
+    def close() -> list[bytes]:
+        nonlocal open_kind
+        if open_kind is None:
+            return []
+        index, text, kind = len(output), texts[open_kind], open_kind
+        open_kind = None
+        if kind == "reasoning":
+            part = {"text": text, "type": "summary_text"}
+            item = _reasoning_item(rid, text, "completed")
+            frames = [
+                event("response.reasoning_summary_text.done", item_id=f"rs_{rid}", output_index=index,
+                      summary_index=0, text=text),
+                event("response.reasoning_summary_part.done", item_id=f"rs_{rid}", output_index=index,
+                      part=part, summary_index=0),
+            ]  # fmt: skip
+        else:
+            item = _message_item(rid, text, "completed")
+            frames = [
+                event("response.output_text.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
+                      text=text, logprobs=[]),
+                event("response.content_part.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
+                      part=_text_part(text)),
+            ]  # fmt: skip
+        output.append(item)
+        return [*frames, event("response.output_item.done", item=item, output_index=index)]
+
+    def open_item(kind: ItemKind) -> list[bytes]:
+        nonlocal open_kind
+        frames = close() if open_kind != kind else []
+        if open_kind == kind:
+            return frames
+        open_kind = kind
+        index = len(output)
+        if kind == "reasoning":
+            return [
+                *frames,
+                event("response.output_item.added", item=_reasoning_item(rid, None, "in_progress"), output_index=index),
+                event("response.reasoning_summary_part.added", item_id=f"rs_{rid}", output_index=index,
+                      part={"text": "", "type": "summary_text"}, summary_index=0),
+            ]  # fmt: skip
+        return [
+            *frames,
+            event("response.output_item.added", item=_message_item(rid, None, "in_progress"), output_index=index),
+            event("response.content_part.added", content_index=0, item_id=f"msg_{rid}", output_index=index,
+                  part=_text_part("")),
+        ]  # fmt: skip
+
+    try:
+        async for item in with_pings(stream.events, ping_interval):
+            if item is None:
+                yield b": keep-alive\n\n"
+            elif isinstance(item, ReasoningDelta):
+                for frame in open_item("reasoning"):
+                    yield frame
+                texts["reasoning"] += item.text
+                yield event("response.reasoning_summary_text.delta", delta=item.text, item_id=f"rs_{rid}",
+                            output_index=len(output), summary_index=0)  # fmt: skip
+            elif isinstance(item, TextDelta):
+                if not item.text:
+                    continue
+                for frame in open_item("message"):
+                    yield frame
+                texts["message"] += item.text
+                yield event("response.output_text.delta", content_index=0, delta=item.text, item_id=f"msg_{rid}",
+                            output_index=len(output), logprobs=[])  # fmt: skip
+            elif isinstance(item, ToolCallDelta):
+                for frame in close():
+                    yield frame
+                for call in item.calls:  # whole calls: one delta each, as xAI sends them
+                    calls.append(call)
+                    index = len(output)
+                    done = _call_item(call, "completed")
+                    yield event("response.output_item.added", item=_call_item(call, "in_progress", ""),
+                                output_index=index)  # fmt: skip
+                    yield event("response.function_call_arguments.delta", item_id=done["id"], output_index=index,
+                                delta=call.arguments)  # fmt: skip
+                    yield event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
+                                arguments=call.arguments)  # fmt: skip
+                    output.append(done)
+                    yield event("response.output_item.done", item=done, output_index=index)
+            elif isinstance(item, UsageReport):
+                usage = item.usage
+            elif isinstance(item, Finished):
+                reason = item.reason
+        if not calls and open_kind != "message" and not any(o["type"] == "message" for o in output):
+            for frame in open_item("message"):  # an empty answer is still a message item
+                yield frame
+        for frame in close():
+            yield frame
+        choice = Choice(0, texts["message"], reason, texts["reasoning"] or None, tuple(calls))
+        completion = Completion(stream.id, stream.created, stream.model, stream.fingerprint, (choice,), usage)
+        await finish(completion)
+        status, incomplete = _status(choice)
+        final = _envelope(stored, status, int(time.time()), output, usage, incomplete)
+        yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
+    except LocalXAIError as exc:  # after the first byte: one error event (xAI's shape), then the end
+        yield event("error", code=None, message=error_body(exc)["error"], param=None)
+    except Exception:
+        log.exception("response stream failed after the first byte (response %s)", rid)
+        yield event("error", code=None, message=error_body(None, request_id)["error"], param=None)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stream.events.aclose()

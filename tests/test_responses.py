@@ -1,0 +1,226 @@
+"""The Responses API (/v1/responses) on the fake engine: shapes, the event stream, stored responses,
+continuation, and every refusal in xAI's format."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from localxai.engines.fake import FakeEngine
+
+from conftest import API_KEY, app_client, fake_app
+
+INVALID = "Client specified an invalid argument"
+OTHER_KEY = "xai-another-key-0000"
+WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+
+
+@pytest.fixture
+async def api() -> Any:
+    async with app_client(fake_app(FakeEngine(reply="hello there"), keys=(API_KEY, OTHER_KEY))) as c:
+        yield c
+
+
+def events(text: str) -> list[dict[str, Any]]:
+    """Strict `event:` + `data:` framing; keep-alive comments skipped; no [DONE]."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        if block.startswith(":"):
+            continue
+        kind, data = block.split("\n")
+        assert kind.startswith("event: ") and data.startswith("data: "), block
+        payload = json.loads(data[len("data: ") :])
+        assert payload["type"] == kind[len("event: ") :]
+        out.append(payload)
+    return out
+
+
+async def test_plain_response_shape(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/responses", json={"model": "fake-model", "input": "hi there", "max_output_tokens": 50})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    rid = body["id"]
+    assert str(uuid.UUID(rid)) == rid and body["object"] == "response" and body["status"] == "completed"
+    [message] = body["output"]
+    assert message == {
+        "content": [{"type": "output_text", "text": "hello there", "logprobs": [], "annotations": []}],
+        "id": f"msg_{rid}",
+        "role": "assistant",
+        "type": "message",
+        "status": "completed",
+    }
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["output_tokens_details"] == {"reasoning_tokens": 0} and usage["num_server_side_tools_used"] == 0
+    assert body["max_output_tokens"] == 50 and body["store"] is True and body["tool_choice"] == "auto"
+    assert body["text"] == {"format": {"type": "text"}} and body["previous_response_id"] is None
+
+
+async def test_stream_event_sequence(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/responses", json={"model": "fake-model", "input": "hi", "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert "[DONE]" not in r.text
+    stream = events(r.text)
+    assert [e["sequence_number"] for e in stream] == list(range(len(stream)))
+    kinds = [e["type"] for e in stream]
+    deltas = kinds.count("response.output_text.delta")
+    assert deltas >= 2
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * deltas,
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert stream[0]["response"]["status"] == "in_progress" and stream[0]["response"]["usage"] is None
+    final = stream[-1]["response"]
+    assert "".join(e["delta"] for e in stream if e["type"] == "response.output_text.delta") == "hello there"
+    assert final["output"][0]["content"][0]["text"] == "hello there" and final["usage"]["output_tokens"] > 0
+    stored = await api.get(f"/v1/responses/{final['id']}")
+    assert stored.json()["output"] == final["output"]
+
+
+async def test_stored_responses_get_delete_and_ownership(api: httpx.AsyncClient) -> None:
+    created = (await api.post("/v1/responses", json={"model": "fake-model", "input": "hi"})).json()
+    url = f"/v1/responses/{created['id']}"
+    fetched = await api.get(url)
+    assert fetched.status_code == 200
+    assert {k: v for k, v in fetched.json().items() if k != "completed_at"} == {
+        k: v for k, v in created.items() if k != "completed_at"
+    }
+    assert (await api.get(url, headers={"Authorization": f"Bearer {OTHER_KEY}"})).status_code == 404
+    assert (await api.delete(url, headers={"Authorization": f"Bearer {OTHER_KEY}"})).status_code == 404
+    deleted = await api.delete(url)
+    assert deleted.json() == {"id": created["id"], "object": "response", "deleted": True}
+    gone = await api.get(url)
+    assert gone.status_code == 404
+    assert gone.json() == {
+        "code": "Some requested entity was not found",
+        "error": "No responses could be found with the given response_id",
+    }
+    unstored = (await api.post("/v1/responses", json={"model": "fake-model", "input": "hi", "store": False})).json()
+    assert unstored["store"] is False
+    assert (await api.get(f"/v1/responses/{unstored['id']}")).status_code == 404
+
+
+async def test_previous_response_id_continues_the_conversation(api: httpx.AsyncClient) -> None:
+    first = (await api.post("/v1/responses", json={"model": "fake-model", "input": "one two three"})).json()
+    second = await api.post(
+        "/v1/responses", json={"model": "fake-model", "input": "four", "previous_response_id": first["id"]}
+    )
+    assert second.status_code == 200
+    body = second.json()
+    assert body["previous_response_id"] == first["id"]
+    # The context is the first turn, its answer, then the new input: more input tokens than the first.
+    assert body["usage"]["input_tokens"] > first["usage"]["input_tokens"] + 2
+    with_instructions = await api.post(
+        "/v1/responses",
+        json={"model": "fake-model", "input": "x", "previous_response_id": first["id"], "instructions": "Be brief."},
+    )
+    assert with_instructions.status_code == 400 and with_instructions.json()["code"] == INVALID
+    for unknown in (str(uuid.uuid4()), "not-an-id", "nul%00"):
+        r = await api.post("/v1/responses", json={"model": "fake-model", "input": "x", "previous_response_id": unknown})
+        assert r.status_code == 404, unknown
+
+
+async def test_output_cap_makes_the_response_incomplete(api: httpx.AsyncClient) -> None:
+    body = (await api.post("/v1/responses", json={"model": "fake-model", "input": "hi", "max_output_tokens": 1})).json()
+    assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
+    r = await api.post(
+        "/v1/responses", json={"model": "fake-model", "input": "hi", "max_output_tokens": 1, "stream": True}
+    )
+    assert events(r.text)[-1]["type"] == "response.incomplete"
+
+
+async def test_function_call_round_trip() -> None:
+    reply = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}'
+    async with app_client(fake_app(FakeEngine(reply=reply))) as api:
+        r = await api.post("/v1/responses", json={"model": "fake-model", "input": "weather?", "tools": [WEATHER]})
+        body = r.json()
+        [call] = body["output"]
+        assert call["type"] == "function_call" and call["name"] == "get_weather" and call["status"] == "completed"
+        assert json.loads(call["arguments"]) == {"city": "Paris"} and call["id"].startswith("fc_")
+        streamed = events(
+            (
+                await api.post(
+                    "/v1/responses", json={"model": "fake-model", "input": "w?", "tools": [WEATHER], "stream": True}
+                )
+            ).text
+        )
+        kinds = [e["type"] for e in streamed]
+        assert kinds[2:] == [
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+        assert streamed[3]["delta"] == streamed[4]["arguments"] == streamed[5]["item"]["arguments"]
+        # Continue statefully with the tool's output, then statelessly by resending the call.
+        output = {"type": "function_call_output", "call_id": call["call_id"], "output": '{"temp_c": 18}'}
+        r = await api.post(
+            "/v1/responses",
+            json={"model": "fake-model", "input": [output], "previous_response_id": body["id"], "tools": [WEATHER]},
+        )
+        assert r.status_code == 200, r.text
+        stateless = [
+            {"role": "user", "content": "weather?"},
+            {k: call[k] for k in ("type", "call_id", "name", "arguments")},
+            output,
+        ]
+        assert (await api.post("/v1/responses", json={"model": "fake-model", "input": stateless})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "needle"),
+    [
+        ({"background": True}, 400, "background"),
+        ({"tools": [{"type": "web_search"}]}, 400, "Tool type 'web_search' is not supported"),
+        ({"tools": [{"type": "mcp", "server_url": "x"}]}, 400, "Tool type 'mcp'"),
+        ({"input": [{"type": "function_call_output", "call_id": "call_1", "output": "x"}]}, 400, "call_1"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, 400, "input_file"),
+        ({"input": [{"type": "shell_call_output"}]}, 400, "shell_call_output"),
+        ({"input": [{"role": "robot", "content": "x"}]}, 400, "role"),
+        ({"search_parameters": {"mode": "auto"}}, 410, "Live search is deprecated"),
+        ({"model": "nope"}, 404, "fake-model"),
+        ({"temperature": 9}, 400, "temperature"),
+        ({"tool_choice": {"type": "function", "name": "missing"}, "tools": [WEATHER]}, 400, "missing"),
+        (
+            {"text": {"format": {"type": "json_schema", "schema": {"type": "string", "maxLength": 10**6}}}},
+            400,
+            "maxLength",
+        ),
+        ({"input": 5}, 422, "input"),
+    ],
+)
+async def test_refusals(api: httpx.AsyncClient, extra: dict[str, Any], status: int, needle: str) -> None:
+    for stream in (False, True):  # refused before the first byte, streamed or not
+        r = await api.post("/v1/responses", json={"model": "fake-model", "input": "hi", "stream": stream, **extra})
+        assert r.status_code == status, r.text
+        assert set(r.json()) == {"code", "error"} and needle in r.json()["error"]
+
+
+async def test_reasoning_items_and_server_tool_history_are_accepted(api: httpx.AsyncClient) -> None:
+    history = [
+        {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+        {"type": "reasoning", "id": "rs_x", "encrypted_content": "foreign-blob"},  # no summary (Codex)
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "hello"}]},
+        {"role": "developer", "content": "Be brief."},
+        {"type": "message", "role": "user", "content": "again"},
+    ]
+    assert (await api.post("/v1/responses", json={"model": "fake-model", "input": history})).status_code == 200
+
+
+async def test_anthropic_messages_is_gone_as_at_xai(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/messages", json={"model": "fake-model", "max_tokens": 5, "messages": []})
+    assert r.status_code == 410
+    assert "removed from the xAI API on February 20, 2026" in r.json()["error"]
