@@ -1,0 +1,89 @@
+"""The Responses API with the official OpenAI Python client against a real server and the real model."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from conftest import API_KEY, Server
+
+MODEL = "gemma-3-270m"
+
+
+@pytest.fixture(scope="module")
+def client(real_server: Server) -> openai.OpenAI:
+    return openai.OpenAI(api_key=API_KEY, base_url=real_server.v1, max_retries=0, timeout=120)
+
+
+def test_create_retrieve_delete(client: openai.OpenAI) -> None:
+    response = client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=8, temperature=0)
+    assert response.status in ("completed", "incomplete") and response.output_text
+    assert response.usage is not None and response.usage.input_tokens > 0
+    again = client.responses.retrieve(response.id)
+    assert again.output_text == response.output_text
+    client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+
+
+def test_stream_helper_and_event_order(client: openai.OpenAI) -> None:
+    kinds = []
+    # A grammar makes the answer end by itself (a base model may ramble past any cap: then `incomplete`).
+    short = {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "string", "enum": ["yes", "no"]}}}
+    with client.responses.stream(model=MODEL, input="Is Paris in France?", text=short) as stream:
+        for event in stream:
+            kinds.append(event.type)
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds and json.loads(final.output_text) in ("yes", "no")
+
+
+def test_three_turns_with_previous_response_id_reuse_the_cache(client: openai.OpenAI) -> None:
+    system = "You are a helpful assistant for a travel agency. " * 20
+    first = client.responses.create(model=MODEL, instructions=system, input="Hello.", max_output_tokens=8)
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, input="Paris?", max_output_tokens=8)
+    third = client.responses.create(model=MODEL, previous_response_id=second.id, input="Rome?", max_output_tokens=8)
+    assert second.usage is not None and third.usage is not None and first.usage is not None
+    assert third.usage.input_tokens > second.usage.input_tokens > first.usage.input_tokens
+    # The continued prompt starts with what the engine saw last time: the prefix cache holds it.
+    assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 1
+    assert third.usage.input_tokens_details.cached_tokens >= second.usage.input_tokens - 1
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
+    response = client.responses.parse(
+        model=MODEL, input="A city in France, as JSON.", text_format=City, max_output_tokens=60
+    )
+    assert isinstance(response.output_parsed, City)
+
+
+def test_function_tool_round_trip(client: openai.OpenAI) -> None:
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
+    first = client.responses.create(
+        model=MODEL, input="Weather in Paris?", tools=tools, tool_choice="required", parallel_tool_calls=False
+    )
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and "city" in json.loads(call.arguments)
+    answer = client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 18}'}],
+        max_output_tokens=16,
+    )
+    assert answer.status in ("completed", "incomplete") and answer.output
