@@ -224,3 +224,21 @@ async def test_anthropic_messages_is_gone_as_at_xai(api: httpx.AsyncClient) -> N
     r = await api.post("/v1/messages", json={"model": "fake-model", "max_tokens": 5, "messages": []})
     assert r.status_code == 410
     assert "removed from the xAI API on February 20, 2026" in r.json()["error"]
+
+
+async def test_server_tools_can_be_dropped_by_the_operator(tmp_path: Any) -> None:
+    from localxai.httpapi.app import create_app
+    from localxai.runtime import Runtime
+    from localxai.store.store import Store, sqlite_url
+
+    runtime = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path)), drop_server_tools=True)
+    async with app_client(create_app(runtime)) as api:
+        body = {"model": "fake-model", "input": "hi", "tools": [{"type": "web_search"}, WEATHER]}
+        r = await api.post("/v1/responses", json=body)
+        assert r.status_code == 200
+        assert [t["name"] for t in r.json()["tools"]] == ["get_weather"]
+
+
+async def test_compaction_is_declined_clearly(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/responses/compact", json={"model": "fake-model", "input": "hi"})
+    assert r.status_code == 400 and "previous_response_id" in r.json()["error"]

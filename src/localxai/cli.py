@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default 64; larger: 413)")
     serve.add_argument(
+        "--server-tools",
+        choices=["refuse", "drop"],
+        help="xAI's server-side tools (web_search, x_search, ...) in a Responses request: refuse with a 400 "
+        "(default) or drop them, for clients that always send them",
+    )
+    serve.add_argument(
         "--shutdown-grace-s", type=float, help="on SIGTERM, how long running requests may finish (default 30)"
     )
 

@@ -30,6 +30,7 @@ class Runtime:
     conversations: Conversations
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
+    drop_server_tools: bool = False  # Responses requests naming xAI's server-side tools: drop them, not 400
 
     @classmethod
     def build(
@@ -44,6 +45,7 @@ class Runtime:
         max_body_bytes: int = 64 * 1024 * 1024,
         fetch_policy: FetchPolicy | None = None,
         open_access: bool | None = None,
+        drop_server_tools: bool = False,
     ) -> Runtime:
         """`open_access` None: decided now, from whether any key is configured or stored."""
         metrics = Metrics(engines)
@@ -61,7 +63,8 @@ class Runtime:
         if open_access is None:
             open_access = not keys and not store.has_active_keys()
         auth = Authenticator(keys, store, open_access)
-        return cls(service, deferred, auth, store, metrics, Conversations(store), max_body_bytes, shutdown)
+        conversations = Conversations(store)
+        return cls(service, deferred, auth, store, metrics, conversations, max_body_bytes, shutdown, drop_server_tools)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -96,6 +99,7 @@ class Runtime:
             max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
             fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
             open_access=open_access,
+            drop_server_tools=settings.server_tools == "drop",
         )
 
     async def start(self) -> None:

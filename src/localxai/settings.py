@@ -63,6 +63,7 @@ class Settings:
     log_level: str = "info"
     database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
     deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
+    server_tools: str = "refuse"  # xAI's server-side tools in a request: "refuse" (400) or "drop" (ignored)
     models: ModelsConfig = field(default_factory=ModelsConfig)  # what to serve: from --config or the flags
 
     def check(self) -> Settings:
@@ -89,6 +90,8 @@ class Settings:
             raise ConfigError(f"--max-body-mb (LOCALXAI_MAX_BODY_MB) must be more than 0, got {self.max_body_mb}")
         if self.model_id is not None and not MODEL_ID.fullmatch(self.model_id):
             raise ConfigError(f"--model-id must be 1-128 letters, digits or ._:/- characters, got {self.model_id!r}")
+        if self.server_tools not in ("refuse", "drop"):
+            raise ConfigError("--server-tools (LOCALXAI_SERVER_TOOLS) must be refuse or drop")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level (LOCALXAI_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
         if self.config is not None and self.model is not None:
@@ -156,6 +159,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "log_level": str,
         "database_url": str,
         "deferred_lease_s": float,
+        "server_tools": str,
     }
     for name, convert in simple.items():
         raw = env.get(f"LOCALXAI_{name.upper()}")

@@ -20,7 +20,7 @@ from localxai import logs
 from localxai.auth import ApiKey
 from localxai.chat import Completion, StoredResponse, Usage
 from localxai.conversations import new_response_id
-from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
+from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable, UnsupportedParameter
 from localxai.httpapi import convert, responses
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
@@ -191,7 +191,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         history = None
         if body.previous_response_id is not None:
             history = await runtime.conversations.get(body.previous_response_id, caller)
-        chat = responses.chat_request(body, history)
+        chat = responses.chat_request(body, history, runtime.drop_server_tools)
         response_id, created = new_response_id(), int(time.time())
 
         async def finish(completion: Completion) -> StoredResponse:
@@ -222,6 +222,13 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
         await runtime.conversations.delete(response_id, request.state.api_key)
         return {"id": response_id, "object": "response", "deleted": True}
+
+    @app.post("/v1/responses/compact")
+    async def compact_response() -> Any:
+        raise UnsupportedParameter(
+            "Context compaction (/v1/responses/compact) is not available in localxai yet; continue the "
+            "conversation with previous_response_id, which reuses the cached prefix instead."
+        )
 
     @app.post("/v1/messages")
     async def anthropic_messages() -> Any:

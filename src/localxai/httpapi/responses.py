@@ -93,12 +93,16 @@ class ResponsesRequest(RequestBody):
 # -- request ----------------------------------------------------------------------------------------
 
 
-def chat_request(body: ResponsesRequest, history: StoredResponse | None) -> ChatRequest:
+def chat_request(
+    body: ResponsesRequest, history: StoredResponse | None, drop_server_tools: bool = False
+) -> ChatRequest:
     """The chat request a Responses request amounts to; raises the client's error (before any byte)."""
     if body.background:
         raise UnsupportedParameter("Argument not supported: background")
     if body.search_parameters and body.search_parameters.get("mode") != "off":
-        raise Gone("Live search is deprecated. Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview")
+        raise Gone(
+            "Live search is deprecated. Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview"
+        )
     if body.instructions is not None and body.previous_response_id is not None:
         raise InvalidArgument("instructions cannot be combined with previous_response_id: the chain keeps its own.")
     context: list[Message] = list(history.context()) if history is not None else []
@@ -106,7 +110,13 @@ def chat_request(body: ResponsesRequest, history: StoredResponse | None) -> Chat
         context.append(Message(Role.SYSTEM, (TextPart(body.instructions),)))
     items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
     context += _messages(items, context)
-    tools = tuple(_tool(i, t) for i, t in enumerate(body.tools or ()))
+    listed = body.tools or []
+    if drop_server_tools:
+        dropped = [t.get("type") for t in listed if t.get("type") in SERVER_TOOLS]
+        if dropped:
+            log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(map(str, dropped)))
+        listed = [t for t in listed if t.get("type") not in SERVER_TOOLS]
+    tools = tuple(_tool(i, t) for i, t in enumerate(listed))
     return ChatRequest(
         model=body.model,
         messages=tuple(context),
