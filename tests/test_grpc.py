@@ -12,7 +12,7 @@ from xai_sdk import AsyncClient, Client
 from xai_sdk.chat import image, system, user
 from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, deferred_pb2
 
-from conftest import API_KEY, Server
+from conftest import API_KEY, AUTH, Server
 
 MODEL = "gemma-3-270m"
 
@@ -230,3 +230,37 @@ def test_crash_inputs_are_clean_errors(real_server: Server, client: Client) -> N
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "sql" not in (info.value.details() or "").lower()
     assert real_server.process.poll() is None
+
+
+def test_stored_completions_continue_get_and_delete(real_server: Server, client: Client) -> None:
+    """store_messages / previous_response_id / get / delete over gRPC, sharing ids with REST's
+    /v1/responses (one store): a gRPC-stored turn continues over REST and back."""
+    import httpx
+    import openai
+
+    chat = client.chat.create(model=MODEL, max_tokens=6, store_messages=True)
+    chat.append(system("You are a travel assistant. " * 10))
+    chat.append(user("Name a city."))
+    first = chat.sample()
+    [stored] = client.chat.get_stored_completion(first.id)
+    assert stored.content == first.content
+    follow = client.chat.create(model=MODEL, max_tokens=6, previous_response_id=first.id, store_messages=True)
+    follow.append(user("And another?"))
+    second = follow.sample()
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens
+    assert second.usage.cached_prompt_text_tokens >= first.usage.prompt_tokens - 1  # the stored prefix reused
+    streamed = client.chat.create(model=MODEL, max_tokens=6, previous_response_id=second.id, store_messages=True)
+    streamed.append(user("A third?"))
+    for last, _ in streamed.stream():  # noqa: B007 - the last response is the whole answer
+        pass
+    assert client.chat.get_stored_completion(last.id)[0].content == last.content
+    rest = openai.OpenAI(api_key=API_KEY, base_url=real_server.v1, max_retries=0)
+    over_rest = rest.responses.create(model=MODEL, previous_response_id=last.id, input="A fourth?", max_output_tokens=6)
+    assert client.chat.get_stored_completion(over_rest.id)[0].content == over_rest.output_text
+    assert client.chat.delete_stored_completion(first.id) == first.id
+    with pytest.raises(grpc.RpcError) as gone:
+        client.chat.get_stored_completion(first.id)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    # The continuation kept its own resolved context: deleting an ancestor loses nothing.
+    assert client.chat.get_stored_completion(second.id)[0].content == second.content
+    assert httpx.get(f"{real_server.v1}/responses/{second.id}", headers=AUTH).status_code == 200

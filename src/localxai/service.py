@@ -333,49 +333,62 @@ class ChatService:
         _validate_reasoning(request, info)
 
 
+class Collector:
+    """Builds one Completion from a stream's events, as they pass (non-streaming answers, and
+    streams that are also stored)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._texts: dict[int, list[str]] = {i: [] for i in range(n)}
+        self._thoughts: dict[int, list[str]] = {i: [] for i in range(n)}
+        self._calls: dict[int, list[ToolCall]] = {i: [] for i in range(n)}
+        self._logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(n)}
+        self._reasons: dict[int, FinishReason] = {}
+        self._usage: Usage | None = None
+        self._wants_logprobs = False
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self._texts[event.index].append(event.text)
+            self._logprobs[event.index].extend(event.logprobs)
+            self._wants_logprobs = self._wants_logprobs or bool(event.logprobs)
+        elif isinstance(event, ReasoningDelta):
+            self._thoughts[event.index].append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self._calls[event.index].extend(event.calls)
+        elif isinstance(event, Finished):
+            self._reasons[event.index] = event.reason
+        elif isinstance(event, UsageReport):
+            self._usage = event.usage
+
+    @property
+    def finished(self) -> bool:
+        """Every choice ended and the usage is known (not so for a stream ended by shutdown)."""
+        return self._usage is not None and len(self._reasons) == self.n
+
+    def completion(self, stream: ChatStream) -> Completion:
+        if not self.finished or self._usage is None:
+            raise InternalError("engine ended without finishing every choice")
+        choices = tuple(
+            Choice(
+                index=i,
+                text="".join(self._texts[i]),
+                finish_reason=self._reasons[i],
+                reasoning="".join(self._thoughts[i]) or None,
+                tool_calls=tuple(self._calls[i]),
+                logprobs=tuple(self._logprobs[i]) if self._wants_logprobs else None,
+            )
+            for i in range(self.n)
+        )
+        return Completion(stream.id, stream.created, stream.model, stream.fingerprint, choices, self._usage)
+
+
 async def collect(stream: ChatStream, n: int) -> Completion:
     """Gather a stream's events into one Completion."""
-    texts: dict[int, list[str]] = {i: [] for i in range(n)}
-    thoughts: dict[int, list[str]] = {i: [] for i in range(n)}
-    calls: dict[int, list[ToolCall]] = {i: [] for i in range(n)}
-    logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(n)}
-    reasons: dict[int, FinishReason] = {}
-    usage: Usage | None = None
-    wants_logprobs = False
+    collector = Collector(n)
     async for event in stream.events:
-        if isinstance(event, TextDelta):
-            texts[event.index].append(event.text)
-            logprobs[event.index].extend(event.logprobs)
-            wants_logprobs = wants_logprobs or bool(event.logprobs)
-        elif isinstance(event, ReasoningDelta):
-            thoughts[event.index].append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            calls[event.index].extend(event.calls)
-        elif isinstance(event, Finished):
-            reasons[event.index] = event.reason
-        elif isinstance(event, UsageReport):
-            usage = event.usage
-    if usage is None or len(reasons) != n:
-        raise InternalError("engine ended without finishing every choice")
-    choices = tuple(
-        Choice(
-            index=i,
-            text="".join(texts[i]),
-            finish_reason=reasons[i],
-            reasoning="".join(thoughts[i]) or None,
-            tool_calls=tuple(calls[i]),
-            logprobs=tuple(logprobs[i]) if wants_logprobs else None,
-        )
-        for i in range(n)
-    )
-    return Completion(
-        id=stream.id,
-        created=stream.created,
-        model=stream.model,
-        fingerprint=stream.fingerprint,
-        choices=choices,
-        usage=usage,
-    )
+        collector.add(event)
+    return collector.completion(stream)
 
 
 def _check_range(name: str, value: float | None, low: float, high: float) -> None:

@@ -175,8 +175,6 @@ def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
     checks = {
         "search_parameters": req.HasField("search_parameters")
         and req.search_parameters.mode != chat_pb2.OFF_SEARCH_MODE,
-        "previous_response_id": req.HasField("previous_response_id"),
-        "store_messages": req.store_messages,
         "use_encrypted_content": req.use_encrypted_content,
         "max_turns": req.HasField("max_turns"),
         "include": len(req.include) > 0,

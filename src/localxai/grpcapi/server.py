@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -26,10 +27,12 @@ from xai_sdk.proto.v5 import (
 
 from localxai import errors as e
 from localxai.auth import ApiKey
+from localxai.chat import ChatRequest, Completion, StoredResponse
 from localxai.grpcapi import convert
 from localxai.grpcapi.calls import lenient_bodies, streaming, unary
 from localxai.listen import grpc_addresses
 from localxai.runtime import Runtime
+from localxai.service import Collector
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +52,58 @@ class _Base:
 class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     @unary
     async def GetCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey) -> Any:
-        completion = await self.runtime.service.complete(convert.chat_request(request), caller, api="grpc")
+        chat = await self._continued(request, caller, stream=False)
+        completion = await self.runtime.service.complete(chat, caller, api="grpc")
+        await self._store(request, chat, completion, caller)
         return convert.completion(completion)
 
     @streaming
     async def GetCompletionChunk(
         self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey
     ) -> AsyncIterator[chat_pb2.GetChatCompletionChunk]:
-        stream = await self.runtime.service.generate(convert.chat_request(request, stream=True), caller, api="grpc")
+        chat = await self._continued(request, caller, stream=True)
+        stream = await self.runtime.service.generate(chat, caller, api="grpc")
+        collector = Collector(chat.n) if request.store_messages else None
         try:
             async for event in stream.events:
+                if collector is not None:
+                    collector.add(event)
                 yield convert.chunk(stream, event)
         finally:
             await stream.events.aclose()  # client cancelled or done: stop the generation
+        if collector is not None and collector.finished:
+            await self._store(request, chat, collector.completion(stream), caller)
+
+    async def _continued(self, request: chat_pb2.GetCompletionsRequest, caller: ApiKey, stream: bool) -> ChatRequest:
+        """The request, after the stored conversation it continues (`previous_response_id`)."""
+        chat = convert.chat_request(request, stream=stream)
+        if not request.HasField("previous_response_id"):
+            return chat
+        history = await self.runtime.conversations.get(request.previous_response_id, caller)
+        return replace(chat, messages=(*history.context(), *chat.messages))
+
+    async def _store(
+        self, request: chat_pb2.GetCompletionsRequest, chat: ChatRequest, completion: Completion, caller: ApiKey
+    ) -> None:
+        """`store_messages`: kept as a stored response under the completion's id (shared with REST)."""
+        if request.store_messages:
+            previous = request.previous_response_id if request.HasField("previous_response_id") else None
+            stored = StoredResponse(completion.id, completion.created, chat, completion, previous_response_id=previous)
+            await self.runtime.conversations.save(stored, caller)
+
+    @unary
+    async def GetStoredCompletion(
+        self, request: chat_pb2.GetStoredCompletionRequest, context: Any, caller: ApiKey
+    ) -> Any:
+        stored = await self.runtime.conversations.get(request.response_id, caller)
+        return convert.completion(replace(stored.completion, id=stored.id))
+
+    @unary
+    async def DeleteStoredCompletion(
+        self, request: chat_pb2.DeleteStoredCompletionRequest, context: Any, caller: ApiKey
+    ) -> Any:
+        await self.runtime.conversations.delete(request.response_id, caller)
+        return chat_pb2.DeleteStoredCompletionResponse(response_id=request.response_id)
 
     @unary
     async def StartDeferredCompletion(
