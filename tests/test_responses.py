@@ -242,3 +242,47 @@ async def test_server_tools_can_be_dropped_by_the_operator(tmp_path: Any) -> Non
 async def test_compaction_is_declined_clearly(api: httpx.AsyncClient) -> None:
     r = await api.post("/v1/responses/compact", json={"model": "fake-model", "input": "hi"})
     assert r.status_code == 400 and "previous_response_id" in r.json()["error"]
+
+
+class Spy(FakeEngine):
+    """Keeps the last request it was asked to generate."""
+
+    last: Any = None
+
+    async def generate(self, request: Any) -> Any:
+        Spy.last = request
+        return await super().generate(request)
+
+
+async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp_path: Any) -> None:
+    from localxai.engines.output import ReasoningSpec
+    from localxai.httpapi.app import create_app
+    from localxai.runtime import Runtime
+    from localxai.store.store import Store, sqlite_url
+
+    engine = Spy(reply="<think>Paris is in France.</think>Yes.", reasoning=ReasoningSpec())
+    runtime = Runtime.build([engine], (API_KEY,), Store(sqlite_url(tmp_path)))
+    async with app_client(create_app(runtime)) as api:
+        body = {"model": "fake-model", "input": "Is Paris in France?", "include": ["reasoning.encrypted_content"]}
+        first = (await api.post("/v1/responses", json=body)).json()
+        reasoning, message = first["output"]
+        assert reasoning["summary"] == [{"text": "Paris is in France.", "type": "summary_text"}]
+        blob = reasoning["encrypted_content"]
+        assert blob.startswith("lx1.") and "Paris" not in blob
+        streamed = events((await api.post("/v1/responses", json={**body, "stream": True})).text)
+        assert streamed[-1]["response"]["output"][0]["encrypted_content"].startswith("lx1.")
+        # Sent back statelessly: our blob goes back to the model with its turn; a foreign one is dropped.
+        for sent, opened in ((blob, "Paris is in France."), ("gAAAA-foreign", None), (blob[:-4] + "AAAA", None)):
+            history = [
+                {"role": "user", "content": "Is Paris in France?"},
+                {"type": "reasoning", "id": reasoning["id"], "summary": [], "encrypted_content": sent},
+                {"role": "assistant", "content": "Yes."},
+                {"role": "user", "content": "And Rome?"},
+            ]
+            r = await api.post("/v1/responses", json={"model": "fake-model", "input": history})
+            assert r.status_code == 200, r.text
+            assert Spy.last.messages[1].role.value == "assistant" and Spy.last.messages[1].reasoning == opened
+    # Another process on the same database opens it too (the secret lives in the store).
+    again = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path)))
+    assert again.sealer.open(blob) == "Paris is in France."
+    assert Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path / "other"))).sealer.open(blob) is None

@@ -260,6 +260,7 @@ class StoredResponse:
     instructions: str | None = None
     previous_response_id: str | None = None
     stored: bool = True  # False: rendered once, never kept (`store: false`)
+    sealed_reasoning: bool = False  # include: ["reasoning.encrypted_content"] was asked
 
     def context(self) -> tuple[Message, ...]:
         """The conversation so far, the answer included: where a continuation starts."""

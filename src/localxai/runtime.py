@@ -15,6 +15,7 @@ from localxai.engines.registry import build_engines
 from localxai.errors import ConfigError
 from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
+from localxai.sealing import Sealer
 from localxai.service import ChatService, Limits, Shutdown
 from localxai.settings import LOOPBACK_HOSTS, Settings
 from localxai.store.store import Store, sqlite_url
@@ -28,6 +29,7 @@ class Runtime:
     store: Store
     metrics: Metrics
     conversations: Conversations
+    sealer: Sealer  # reasoning.encrypted_content: a blob only this server (or a replica) can open
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     drop_server_tools: bool = False  # Responses requests naming xAI's server-side tools: drop them, not 400
@@ -64,7 +66,10 @@ class Runtime:
             open_access = not keys and not store.has_active_keys()
         auth = Authenticator(keys, store, open_access)
         conversations = Conversations(store)
-        return cls(service, deferred, auth, store, metrics, conversations, max_body_bytes, shutdown, drop_server_tools)
+        sealer = Sealer(store.secret("sealed-blobs"), purpose=b"localxai reasoning v1")
+        return cls(
+            service, deferred, auth, store, metrics, conversations, sealer, max_body_bytes, shutdown, drop_server_tools
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -191,7 +191,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         history = None
         if body.previous_response_id is not None:
             history = await runtime.conversations.get(body.previous_response_id, caller)
-        chat = responses.chat_request(body, history, runtime.drop_server_tools)
+        chat = responses.chat_request(body, history, runtime.sealer, runtime.drop_server_tools)
         response_id, created = new_response_id(), int(time.time())
 
         async def finish(completion: Completion) -> StoredResponse:
@@ -203,20 +203,21 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
-                return responses.response_body(await finish(await service.complete(chat, caller)))
+                return responses.response_body(await finish(await service.complete(chat, caller)), runtime.sealer)
 
             return await until_disconnect(request, answer(), runtime.shutdown)
         stream = await service.generate(chat, caller)
         pending = responses.stored_response(response_id, created, chat, _started(stream), body)
         return StreamingResponse(
-            responses.response_events(stream, pending, finish, request.state.request_id),
+            responses.response_events(stream, pending, finish, request.state.request_id, runtime.sealer),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, request: Request) -> dict[str, Any]:
-        return responses.response_body(await runtime.conversations.get(response_id, request.state.api_key))
+        stored = await runtime.conversations.get(response_id, request.state.api_key)
+        return responses.response_body(stored, runtime.sealer)
 
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, request: Request) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import anyio
@@ -47,6 +48,7 @@ from localxai.errors import Gone, InvalidArgument, LocalXAIError, UnsupportedPar
 from localxai.httpapi.errors import error_body
 from localxai.httpapi.schema import RequestBody
 from localxai.httpapi.sse import with_pings
+from localxai.sealing import Sealer
 from localxai.service import ChatStream
 
 log = logging.getLogger(__name__)
@@ -93,8 +95,11 @@ class ResponsesRequest(RequestBody):
 # -- request ----------------------------------------------------------------------------------------
 
 
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+
+
 def chat_request(
-    body: ResponsesRequest, history: StoredResponse | None, drop_server_tools: bool = False
+    body: ResponsesRequest, history: StoredResponse | None, sealer: Sealer, drop_server_tools: bool = False
 ) -> ChatRequest:
     """The chat request a Responses request amounts to; raises the client's error (before any byte)."""
     if body.background:
@@ -109,7 +114,7 @@ def chat_request(
     if body.instructions:
         context.append(Message(Role.SYSTEM, (TextPart(body.instructions),)))
     items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
-    context += _messages(items, context)
+    context += _messages(items, context, sealer)
     listed = body.tools or []
     if drop_server_tools:
         dropped = [t.get("type") for t in listed if t.get("type") in SERVER_TOOLS]
@@ -139,9 +144,10 @@ def chat_request(
     )
 
 
-def _messages(items: list[dict[str, Any]], context: list[Message]) -> list[Message]:
+def _messages(items: list[dict[str, Any]], context: list[Message], sealer: Sealer) -> list[Message]:
     out: list[Message] = []
     calls = {c.id for m in context for c in m.tool_calls}
+    thinking: str | None = None  # an opened reasoning item, for the assistant turn that follows it
     for i, item in enumerate(items):
         where = f"input[{i}]"
         kind = item.get("type", "message")
@@ -149,14 +155,16 @@ def _messages(items: list[dict[str, Any]], context: list[Message]) -> list[Messa
             role = ROLES.get(item.get("role", ""))
             if role is None:
                 raise InvalidArgument(f"{where}.role must be user, assistant, system or developer.")
-            out.append(Message(role, _parts(item.get("content"), where)))
+            reasoning, thinking = (thinking, None) if role is Role.ASSISTANT else (None, thinking)
+            out.append(Message(role, _parts(item.get("content"), where), reasoning=reasoning))
         elif kind == "function_call":
             call = ToolCall(_text(item, "call_id", where), _text(item, "name", where), _text(item, "arguments", where))
             calls.add(call.id)
             if out and out[-1].role is Role.ASSISTANT and not out[-1].text:  # parallel calls: one turn
-                out[-1] = Message(Role.ASSISTANT, (), tool_calls=(*out[-1].tool_calls, call))
+                out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))
             else:
-                out.append(Message(Role.ASSISTANT, (), tool_calls=(call,)))
+                out.append(Message(Role.ASSISTANT, (), tool_calls=(call,), reasoning=thinking))
+                thinking = None
         elif kind == "function_call_output":
             call_id = _text(item, "call_id", where)
             if call_id not in calls:
@@ -167,8 +175,12 @@ def _messages(items: list[dict[str, Any]], context: list[Message]) -> list[Messa
             if not isinstance(output, str):
                 raise InvalidArgument(f"{where}.output must be a string.")
             out.append(Message(Role.TOOL, (TextPart(output),), tool_call_id=call_id))
-        elif kind == "reasoning" or kind in SERVER_TOOL_ITEMS:
-            continue  # earlier thinking and server-side tool calls: context the model does not need again
+        elif kind == "reasoning":
+            # Our own sealed thinking goes back with its turn; anything else (another provider's blob,
+            # a summary only) is dropped, never an error.
+            thinking = sealer.open(item.get("encrypted_content"))
+        elif kind in SERVER_TOOL_ITEMS:
+            continue  # server-side tool calls of another provider: nothing this model can use
         else:
             raise InvalidArgument(f"{where}: input items of type {kind!r} are not supported.")
     return out
@@ -265,14 +277,16 @@ def stored_response(
         instructions=body.instructions,
         previous_response_id=body.previous_response_id,
         stored=body.store,
+        sealed_reasoning=ENCRYPTED_REASONING in (body.include or ()),
     )
 
 
-def response_body(stored: StoredResponse) -> dict[str, Any]:
+def response_body(stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
     """The response object, as GET /v1/responses/{id} and a non-streamed POST answer it."""
     [choice] = stored.completion.choices
     status, incomplete = _status(choice)
-    return _envelope(stored, status, int(time.time()), _output(stored.id, choice), stored.completion.usage, incomplete)
+    output = _output(stored, choice, sealer)
+    return _envelope(stored, status, int(time.time()), output, stored.completion.usage, incomplete)
 
 
 def _status(choice: Choice) -> tuple[str, dict[str, str] | None]:
@@ -349,14 +363,21 @@ def usage_body(u: Usage) -> dict[str, Any]:
     }
 
 
-def _output(response_id: str, choice: Choice) -> list[dict[str, Any]]:
+def _output(stored: StoredResponse, choice: Choice, sealer: Sealer) -> list[dict[str, Any]]:
     items = []
     if choice.reasoning:
-        items.append(_reasoning_item(response_id, choice.reasoning, "completed"))
+        items.append(_sealed(_reasoning_item(stored.id, choice.reasoning, "completed"), stored, sealer))
     if choice.text or not choice.tool_calls:
-        items.append(_message_item(response_id, choice.text, "completed"))
+        items.append(_message_item(stored.id, choice.text, "completed"))
     items += [_call_item(call, "completed") for call in choice.tool_calls]
     return items
+
+
+def _sealed(item: dict[str, Any], stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
+    """A finished reasoning item, with its sealed thinking when the request included it."""
+    if stored.sealed_reasoning:
+        return {**item, "encrypted_content": sealer.seal(item["summary"][0]["text"])}
+    return item
 
 
 def _reasoning_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
@@ -407,6 +428,7 @@ async def response_events(
     stored: StoredResponse,
     finish: Callable[[Completion], Awaitable[Any]],
     request_id: str,
+    sealer: Sealer,
     ping_interval: float = 10.0,
 ) -> AsyncIterator[bytes]:
     """The full Responses event sequence for one generation; `finish(completion)` stores the result
@@ -430,7 +452,7 @@ async def response_events(
         open_kind = None
         if kind == "reasoning":
             part = {"text": text, "type": "summary_text"}
-            item = _reasoning_item(rid, text, "completed")
+            item = _sealed(_reasoning_item(rid, text, "completed"), stored, sealer)
             frames = [
                 event("response.reasoning_summary_text.done", item_id=f"rs_{rid}", output_index=index,
                       summary_index=0, text=text),

@@ -35,10 +35,16 @@ def _responses(conn: sa.Connection) -> None:
     tables.responses.create(conn, checkfirst=True)
 
 
+def _server_secrets(conn: sa.Connection) -> None:
+    """Secrets the server creates once and every replica shares (the key of sealed blobs)."""
+    tables.server_secrets.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
     (3, "stored responses", _responses),
+    (4, "server secrets", _server_secrets),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

@@ -5,6 +5,7 @@ Methods block (database I/O): call them off the event loop (`asyncio.to_thread`)
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from localxai.errors import ConfigError, InternalError, Unavailable
 from localxai.store.migrations import migrate
-from localxai.store.tables import api_keys, deferred, rate_windows, responses, usage
+from localxai.store.tables import api_keys, deferred, rate_windows, responses, server_secrets, usage
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +390,17 @@ class Store:
         with self._write() as conn:
             return conn.execute(deferred.delete().where(deferred.c.created_at < not_before)).rowcount
 
+
+    # -- server secrets -------------------------------------------------------------------------
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """The named secret, made on first use; the same for every process sharing this database."""
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(server_secrets)
+        fresh = base64.b64encode(secrets.token_bytes(size)).decode()
+        with self._write() as conn:
+            conn.execute(insert.values(name=name, value=fresh).on_conflict_do_nothing())
+            value = conn.scalar(sa.select(server_secrets.c.value).where(server_secrets.c.name == name))
+        return base64.b64decode(str(value))
 
     # -- stored responses ---------------------------------------------------------------------
 

@@ -75,3 +75,10 @@ responses = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_responses_created", "created_at"),
 )
+
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("value", sa.String(100), nullable=False),  # base64; never logged, never sent
+)
