@@ -266,6 +266,7 @@ async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp
         body = {"model": "fake-model", "input": "Is Paris in France?", "include": ["reasoning.encrypted_content"]}
         first = (await api.post("/v1/responses", json=body)).json()
         reasoning, message = first["output"]
+        assert message["content"][0]["text"] == "Yes."
         assert reasoning["summary"] == [{"text": "Paris is in France.", "type": "summary_text"}]
         blob = reasoning["encrypted_content"]
         assert blob.startswith("lx1.") and "Paris" not in blob
