@@ -311,7 +311,10 @@ class ChatService:
 
     def _validate(self, request: ChatRequest, info: ModelInfo) -> None:
         limits = self._limits
-        if not request.messages:
+        if request.prompt is not None:
+            if info.reasoning:
+                raise InvalidArgument(f"Legacy completions are not supported by reasoning models such as {info.id}.")
+        elif not request.messages:
             raise InvalidArgument("messages must contain at least one message.")
         if len(request.messages) > limits.max_messages:
             raise InvalidArgument(

@@ -38,6 +38,11 @@ class GenerationRequest:
         return self.chat.messages
 
     @property
+    def prompt(self) -> str | None:
+        """Legacy completions: raw text to continue, instead of messages through a chat template."""
+        return self.chat.prompt
+
+    @property
     def sampling(self) -> Sampling:
         return self.chat.sampling
 

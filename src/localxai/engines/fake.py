@@ -64,7 +64,7 @@ class FakeEngine(Engine):
         return self._generate(request, self._prompt_tokens(request))
 
     def _prompt_tokens(self, request: GenerationRequest) -> int:
-        prompt = "\n".join(f"{m.role.value}: {m.text}" for m in request.messages)
+        prompt = request.prompt or "\n".join(f"{m.role.value}: {m.text}" for m in request.messages)
         prompt_tokens = len(_words(prompt))
         if prompt_tokens > self.context_length:
             raise ContextLengthExceeded(self.context_length, prompt_tokens)

@@ -142,7 +142,15 @@ class UpstreamEngine(Engine):
             if not any(r.available for r in route.replicas)
         ]
 
+    async def check(self, request: GenerationRequest) -> None:
+        if request.prompt is not None:
+            raise InvalidArgument(
+                f"Legacy completions are not available for model {request.model}: it is served by an upstream "
+                "engine. Use chat completions or the Responses API."
+            )
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        await self.check(request)
         route = self._routes[request.model]
         body = upstream_wire.openai_body(upstream_wire.with_data_urls(request), route.model.upstream_model)
         tried: list[Replica] = []

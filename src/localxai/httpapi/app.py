@@ -21,7 +21,7 @@ from localxai.auth import ApiKey
 from localxai.chat import Completion, StoredResponse, Usage
 from localxai.conversations import new_response_id
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable, UnsupportedParameter
-from localxai.httpapi import convert, responses
+from localxai.httpapi import completions, convert, responses
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
@@ -179,6 +179,26 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         stream = await service.generate(chat, caller)
         return StreamingResponse(
             chat_chunks(stream, chat.include_usage, request.state.request_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/v1/completions")
+    async def legacy_completions(body: completions.CompletionRequest, request: Request) -> Any:
+        require_json(request)
+        chat = completions.chat_request(body)
+        request.state.model = chat.model
+        caller: ApiKey = request.state.api_key
+        echo = chat.prompt if body.echo else None
+        if not chat.stream:
+
+            async def answer() -> dict[str, Any]:
+                return completions.completion_body(await service.complete(chat, caller), echo)
+
+            return await until_disconnect(request, answer(), runtime.shutdown)
+        stream = await service.generate(chat, caller)
+        return StreamingResponse(
+            completions.completion_chunks(stream, chat, echo, request.state.request_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -133,9 +133,13 @@ class LlamaCppEngine(Engine):
 
     def _prepare(self, request: GenerationRequest, encode: bool) -> tuple[Prompt, str | None]:
         """Prompt and grammar; `encode` runs the vision tower for images the KV cache lacks."""
-        messages = tuple(self._marked(m) for m in request.messages) if request.images else request.messages
-        conversation = Conversation(messages, request.tools, request.tool_choice, request.reasoning_effort)
-        prompt = Prompt.of(self._tokenize(self._template.render(conversation), request.images, encode))
+        if request.prompt is not None:  # legacy completions: the text as it is, after BOS
+            segments = [Segment(request.prompt, special=False)]
+        else:
+            messages = tuple(self._marked(m) for m in request.messages) if request.images else request.messages
+            conversation = Conversation(messages, request.tools, request.tool_choice, request.reasoning_effort)
+            segments = self._template.render(conversation)
+        prompt = Prompt.of(self._tokenize(segments, request.images, encode))
         schema = output_schema(request)
         return prompt, None if schema is None else self._grammar(json.dumps(schema, sort_keys=True))
 

@@ -1,0 +1,159 @@
+"""Legacy text completions (`POST /v1/completions`, spec C): a raw prompt continued without a chat
+template, on the same core. xAI marks it legacy and not for reasoning models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from localxai.chat import (
+    ChatRequest,
+    Choice,
+    Completion,
+    Finished,
+    Sampling,
+    TextDelta,
+    TokenLogprob,
+    UsageReport,
+)
+from localxai.errors import InvalidArgument, LocalXAIError
+from localxai.httpapi.convert import finish_reason
+from localxai.httpapi.errors import error_body
+from localxai.httpapi.schema import RequestBody, StreamOptions
+from localxai.httpapi.sse import DONE, PING, frame, with_pings
+from localxai.service import ChatStream
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_LOGPROBS = 8
+
+
+class CompletionRequest(RequestBody):
+    """POST /v1/completions (xAI's SampleRequest). `best_of`, `frequency_penalty`, `logit_bias` and
+    `suffix` are "(Unsupported)" at xAI and ignored here too."""
+
+    model: str
+    prompt: str | list[str]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    echo: bool | None = None
+    logprobs: bool | int | None = None  # a boolean at xAI, a count at OpenAI: both accepted
+    presence_penalty: float | None = None
+    user: str | None = None
+
+
+def chat_request(body: CompletionRequest) -> ChatRequest:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise InvalidArgument("prompt: this server completes one prompt per request (use n for several answers).")
+    top = body.logprobs if isinstance(body.logprobs, int) and not isinstance(body.logprobs, bool) else 0
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidArgument(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}.")
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return ChatRequest(
+        model=body.model,
+        messages=(),
+        prompt=prompts[0],
+        sampling=Sampling(
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            max_tokens=16 if body.max_tokens is None else body.max_tokens,  # OpenAI's legacy default
+            stop=stop,
+            seed=body.seed,
+            presence_penalty=body.presence_penalty or 0.0,
+        ),
+        n=1 if body.n is None else body.n,
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        user=body.user,
+        logprobs=bool(body.logprobs),
+        top_logprobs=top or None,
+    )
+
+
+def completion_body(completion: Completion, echo: str | None) -> dict[str, Any]:
+    return {
+        "id": completion.id,
+        "object": "text_completion",
+        "created": completion.created,
+        "model": completion.model,
+        "choices": [_choice(c, echo) for c in completion.choices],
+        "usage": _usage(completion),
+        "system_fingerprint": completion.fingerprint,
+    }
+
+
+def _choice(choice: Choice, echo: str | None) -> dict[str, Any]:
+    return {
+        "index": choice.index,
+        "text": (echo or "") + choice.text,
+        "finish_reason": finish_reason(choice.finish_reason),
+        "logprobs": None if choice.logprobs is None else logprobs_body(choice.logprobs),
+    }
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    u = completion.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+
+
+def logprobs_body(entries: tuple[TokenLogprob, ...], offset: int = 0) -> dict[str, Any]:
+    """The legacy shape: parallel lists, and the text offset of each token."""
+    offsets, at = [], offset
+    for entry in entries:
+        offsets.append(at)
+        at += len(entry.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t.token: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+async def completion_chunks(
+    stream: ChatStream, chat: ChatRequest, echo: str | None, request_id: str, ping_interval: float = 10.0
+) -> AsyncIterator[bytes]:
+    head = {"id": stream.id, "object": "text_completion", "created": stream.created, "model": stream.model}
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return frame({**head, "choices": choices, **extra, "system_fingerprint": stream.fingerprint})
+
+    echoed: set[int] = set()
+    try:
+        async for event in with_pings(stream.events, ping_interval):
+            if event is None:
+                yield PING
+            elif isinstance(event, TextDelta):
+                text = event.text
+                if echo and event.index not in echoed:
+                    echoed.add(event.index)
+                    text = echo + text
+                logprobs = logprobs_body(event.logprobs) if chat.logprobs else None
+                yield chunk([{"index": event.index, "text": text, "finish_reason": None, "logprobs": logprobs}])
+            elif isinstance(event, Finished):
+                reason = finish_reason(event.reason)
+                yield chunk([{"index": event.index, "text": "", "finish_reason": reason, "logprobs": None}])
+            elif isinstance(event, UsageReport) and chat.include_usage:
+                u = event.usage
+                usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                         "total_tokens": u.total_tokens}  # fmt: skip
+                yield chunk([], usage=usage)
+        yield DONE
+    except LocalXAIError as exc:
+        yield frame(error_body(exc))
+    except Exception:
+        log.exception("completion stream failed after the first byte (request %s)", request_id)
+        yield frame(error_body(None, request_id))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stream.events.aclose()
