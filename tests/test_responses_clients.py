@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 
 import openai
 import pytest
 from pydantic import BaseModel
 
-from conftest import API_KEY, Server
+from conftest import API_KEY, Server, start_server, stop_server
 
 MODEL = "gemma-3-270m"
 
@@ -87,3 +89,30 @@ def test_function_tool_round_trip(client: openai.OpenAI) -> None:
         max_output_tokens=16,
     )
     assert answer.status in ("completed", "incomplete") and answer.output
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_conversation_survives_kill_9_between_turns(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}" if database == "sqlite" else request.getfixturevalue("pg_url")
+    args = ("--api-key", API_KEY, "--database-url", url, "--ctx-size", "1024")
+    server = start_server(tmp_path, *args)
+    try:
+        first = openai.OpenAI(api_key=API_KEY, base_url=server.v1, max_retries=0).responses.create(
+            model=MODEL, input="Name a color.", max_output_tokens=4
+        )
+    finally:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    server = start_server(tmp_path, *args)
+    try:
+        client = openai.OpenAI(api_key=API_KEY, base_url=server.v1, max_retries=0)
+        assert client.responses.retrieve(first.id).output_text == first.output_text
+        second = client.responses.create(
+            model=MODEL, previous_response_id=first.id, input="Another?", max_output_tokens=4
+        )
+        assert second.usage is not None and first.usage is not None
+        assert second.usage.input_tokens > first.usage.input_tokens
+    finally:
+        stop_server(server)

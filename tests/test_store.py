@@ -125,3 +125,22 @@ def test_usage_summary(db_url: str) -> None:
     assert rows["a"].requests == 2 and rows["a"].completion_tokens == 12 and rows["a"].cached_tokens == 8
     assert [r.key_id for r in store.usage_summary(key_id="b")] == ["b"]
     assert store.usage_summary(since=time.time() + 60) == []
+
+
+def test_stored_responses_expire_and_belong_to_their_owner(db_url: str) -> None:
+    store = Store(db_url)
+    store.save_response("r1", "key_a", '{"x": 1}', created_at=1000.0)
+    store.save_response("r2", "key_a", '{"x": 2}', created_at=5000.0)
+    assert store.load_response("r2", "key_a", not_before=2000.0) == '{"x": 2}'
+    assert store.load_response("r2", "key_b", not_before=2000.0) is None  # another key's: not found
+    assert store.load_response("r1", "key_a", not_before=2000.0) is None  # expired: gone, and deleted
+    assert store.load_response("r1", "key_a", not_before=0.0) is None
+    assert not store.delete_response("r2", "key_b") and store.delete_response("r2", "key_a")
+    store.save_response("r3", "key_a", "{}", created_at=1000.0)
+    assert store.expire_responses(not_before=2000.0) == 1
+
+
+def test_server_secrets_are_made_once_and_shared(db_url: str) -> None:
+    first, second = Store(db_url), Store(db_url)
+    key = first.secret("sealed-blobs")
+    assert len(key) == 32 and second.secret("sealed-blobs") == key and first.secret("other") != key
