@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import jsonschema
 import openai
 import pytest
+from pydantic import BaseModel, Field
+
+from localxai.engines.toolcalls import FORCED_CALL_MIN_TOKENS
 
 from conftest import API_KEY, AUTH, Server, start_server, stop_server
 
@@ -227,6 +232,146 @@ def test_schema_that_cannot_be_enforced_is_400(real_server: Server) -> None:
     r = httpx.post(real_server.v1 + "/chat/completions", json=body, headers=AUTH, timeout=60)
     assert r.status_code == 400
     assert "cannot be enforced" in r.json()["error"]
+
+
+FORMATS_AND_BOUNDS = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "format": "email", "maxLength": 40},
+        "ip": {"type": "string", "format": "ipv4"},
+        "day": {"type": "string", "format": "date"},
+        "site": {"type": "string", "format": "uri", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 18, "maximum": 99},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "ref": {"type": "string", "pattern": "REF-[0-9]", "maxLength": 12},
+    },
+    "required": ["email", "ip", "day", "site", "age", "score", "ref"],
+    "additionalProperties": False,
+}
+
+
+def test_formats_bounds_and_unanchored_patterns_are_enforced(oai: openai.OpenAI) -> None:
+    checked = 0
+    for seed in (1, 2):
+        c = oai.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Describe a customer as JSON."}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "customer", "schema": FORMATS_AND_BOUNDS, "strict": True},
+            },
+            max_tokens=400,
+            seed=seed,
+        )
+        assert c.choices[0].finish_reason == "stop", c
+        value = json.loads(c.choices[0].message.content or "")
+        jsonschema.Draft202012Validator(FORMATS_AND_BOUNDS, format_checker=jsonschema.FormatChecker()).validate(value)
+        rs = pytest.importorskip("jsonschema_rs")
+        assert rs.validator_for(FORMATS_AND_BOUNDS, validate_formats=True).is_valid(value), value
+        ipaddress.IPv4Address(value["ip"])
+        datetime.date.fromisoformat(value["day"])
+        assert "REF-" in value["ref"] and len(value["ref"]) <= 12
+        checked += 1
+    assert checked == 2
+
+
+class Cat(BaseModel):
+    kind: Literal["cat"]
+    name: str = Field(max_length=10)
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"]
+    bark: int = Field(ge=1, le=5)
+
+
+class Adoption(BaseModel):
+    pet: Annotated[Cat | Dog, Field(discriminator="kind")]
+    code: str = Field(pattern=r"^[A-Z]+$", max_length=4)
+    ref: str = Field(pattern="ab", max_length=6)
+    count: int = Field(ge=1, le=3)
+
+
+def test_pydantic_models_parse_through_the_openai_client(oai: openai.OpenAI) -> None:
+    """A discriminated union (oneOf + discriminator), pattern with max_length, ge/le: as client libraries send them."""
+    kinds = set()
+    for seed in (1, 2, 3):
+        try:
+            c = oai.chat.completions.parse(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Record an adoption."}],
+                response_format=Adoption,
+                max_tokens=200,
+                seed=seed,
+            )
+        except openai.BadRequestError as exc:
+            raise AssertionError(exc.response.text) from None
+        parsed = c.choices[0].message.parsed
+        assert isinstance(parsed, Adoption), c
+        jsonschema.validate(json.loads(c.choices[0].message.content or ""), Adoption.model_json_schema())
+        assert len(parsed.code) <= 4 and "ab" in parsed.ref
+        kinds.add(parsed.pet.kind)
+    assert kinds <= {"cat", "dog"}
+
+
+def test_unknown_format_is_400_in_response_format_and_tool_parameters(real_server: Server) -> None:
+    schema = {"type": "object", "properties": {"x": {"type": "string", "format": "made-up"}}, "required": ["x"]}
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    base = {"model": MODEL, "messages": ASK, "max_tokens": 10}
+    for body in (
+        {**base, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}},
+        {**base, "tools": [tool], "tool_choice": "required"},
+    ):
+        r = httpx.post(real_server.v1 + "/chat/completions", json=body, headers=AUTH, timeout=60)
+        assert r.status_code == 400, r.text
+        assert "'format'" in r.json()["error"] and "'made-up'" in r.json()["error"], r.text
+
+
+ESSAY = {
+    "type": "function",
+    "function": {
+        "name": "write_essays",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "essays": {"type": "array", "items": {"type": "string", "minLength": 1000}, "minItems": 40},
+            },
+            "required": ["essays"],
+        },
+    },
+}
+
+
+def test_forced_call_is_bounded_and_a_cut_call_leaks_no_wrapper(oai: openai.OpenAI) -> None:
+    """A call that cannot fit: it stops at max(max_tokens, FORCED_CALL_MIN_TOKENS) with finish_reason
+    "length", no calls and no text (not the calling convention's JSON)."""
+    c = oai.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=[ESSAY],
+        tool_choice="required",
+        max_tokens=24,
+        seed=1,  # type: ignore[list-item]
+    )
+    choice = c.choices[0]
+    assert choice.finish_reason == "length", choice
+    assert not choice.message.content and not choice.message.tool_calls
+    assert c.usage is not None and c.usage.completion_tokens == FORCED_CALL_MIN_TOKENS
+    stream = oai.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=[ESSAY],  # type: ignore[list-item]
+        tool_choice={"type": "function", "function": {"name": "write_essays"}},
+        max_tokens=FORCED_CALL_MIN_TOKENS + 8,
+        seed=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+    assert not any(d.content or d.tool_calls for d in deltas)
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == FORCED_CALL_MIN_TOKENS + 8
 
 
 def test_logprobs(oai: openai.OpenAI) -> None:

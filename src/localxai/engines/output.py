@@ -74,7 +74,7 @@ class ChoiceOutput:
             if calls is not None and reason is FinishReason.STOP:
                 events.append(ToolCallDelta(self.index, calls))
                 reason = FinishReason.TOOL_CALLS
-            elif text:
+            elif text and not self._calls_forced:  # a forced call cut short is not text: no wrapper leaks
                 events.append(self._text(text))
         if self._logprobs:
             events.append(self._text(""))

@@ -17,6 +17,10 @@ from typing import Any
 from localxai.chat import Tool, ToolCall, ToolChoice, ToolMode
 
 MAX_PARALLEL_CALLS = 16  # per reply when a call is forced: bounds what a grammar lets a model emit
+# A forced call may use max_tokens, but at least this many tokens: a small max_tokens meant for text
+# does not cut every call short, and a call that cannot end still stops (without max_tokens it may
+# run to the context, as any reply).
+FORCED_CALL_MIN_TOKENS = 512
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
@@ -46,14 +50,22 @@ def history_text(calls: Sequence[ToolCall]) -> str:
     return json.dumps({"tool_calls": [{"name": c.name, "arguments": _loads(c.arguments)} for c in calls]})
 
 
+def forced_call_tokens(max_tokens: int | None) -> int | None:
+    """The most tokens a forced call may use (None: up to the context, as any reply)."""
+    return None if max_tokens is None else max(max_tokens, FORCED_CALL_MIN_TOKENS)
+
+
 def forced_schema(tools: Sequence[Tool], choice: ToolChoice, parallel: bool) -> dict[str, Any]:
-    """JSON Schema of a reply that is a valid call (or calls) — compiled to a grammar."""
+    """JSON Schema of a reply that is a valid call (or calls) — compiled to a grammar.
+
+    Each function's parameters sit at `$defs/<name>`, their own local references moved with them,
+    so that a schema with `$defs` (as Pydantic writes them) still resolves inside the wrapper."""
     allowed = [t for t in tools if choice.mode is not ToolMode.FUNCTION or t.name == choice.function]
     call = {
         "anyOf": [
             {
                 "type": "object",
-                "properties": {"name": {"const": t.name}, "arguments": json.loads(t.parameters)},
+                "properties": {"name": {"const": t.name}, "arguments": {"$ref": f"#/$defs/{t.name}"}},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
@@ -67,7 +79,34 @@ def forced_schema(tools: Sequence[Tool], choice: ToolChoice, parallel: bool) -> 
         "properties": {"tool_calls": calls},
         "required": ["tool_calls"],
         "additionalProperties": False,
+        "$defs": {t.name: _relocated(_arguments_schema(t), f"#/$defs/{t.name}") for t in allowed},
     }
+
+
+def _arguments_schema(tool: Tool) -> Any:
+    schema = json.loads(tool.parameters)
+    if isinstance(schema, dict) and "type" not in schema:
+        schema = {**schema, "type": "object"}  # arguments are an object (the core checks the rest)
+    return schema
+
+
+def _relocated(schema: Any, base: str) -> Any:
+    """`schema` with its local references (`#...`) pointing below `base`."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("$ref"), str) and out["$ref"].startswith("#"):
+        out["$ref"] = base + out["$ref"][1:]
+    for key in ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: _relocated(v, base) for k, v in out[key].items()}
+    for key in ("anyOf", "allOf", "oneOf", "prefixItems", "items"):
+        if isinstance(out.get(key), list):
+            out[key] = [_relocated(v, base) for v in out[key]]
+    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames"):
+        if isinstance(out.get(key), dict):
+            out[key] = _relocated(out[key], base)
+    return out
 
 
 def parse(text: str, tools: Sequence[Tool]) -> tuple[ToolCall, ...] | None:

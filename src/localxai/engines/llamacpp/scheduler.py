@@ -30,6 +30,7 @@ from localxai.engines.llamacpp.sampling import Sampler, choice_seed
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
+from localxai.engines.toolcalls import forced_call_tokens
 from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[Event | BaseException | None]
     grammar: str | None = None  # GBNF every choice must follow
-    capped: bool = True  # max_tokens applies (xAI does not count forced function-call tokens against it)
+    capped: bool = True  # max_tokens applies as is; a forced call (False) gets toolcalls.forced_call_tokens
     reasoning: ReasoningSpec | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     cached_tokens: int = 0
@@ -213,8 +214,9 @@ class Scheduler:
         request = job.request
         sampling = request.sampling
         limit = model.shape.ctx_size - len(prompt)
-        if sampling.max_tokens is not None and job.capped:
-            limit = min(limit, sampling.max_tokens)
+        cap = sampling.max_tokens if job.capped else forced_call_tokens(sampling.max_tokens)
+        if cap is not None:
+            limit = min(limit, cap)
         for index, slot in enumerate([first, *others]):
             grammar = model.grammar_sampler(job.grammar) if job.grammar else None
             slot.seq = Sequence(
