@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from conftest import API_KEY, Server, start_server, stop_server
 
@@ -116,3 +116,35 @@ def test_a_conversation_survives_kill_9_between_turns(
         assert second.usage.input_tokens > first.usage.input_tokens
     finally:
         stop_server(server)
+
+
+def test_openai_agents_sdk_runs_a_tool_with_its_default_responses_model(real_server: Server) -> None:
+    """An `Agent` with a function tool, on the SDK's default model class (the Responses API)."""
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, RunConfig, Runner, function_tool
+    from openai import AsyncOpenAI
+
+    calls: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return f"It is 18 degrees and sunny in {city}."
+
+    class Report(BaseModel):
+        summary: str = Field(max_length=40)
+
+    model = OpenAIResponsesModel(model=MODEL, openai_client=AsyncOpenAI(api_key=API_KEY, base_url=real_server.v1))
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather tool.",
+        tools=[get_weather],
+        model=model,
+        output_type=Report,  # a structured final answer: the grammar ends it (a base model would ramble)
+        # The small base model calls the tool only when made to; the SDK resets the choice after a call.
+        model_settings=ModelSettings(tool_choice="required", max_tokens=200, temperature=0),
+    )
+    result = Runner.run_sync(agent, "What is the weather in Paris?", run_config=RunConfig(tracing_disabled=True))
+    assert calls, "the agent never called the tool"
+    assert any(item.type == "tool_call_output_item" for item in result.new_items)
+    assert isinstance(result.final_output, Report)
