@@ -7,8 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
-
 from localxai.chat import (
     ChatRequest,
     Choice,
@@ -17,13 +15,13 @@ from localxai.chat import (
     Sampling,
     TextDelta,
     TokenLogprob,
+    Usage,
     UsageReport,
 )
-from localxai.errors import InvalidArgument, LocalXAIError
+from localxai.errors import InvalidArgument
 from localxai.httpapi.convert import finish_reason
-from localxai.httpapi.errors import error_body
 from localxai.httpapi.schema import RequestBody, StreamOptions
-from localxai.httpapi.sse import DONE, PING, frame, with_pings
+from localxai.httpapi.sse import PING, ended, frame, with_pings
 from localxai.service import ChatStream
 
 log = logging.getLogger(__name__)
@@ -87,7 +85,7 @@ def completion_body(completion: Completion, echo: str | None) -> dict[str, Any]:
         "created": completion.created,
         "model": completion.model,
         "choices": [_choice(c, echo) for c in completion.choices],
-        "usage": _usage(completion),
+        "usage": _usage(completion.usage),
         "system_fingerprint": completion.fingerprint,
     }
 
@@ -101,8 +99,7 @@ def _choice(choice: Choice, echo: str | None) -> dict[str, Any]:
     }
 
 
-def _usage(completion: Completion) -> dict[str, int]:
-    u = completion.usage
+def _usage(u: Usage) -> dict[str, int]:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
@@ -120,8 +117,14 @@ def logprobs_body(entries: tuple[TokenLogprob, ...], offset: int = 0) -> dict[st
     }
 
 
-async def completion_chunks(
+def completion_chunks(
     stream: ChatStream, chat: ChatRequest, echo: str | None, request_id: str, ping_interval: float = 10.0
+) -> AsyncIterator[bytes]:
+    return ended(_frames(stream, chat, echo, ping_interval), stream, request_id)
+
+
+async def _frames(
+    stream: ChatStream, chat: ChatRequest, echo: str | None, ping_interval: float
 ) -> AsyncIterator[bytes]:
     head = {"id": stream.id, "object": "text_completion", "created": stream.created, "model": stream.model}
 
@@ -129,31 +132,18 @@ async def completion_chunks(
         return frame({**head, "choices": choices, **extra, "system_fingerprint": stream.fingerprint})
 
     echoed: set[int] = set()
-    try:
-        async for event in with_pings(stream.events, ping_interval):
-            if event is None:
-                yield PING
-            elif isinstance(event, TextDelta):
-                text = event.text
-                if echo and event.index not in echoed:
-                    echoed.add(event.index)
-                    text = echo + text
-                logprobs = logprobs_body(event.logprobs) if chat.logprobs else None
-                yield chunk([{"index": event.index, "text": text, "finish_reason": None, "logprobs": logprobs}])
-            elif isinstance(event, Finished):
-                reason = finish_reason(event.reason)
-                yield chunk([{"index": event.index, "text": "", "finish_reason": reason, "logprobs": None}])
-            elif isinstance(event, UsageReport) and chat.include_usage:
-                u = event.usage
-                usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                         "total_tokens": u.total_tokens}  # fmt: skip
-                yield chunk([], usage=usage)
-        yield DONE
-    except LocalXAIError as exc:
-        yield frame(error_body(exc))
-    except Exception:
-        log.exception("completion stream failed after the first byte (request %s)", request_id)
-        yield frame(error_body(None, request_id))
-    finally:
-        with anyio.CancelScope(shield=True):
-            await stream.events.aclose()
+    async for event in with_pings(stream.events, ping_interval):
+        if event is None:
+            yield PING
+        elif isinstance(event, TextDelta):
+            text = event.text
+            if echo and event.index not in echoed:
+                echoed.add(event.index)
+                text = echo + text
+            logprobs = logprobs_body(event.logprobs) if chat.logprobs else None
+            yield chunk([{"index": event.index, "text": text, "finish_reason": None, "logprobs": logprobs}])
+        elif isinstance(event, Finished):
+            reason = finish_reason(event.reason)
+            yield chunk([{"index": event.index, "text": "", "finish_reason": reason, "logprobs": None}])
+        elif isinstance(event, UsageReport) and chat.include_usage:
+            yield chunk([], usage=_usage(event.usage))

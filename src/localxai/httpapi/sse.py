@@ -26,12 +26,30 @@ def frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def chat_chunks(
-    stream: ChatStream,
-    include_usage: bool,
-    request_id: str,
-    ping_interval: float = 10.0,
+async def ended(frames: AsyncIterator[bytes], stream: ChatStream, request_id: str) -> AsyncIterator[bytes]:
+    """How every chat-style SSE body ends: `data: [DONE]` after the frames; a failure after the first
+    byte is one error frame; the generation is closed in every case (client gone included)."""
+    try:
+        async for piece in frames:
+            yield piece
+        yield DONE
+    except LocalXAIError as exc:
+        yield frame(error_body(exc))
+    except Exception:
+        log.exception("stream failed after the first byte (request %s)", request_id)
+        yield frame(error_body(None, request_id))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stream.events.aclose()
+
+
+def chat_chunks(
+    stream: ChatStream, include_usage: bool, request_id: str, ping_interval: float = 10.0
 ) -> AsyncIterator[bytes]:
+    return ended(_chat_frames(stream, include_usage, ping_interval), stream, request_id)
+
+
+async def _chat_frames(stream: ChatStream, include_usage: bool, ping_interval: float) -> AsyncIterator[bytes]:
     head = {
         "id": stream.id,
         "object": "chat.completion.chunk",
@@ -51,35 +69,25 @@ async def chat_chunks(
         role_sent.add(index)
         return {**fields, "role": "assistant"}
 
-    try:
-        async for event in with_pings(stream.events, ping_interval):
-            if event is None:
-                yield PING
-            elif isinstance(event, TextDelta):
-                choice = {"index": event.index, "delta": delta(event.index, content=event.text)}
-                if event.logprobs:
-                    choice["logprobs"] = logprobs_body(event.logprobs)
-                yield chunk([choice])
-            elif isinstance(event, ReasoningDelta):
-                yield chunk([{"index": event.index, "delta": delta(event.index, reasoning_content=event.text)}])
-            elif isinstance(event, ToolCallDelta):
-                # xAI sends each call whole, in one chunk, with its position in the list.
-                calls = [{**tool_call_body(c), "index": i} for i, c in enumerate(event.calls)]
-                yield chunk([{"index": event.index, "delta": delta(event.index, tool_calls=calls)}])
-            elif isinstance(event, Finished):
-                body = {} if event.index in role_sent else delta(event.index, content="")
-                yield chunk([{"index": event.index, "delta": body, "finish_reason": finish_reason(event.reason)}])
-            elif isinstance(event, UsageReport) and include_usage:
-                yield chunk([], usage=usage_body(event.usage))
-        yield DONE
-    except LocalXAIError as exc:
-        yield frame(error_body(exc))
-    except Exception:
-        log.exception("stream failed after the first byte (request %s)", request_id)
-        yield frame(error_body(None, request_id))
-    finally:
-        with anyio.CancelScope(shield=True):
-            await stream.events.aclose()
+    async for event in with_pings(stream.events, ping_interval):
+        if event is None:
+            yield PING
+        elif isinstance(event, TextDelta):
+            choice = {"index": event.index, "delta": delta(event.index, content=event.text)}
+            if event.logprobs:
+                choice["logprobs"] = logprobs_body(event.logprobs)
+            yield chunk([choice])
+        elif isinstance(event, ReasoningDelta):
+            yield chunk([{"index": event.index, "delta": delta(event.index, reasoning_content=event.text)}])
+        elif isinstance(event, ToolCallDelta):
+            # xAI sends each call whole, in one chunk, with its position in the list.
+            calls = [{**tool_call_body(c), "index": i} for i, c in enumerate(event.calls)]
+            yield chunk([{"index": event.index, "delta": delta(event.index, tool_calls=calls)}])
+        elif isinstance(event, Finished):
+            body = {} if event.index in role_sent else delta(event.index, content="")
+            yield chunk([{"index": event.index, "delta": body, "finish_reason": finish_reason(event.reason)}])
+        elif isinstance(event, UsageReport) and include_usage:
+            yield chunk([], usage=usage_body(event.usage))
 
 
 async def with_pings(events: AsyncIterator[Any], interval: float) -> AsyncIterator[Any]:
