@@ -95,7 +95,8 @@ def main() -> None:
     cmd = [sys.executable, "-m", "localxai", "serve", "--port", str(port), "--grpc-port", "0", "--api-key", KEY,
            "--ctx-size", "4096", "--parallel", "4", "--database-url", database]  # fmt: skip
     runs: dict[str, list[list[dict[str, Any]]]] = {"responses": [], "chat": []}
-    with server(cmd, port, log) as base, httpx.Client() as client:
+    with server(cmd, port, log) as url, httpx.Client() as client:
+        base = url.split("/v1/")[0]
         for repeat in range(args.repeats):
             salt = f"(session {repeat}) "  # a fresh conversation each time: turn 1 is cold
             runs["responses"].append(responses_run(client, base, salt + system, args.max_tokens))
