@@ -308,3 +308,23 @@ def test_managed_vllm_child_process(tmp_path: Path) -> None:
         stop_server(front)
     with pytest.raises(httpx.TransportError):  # stopped with the server
         httpx.get(f"http://127.0.0.1:{child_port}/health", timeout=2)
+
+
+def test_responses_api_on_an_upstream_model(front: Server) -> None:
+    """The Responses API works for a model served by another engine: localxai translates to its chat
+    completions and keeps the conversation itself (the upstream stores nothing)."""
+    import openai
+
+    client = openai.OpenAI(api_key=FRONT_KEY["Authorization"].split()[1], base_url=front.v1, max_retries=0)
+    first = client.responses.create(model="grok-4-remote", input="Say hi.", max_output_tokens=6)
+    assert first.model == "remote-gemma" and first.output_text
+    second = client.responses.create(
+        model="remote-gemma", previous_response_id=first.id, input="Again.", max_output_tokens=6
+    )
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens
+    with client.responses.stream(model="remote-gemma", previous_response_id=second.id, input="More.",
+                                 max_output_tokens=6) as stream:  # fmt: skip
+        kinds = [event.type for event in stream]
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
+    assert client.responses.retrieve(second.id).output_text == second.output_text
