@@ -13,7 +13,7 @@ export CFLAGS := $(strip $(CFLAGS) $(NO_AMX))
 export CXXFLAGS := $(strip $(CXXFLAGS) $(NO_AMX))
 endif
 
-.PHONY: serve test test-fast smoke lint bench llama-server install install-test clean
+.PHONY: serve test test-fast smoke js-clients lint bench llama-server install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,12 @@ serve: install
 llama-server: install
 	$(BIN)/python bench/anchors.py
 
-test: install-test llama-server
+# The JavaScript clients of tests/test_js_clients.py (Vercel AI SDK, openai), when Node.js is there.
+js-clients:
+	@if command -v npm >/dev/null; then cd tests/js && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the JavaScript client tests will be skipped"; fi
+
+test: install-test llama-server js-clients
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/pytest $(PYTEST_ARGS)
