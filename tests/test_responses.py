@@ -239,9 +239,36 @@ async def test_server_tools_can_be_dropped_by_the_operator(tmp_path: Any) -> Non
         assert [t["name"] for t in r.json()["tools"]] == ["get_weather"]
 
 
-async def test_compaction_is_declined_clearly(api: httpx.AsyncClient) -> None:
-    r = await api.post("/v1/responses/compact", json={"model": "fake-model", "input": "hi"})
-    assert r.status_code == 400 and "previous_response_id" in r.json()["error"]
+async def test_compaction_summarises_and_the_blob_stands_in_for_the_history(tmp_path: Any) -> None:
+    from localxai.httpapi.app import create_app
+    from localxai.runtime import Runtime
+    from localxai.store.store import Store, sqlite_url
+
+    engine = Spy(reply="The user likes Paris.")
+    runtime = Runtime.build([engine], (API_KEY,), Store(sqlite_url(tmp_path)))
+    async with app_client(create_app(runtime)) as api:
+        first = (await api.post("/v1/responses", json={"model": "fake-model", "input": "I like Paris."})).json()
+        r = await api.post("/v1/responses/compact", json={"model": "fake-model", "previous_response_id": first["id"]})
+        assert r.status_code == 200, r.text
+        compacted = r.json()
+        assert compacted["object"] == "response.compaction" and compacted["usage"]["output_tokens"] > 0
+        *users, item = compacted["output"]
+        assert [u["content"][0]["text"] for u in users] == ["I like Paris."]
+        assert item["type"] == "compaction" and item["id"].startswith("cmp_")
+        assert item["encrypted_content"].startswith("lx1.") and "Paris" not in item["encrypted_content"]
+        # The next turn sends the compacted output instead of the history: the summary reaches the model.
+        r = await api.post(
+            "/v1/responses",
+            json={"model": "fake-model", "input": [*compacted["output"], {"role": "user", "content": "And now?"}]},
+        )
+        assert r.status_code == 200
+        assert any("The user likes Paris." in m.text for m in Spy.last.messages if m.role.value == "system")
+        # Another deployment's compaction blob is dropped, not an error.
+        foreign = {"type": "compaction", "id": "cmp_x", "encrypted_content": "opaque"}
+        r = await api.post(
+            "/v1/responses", json={"model": "fake-model", "input": [foreign, {"role": "user", "content": "hi"}]}
+        )
+        assert r.status_code == 200
 
 
 class Spy(FakeEngine):
@@ -258,6 +285,7 @@ async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp
     from localxai.engines.output import ReasoningSpec
     from localxai.httpapi.app import create_app
     from localxai.runtime import Runtime
+    from localxai.sealing import COMPACTION, REASONING
     from localxai.store.store import Store, sqlite_url
 
     engine = Spy(reply="<think>Paris is in France.</think>Yes.", reasoning=ReasoningSpec())
@@ -285,5 +313,7 @@ async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp
             assert Spy.last.messages[1].role.value == "assistant" and Spy.last.messages[1].reasoning == opened
     # Another process on the same database opens it too (the secret lives in the store).
     again = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path)))
-    assert again.sealer.open(blob) == "Paris is in France."
-    assert Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path / "other"))).sealer.open(blob) is None
+    assert again.sealer.open(blob, REASONING) == "Paris is in France."
+    assert again.sealer.open(blob, COMPACTION) is None  # a blob opens only as what it was sealed for
+    other = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path / "other")))
+    assert other.sealer.open(blob, REASONING) is None

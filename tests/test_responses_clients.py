@@ -148,3 +148,16 @@ def test_openai_agents_sdk_runs_a_tool_with_its_default_responses_model(real_ser
     assert calls, "the agent never called the tool"
     assert any(item.type == "tool_call_output_item" for item in result.new_items)
     assert isinstance(result.final_output, Report)
+
+
+def test_compact_with_the_openai_client(client: openai.OpenAI) -> None:
+    first = client.responses.create(model=MODEL, input="My name is Ada and I live in Lyon.", max_output_tokens=6)
+    compacted = client.responses.compact(model=MODEL, previous_response_id=first.id)
+    assert compacted.object == "response.compaction"
+    assert [item.type for item in compacted.output] == ["message", "compaction"]
+    follow = client.responses.create(
+        model=MODEL,
+        input=[*[item.model_dump() for item in compacted.output], {"role": "user", "content": "Where?"}],
+        max_output_tokens=6,
+    )
+    assert follow.status in ("completed", "incomplete")

@@ -66,7 +66,7 @@ class Runtime:
             open_access = not keys and not store.has_active_keys()
         auth = Authenticator(keys, store, open_access)
         conversations = Conversations(store)
-        sealer = Sealer(store.secret("sealed-blobs"), purpose=b"localxai reasoning v1")
+        sealer = Sealer(store.secret("sealed-blobs"))
         return cls(
             service, deferred, auth, store, metrics, conversations, sealer, max_body_bytes, shutdown, drop_server_tools
         )

@@ -16,22 +16,26 @@ PREFIX = "lx1."
 NONCE_BYTES = 12
 
 
-class Sealer:
-    def __init__(self, key: bytes, purpose: bytes) -> None:
-        self._aead = AESGCM(key)
-        self._purpose = purpose  # bound into every blob: one kind of blob never opens as another
+REASONING = b"localxai reasoning v1"
+COMPACTION = b"localxai compaction v1"
 
-    def seal(self, text: str) -> str:
+
+class Sealer:
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def seal(self, text: str, purpose: bytes) -> str:
+        """`purpose` is bound into the blob: one kind of blob never opens as another."""
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, text.encode(), self._purpose)
+        sealed = self._aead.encrypt(nonce, text.encode(), purpose)
         return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
-    def open(self, blob: object) -> str | None:
-        """The content, or None for anything this server did not seal."""
+    def open(self, blob: object, purpose: bytes) -> str | None:
+        """The content, or None for anything this server did not seal for `purpose`."""
         if not isinstance(blob, str) or not blob.startswith(PREFIX):
             return None
         try:
             raw = base64.urlsafe_b64decode(blob[len(PREFIX) :])
-            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._purpose).decode()
+            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], purpose).decode()
         except (binascii.Error, ValueError, InvalidTag, UnicodeDecodeError):
             return None

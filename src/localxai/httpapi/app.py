@@ -20,7 +20,7 @@ from localxai import logs
 from localxai.auth import ApiKey
 from localxai.chat import Completion, StoredResponse, Usage
 from localxai.conversations import new_response_id
-from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable, UnsupportedParameter
+from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
 from localxai.httpapi import completions, convert, responses
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
@@ -245,11 +245,19 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         return {"id": response_id, "object": "response", "deleted": True}
 
     @app.post("/v1/responses/compact")
-    async def compact_response() -> Any:
-        raise UnsupportedParameter(
-            "Context compaction (/v1/responses/compact) is not available in localxai yet; continue the "
-            "conversation with previous_response_id, which reuses the cached prefix instead."
-        )
+    async def compact_response(body: responses.CompactRequest, request: Request) -> Any:
+        require_json(request)
+        caller: ApiKey = request.state.api_key
+        request.state.model = body.model
+        history = None
+        if body.previous_response_id is not None:
+            history = await runtime.conversations.get(body.previous_response_id, caller)
+        chat = responses.compact_request(body, history, runtime.sealer)
+
+        async def answer() -> dict[str, Any]:
+            return responses.compaction_body(chat, await service.complete(chat, caller), runtime.sealer)
+
+        return await until_disconnect(request, answer(), runtime.shutdown)
 
     @app.post("/v1/messages")
     async def anthropic_messages() -> Any:

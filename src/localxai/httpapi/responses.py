@@ -17,7 +17,9 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import anyio
+from pydantic import Field
 
+from localxai import sealing
 from localxai.chat import (
     ChatRequest,
     Choice,
@@ -62,6 +64,7 @@ SERVER_TOOLS = frozenset(
     }
 )  # fmt: skip
 SERVER_TOOL_ITEMS = frozenset(f"{t}_call" for t in SERVER_TOOLS)  # history items of those tools: skipped
+COMPACTED = "A summary of the earlier conversation:"
 ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.DEVELOPER}
 
 
@@ -90,6 +93,22 @@ class ResponsesRequest(RequestBody):
     background: bool | None = None
     search_parameters: dict[str, Any] | None = None
     seed: int | None = None
+
+
+class CompactRequest(RequestBody):
+    """POST /v1/responses/compact (spec A.7): the conversation so far, to be summarised."""
+
+    model: str
+    input: str | list[dict[str, Any]] = Field(default_factory=list)
+    previous_response_id: str | None = None
+    instructions: str | None = None
+
+
+COMPACT_PROMPT = (
+    "Summarize the conversation so far for your own later use: the facts, names and numbers, the "
+    "decisions taken, the open questions and what the user wants. Write only the summary."
+)
+COMPACT_MAX_TOKENS = 1024
 
 
 # -- request ----------------------------------------------------------------------------------------
@@ -178,7 +197,11 @@ def _messages(items: list[dict[str, Any]], context: list[Message], sealer: Seale
         elif kind == "reasoning":
             # Our own sealed thinking goes back with its turn; anything else (another provider's blob,
             # a summary only) is dropped, never an error.
-            thinking = sealer.open(item.get("encrypted_content"))
+            thinking = sealer.open(item.get("encrypted_content"), sealing.REASONING)
+        elif kind == "compaction":  # a summary this server wrote (/v1/responses/compact) stands in for history
+            summary = sealer.open(item.get("encrypted_content"), sealing.COMPACTION)
+            if summary is not None:
+                out.append(Message(Role.SYSTEM, (TextPart(f"{COMPACTED}\n{summary}"),)))
         elif kind in SERVER_TOOL_ITEMS:
             continue  # server-side tool calls of another provider: nothing this model can use
         else:
@@ -376,7 +399,7 @@ def _output(stored: StoredResponse, choice: Choice, sealer: Sealer) -> list[dict
 def _sealed(item: dict[str, Any], stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
     """A finished reasoning item, with its sealed thinking when the request included it."""
     if stored.sealed_reasoning:
-        return {**item, "encrypted_content": sealer.seal(item["summary"][0]["text"])}
+        return {**item, "encrypted_content": sealer.seal(item["summary"][0]["text"], sealing.REASONING)}
     return item
 
 
@@ -547,3 +570,44 @@ async def response_events(
     finally:
         with anyio.CancelScope(shield=True):
             await stream.events.aclose()
+
+
+# -- compaction -------------------------------------------------------------------------------------
+
+
+def compact_request(body: CompactRequest, history: StoredResponse | None, sealer: Sealer) -> ChatRequest:
+    """The model is asked for a summary of the context, which then stands in for it."""
+    as_response = ResponsesRequest(
+        model=body.model, input=body.input, previous_response_id=body.previous_response_id,
+        instructions=body.instructions,
+    )  # fmt: skip
+    context = chat_request(as_response, history, sealer)
+    ask = Message(Role.USER, (TextPart(COMPACT_PROMPT),))
+    sampling = Sampling(temperature=0.0, max_tokens=COMPACT_MAX_TOKENS)
+    return ChatRequest(model=body.model, messages=(*context.messages, ask), sampling=sampling)
+
+
+def compaction_body(request: ChatRequest, completion: Completion, sealer: Sealer) -> dict[str, Any]:
+    """OpenAI's CompactedResponse (what `responses.compact()` parses): every user message of the
+    context, then one compaction item holding the sealed summary (spec A.7, D3)."""
+    users = [m for m in request.messages[:-1] if m.role is Role.USER]
+    output: list[dict[str, Any]] = [
+        {
+            "type": "message",
+            "id": f"msg_{uuid.uuid4()}",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_text", "text": m.text}],
+        }
+        for m in users
+    ]
+    summary = completion.choices[0].text
+    output.append({"type": "compaction", "id": f"cmp_{uuid.uuid4()}", "encrypted_content":
+                   sealer.seal(summary, sealing.COMPACTION)})  # fmt: skip
+    return {
+        "id": str(uuid.uuid4()),
+        "object": "response.compaction",
+        "created_at": completion.created,
+        "output": output,
+        "usage": usage_body(completion.usage),
+    }
