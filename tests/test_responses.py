@@ -317,3 +317,33 @@ async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp
     assert again.sealer.open(blob, COMPACTION) is None  # a blob opens only as what it was sealed for
     other = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path / "other")))
     assert other.sealer.open(blob, REASONING) is None
+
+
+class Breaking(FakeEngine):
+    """Answers a word, then its upstream goes away."""
+
+    async def generate(self, request: Any) -> Any:
+        from localxai.chat import TextDelta
+        from localxai.errors import Unavailable
+
+        async def events() -> Any:
+            yield TextDelta(0, "par")
+            raise Unavailable("The upstream engine of model fake-model failed mid-stream.")
+
+        return events()
+
+
+async def test_a_stream_that_breaks_ends_with_an_error_event_and_is_stored_as_failed() -> None:
+    async with app_client(fake_app(Breaking())) as api:
+        r = await api.post("/v1/responses", json={"model": "fake-model", "input": "hi", "stream": True})
+        stream = events(r.text)
+        assert stream[-1] == {
+            "sequence_number": len(stream) - 1,
+            "type": "error",
+            "code": None,
+            "message": "The upstream engine of model fake-model failed mid-stream.",
+            "param": None,
+        }
+        stored = (await api.get(f"/v1/responses/{stream[0]['response']['id']}")).json()
+        assert stored["status"] == "failed" and stored["output"] == [] and stored["usage"] is None
+        assert stored["error"]["message"] == "The upstream engine of model fake-model failed mid-stream."

@@ -262,9 +262,12 @@ class StoredResponse:
     previous_response_id: str | None = None
     stored: bool = True  # False: rendered once, never kept (`store: false`)
     sealed_reasoning: bool = False  # include: ["reasoning.encrypted_content"] was asked
+    error: str | None = None  # the stream failed after its first byte: status "failed" with this message
 
     def context(self) -> tuple[Message, ...]:
         """The conversation so far, the answer included: where a continuation starts."""
+        if not self.completion.choices:  # it failed before answering: the question alone
+            return self.request.messages
         choice = self.completion.choices[0]
         answer = Message(
             Role.ASSISTANT,

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -228,8 +229,13 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             return await until_disconnect(request, answer(), runtime.shutdown)
         stream = await service.generate(chat, caller)
         pending = responses.stored_response(response_id, created, chat, _started(stream), body)
+
+        async def fail(message: str) -> None:
+            if body.store:
+                await runtime.conversations.save(replace(pending, error=message), caller)
+
         return StreamingResponse(
-            responses.response_events(stream, pending, finish, request.state.request_id, runtime.sealer),
+            responses.response_events(stream, pending, finish, fail, request.state.request_id, runtime.sealer),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

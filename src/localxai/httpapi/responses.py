@@ -306,6 +306,8 @@ def stored_response(
 
 def response_body(stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
     """The response object, as GET /v1/responses/{id} and a non-streamed POST answer it."""
+    if stored.error is not None:
+        return _envelope(stored, "failed", None, [], None)
     [choice] = stored.completion.choices
     status, incomplete = _status(choice)
     output = _output(stored, choice, sealer)
@@ -367,7 +369,7 @@ def _envelope(
         "service_tier": "default",
         "truncation": "disabled",
         "top_logprobs": request.top_logprobs or 0,
-        "error": None,
+        "error": None if stored.error is None else {"code": "server_error", "message": stored.error},
         "instructions": stored.instructions,
     }
 
@@ -450,12 +452,14 @@ async def response_events(
     stream: ChatStream,
     stored: StoredResponse,
     finish: Callable[[Completion], Awaitable[Any]],
+    fail: Callable[[str], Awaitable[Any]],
     request_id: str,
     sealer: Sealer,
     ping_interval: float = 10.0,
 ) -> AsyncIterator[bytes]:
     """The full Responses event sequence for one generation; `finish(completion)` stores the result
-    (called before the last event, so a client that continues at once finds it)."""
+    (called before the last event, so a client that continues at once finds it), `fail(message)` the
+    failure of a stream that broke after its first byte."""
     event = _Events()
     rid = stored.id
     yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
@@ -562,11 +566,13 @@ async def response_events(
         status, incomplete = _status(choice)
         final = _envelope(stored, status, int(time.time()), output, usage, incomplete)
         yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
-    except LocalXAIError as exc:  # after the first byte: one error event (xAI's shape), then the end
-        yield event("error", code=None, message=error_body(exc)["error"], param=None)
-    except Exception:
-        log.exception("response stream failed after the first byte (response %s)", rid)
-        yield event("error", code=None, message=error_body(None, request_id)["error"], param=None)
+    except Exception as exc:  # after the first byte: one error event (xAI's shape), stored as failed
+        if not isinstance(exc, LocalXAIError):
+            log.exception("response stream failed after the first byte (response %s)", rid)
+        message = error_body(exc if isinstance(exc, LocalXAIError) else None, request_id)["error"]
+        with anyio.CancelScope(shield=True):
+            await fail(message)
+        yield event("error", code=None, message=message, param=None)
     finally:
         with anyio.CancelScope(shield=True):
             await stream.events.aclose()
