@@ -268,3 +268,22 @@ def test_xai_sdk_sends_images_over_grpc(vision_server: Server, image_host: str) 
 )
 def test_xai_image_price(width: int, height: int, detail: Detail, tokens: int) -> None:
     assert image_tokens(width, height, detail) == tokens
+
+
+def test_responses_api_with_images(vision_server: Server, image_host: str) -> None:
+    """input_image parts (a data URL and an http URL, as strings) take the checked image path; a bad
+    image is refused before anything runs."""
+    oai = openai.OpenAI(api_key=API_KEY, base_url=vision_server.v1, max_retries=0, timeout=60)
+    content: Any = [
+        {"type": "input_text", "text": "Compare"},
+        {"type": "input_image", "image_url": data_url(RED), "detail": "low"},
+        {"type": "input_image", "image_url": f"{image_host}/photo.jpg", "detail": "high"},
+    ]
+    r = oai.responses.create(model=MODEL, input=[{"role": "user", "content": content}], max_output_tokens=4)
+    assert r.usage is not None and r.usage.input_tokens > 256 + 1792
+    follow = oai.responses.create(model=MODEL, previous_response_id=r.id, input="And now?", max_output_tokens=4)
+    assert follow.usage is not None and follow.usage.input_tokens_details.cached_tokens > 0  # images reused
+    bad = [{"type": "input_image", "image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.responses.create(model=MODEL, input=[{"role": "user", "content": bad}])
+    assert "image 0" in refused.value.response.json()["error"]
