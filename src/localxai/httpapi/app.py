@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -178,11 +178,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         if not chat.stream:
             return await until_disconnect(request, _complete_body(service, chat, caller), runtime.shutdown)
         stream = await service.generate(chat, caller)
-        return StreamingResponse(
-            chat_chunks(stream, chat.include_usage, request.state.request_id),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _sse(chat_chunks(stream, chat.include_usage, request.state.request_id))
 
     @app.post("/v1/completions")
     async def legacy_completions(body: completions.CompletionRequest, request: Request) -> Any:
@@ -198,20 +194,14 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
             return await until_disconnect(request, answer(), runtime.shutdown)
         stream = await service.generate(chat, caller)
-        return StreamingResponse(
-            completions.completion_chunks(stream, chat, echo, request.state.request_id),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _sse(completions.completion_chunks(stream, chat, echo, request.state.request_id))
 
     @app.post("/v1/responses")
     async def create_response(body: responses.ResponsesRequest, request: Request) -> Any:
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        history = None
-        if body.previous_response_id is not None:
-            history = await runtime.conversations.get(body.previous_response_id, caller)
+        history = await _history(runtime, body.previous_response_id, caller)
         chat = responses.chat_request(body, history, runtime.sealer, runtime.drop_server_tools)
         response_id, created = new_response_id(), int(time.time())
 
@@ -234,11 +224,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             if body.store:
                 await runtime.conversations.save(replace(pending, error=message), caller)
 
-        return StreamingResponse(
-            responses.response_events(stream, pending, finish, fail, request.state.request_id, runtime.sealer),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _sse(responses.response_events(stream, pending, finish, fail, request.state.request_id, runtime.sealer))
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, request: Request) -> dict[str, Any]:
@@ -255,9 +241,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        history = None
-        if body.previous_response_id is not None:
-            history = await runtime.conversations.get(body.previous_response_id, caller)
+        history = await _history(runtime, body.previous_response_id, caller)
         chat = responses.compact_request(body, history, runtime.sealer)
 
         async def answer() -> dict[str, Any]:
@@ -346,6 +330,17 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
 async def _complete_body(service: Any, chat: Any, caller: ApiKey) -> dict[str, Any]:
     return convert.completion_body(await service.complete(chat, caller))
+
+
+def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def _history(runtime: Runtime, previous_id: str | None, caller: ApiKey) -> StoredResponse | None:
+    """The stored response a request continues (404 when it is not the caller's, or gone)."""
+    return None if previous_id is None else await runtime.conversations.get(previous_id, caller)
 
 
 def _started(stream: ChatStream) -> Completion:
