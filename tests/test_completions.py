@@ -29,6 +29,14 @@ async def test_shape_echo_n_and_logprobs(client: httpx.AsyncClient) -> None:
     assert [c["text"] for c in again["choices"]] == [c["text"] for c in out["choices"]]  # seeded
 
 
+async def test_a_list_of_prompts_gets_a_block_of_choices_each(client: httpx.AsyncClient) -> None:
+    body = {"model": "fake-model", "prompt": ["alpha beta", "gamma"], "n": 2, "max_tokens": 3, "echo": True}
+    out = (await client.post("/v1/completions", json=body)).json()
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
+    assert [c["text"].split()[0] for c in out["choices"]] == ["alpha", "alpha", "gamma", "gamma"]
+    assert out["usage"]["completion_tokens"] == 12
+
+
 async def test_stream(client: httpx.AsyncClient) -> None:
     body = {
         "model": "fake-model",
@@ -47,7 +55,8 @@ async def test_stream(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("change", "status", "needle"),
     [
-        ({"prompt": ["a", "b"]}, 400, "one prompt"),
+        ({"prompt": ["a", "b"], "stream": True}, 400, "one prompt"),
+        ({"prompt": []}, 400, "between 1 and 16 prompts"),
         ({"prompt": [1, 2, 3]}, 422, "prompt"),
         ({"logprobs": 9}, 400, "logprobs"),
         ({"temperature": 5}, 400, "temperature"),

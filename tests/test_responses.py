@@ -300,6 +300,29 @@ async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp
         assert blob.startswith("lx1.") and "Paris" not in blob
         streamed = events((await api.post("/v1/responses", json={**body, "stream": True})).text)
         assert streamed[-1]["response"]["output"][0]["encrypted_content"].startswith("lx1.")
+        kinds = [e["type"] for e in streamed]
+        thinking, answer = (
+            kinds.count("response.reasoning_summary_text.delta"),
+            kinds.count("response.output_text.delta"),
+        )
+        assert kinds == [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            *["response.reasoning_summary_text.delta"] * thinking,
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            *["response.output_text.delta"] * answer,
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+        assert thinking >= 1 and answer >= 1 and [e.get("output_index") for e in streamed[2:4]] == [0, 0]
         # Sent back statelessly: our blob goes back to the model with its turn; a foreign one is dropped.
         for sent, opened in ((blob, "Paris is in France."), ("gAAAA-foreign", None), (blob[:-4] + "AAAA", None)):
             history = [

@@ -183,17 +183,21 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     @app.post("/v1/completions")
     async def legacy_completions(body: completions.CompletionRequest, request: Request) -> Any:
         require_json(request)
-        chat = completions.chat_request(body)
-        request.state.model = chat.model
+        chats = completions.chat_requests(body)
+        request.state.model = chats[0].model
         caller: ApiKey = request.state.api_key
-        echo = chat.prompt if body.echo else None
-        if not chat.stream:
+        if not body.stream:
 
             async def answer() -> dict[str, Any]:
-                return completions.completion_body(await service.complete(chat, caller), echo)
+                done = await asyncio.gather(*(service.complete(chat, caller) for chat in chats))
+                return completions.completion_body(
+                    [(c, chat.prompt if body.echo else None) for c, chat in zip(done, chats, strict=True)]
+                )
 
             return await until_disconnect(request, answer(), runtime.shutdown)
+        [chat] = chats
         stream = await service.generate(chat, caller)
+        echo = chat.prompt if body.echo else None
         return _sse(completions.completion_chunks(stream, chat, echo, request.state.request_id))
 
     @app.post("/v1/responses")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from localxai.chat import (
@@ -27,6 +28,7 @@ from localxai.service import ChatStream
 log = logging.getLogger(__name__)
 
 MAX_TOP_LOGPROBS = 8
+MAX_PROMPTS = 16
 
 
 class CompletionRequest(RequestBody):
@@ -49,10 +51,18 @@ class CompletionRequest(RequestBody):
     user: str | None = None
 
 
-def chat_request(body: CompletionRequest) -> ChatRequest:
+def chat_requests(body: CompletionRequest) -> list[ChatRequest]:
+    """One request per prompt (a list of prompts is answered choice block by choice block)."""
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if len(prompts) != 1:
-        raise InvalidArgument("prompt: this server completes one prompt per request (use n for several answers).")
+    if not 1 <= len(prompts) <= MAX_PROMPTS:
+        raise InvalidArgument(f"prompt: between 1 and {MAX_PROMPTS} prompts, got {len(prompts)}.")
+    if len(prompts) > 1 and body.stream:
+        raise InvalidArgument("prompt: a streamed request takes one prompt.")
+    first = _chat_request(body, prompts[0])
+    return [first, *(replace(first, prompt=p) for p in prompts[1:])]
+
+
+def _chat_request(body: CompletionRequest, prompt: str) -> ChatRequest:
     top = body.logprobs if isinstance(body.logprobs, int) and not isinstance(body.logprobs, bool) else 0
     if not 0 <= top <= MAX_TOP_LOGPROBS:
         raise InvalidArgument(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}.")
@@ -60,7 +70,7 @@ def chat_request(body: CompletionRequest) -> ChatRequest:
     return ChatRequest(
         model=body.model,
         messages=(),
-        prompt=prompts[0],
+        prompt=prompt,
         sampling=Sampling(
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
@@ -78,21 +88,33 @@ def chat_request(body: CompletionRequest) -> ChatRequest:
     )
 
 
-def completion_body(completion: Completion, echo: str | None) -> dict[str, Any]:
+def completion_body(answers: list[tuple[Completion, str | None]]) -> dict[str, Any]:
+    """One body for the completions of a request's prompts, each with its echo: choices numbered on
+    across prompts (prompt i's choice j is i * n + j), usage summed."""
+    first = answers[0][0]
+    choices = [
+        _choice(c, echo, number * len(completion.choices) + c.index)
+        for number, (completion, echo) in enumerate(answers)
+        for c in completion.choices
+    ]
+    usage = Usage(
+        prompt_tokens=sum(c.usage.prompt_tokens for c, _ in answers),
+        completion_tokens=sum(c.usage.completion_tokens for c, _ in answers),
+    )
     return {
-        "id": completion.id,
+        "id": first.id,
         "object": "text_completion",
-        "created": completion.created,
-        "model": completion.model,
-        "choices": [_choice(c, echo) for c in completion.choices],
-        "usage": _usage(completion.usage),
-        "system_fingerprint": completion.fingerprint,
+        "created": first.created,
+        "model": first.model,
+        "choices": choices,
+        "usage": _usage(usage),
+        "system_fingerprint": first.fingerprint,
     }
 
 
-def _choice(choice: Choice, echo: str | None) -> dict[str, Any]:
+def _choice(choice: Choice, echo: str | None, index: int) -> dict[str, Any]:
     return {
-        "index": choice.index,
+        "index": index,
         "text": (echo or "") + choice.text,
         "finish_reason": finish_reason(choice.finish_reason),
         "logprobs": None if choice.logprobs is None else logprobs_body(choice.logprobs),
