@@ -370,3 +370,19 @@ async def test_a_stream_that_breaks_ends_with_an_error_event_and_is_stored_as_fa
         stored = (await api.get(f"/v1/responses/{stream[0]['response']['id']}")).json()
         assert stored["status"] == "failed" and stored["output"] == [] and stored["usage"] is None
         assert stored["error"]["message"] == "The upstream engine of model fake-model failed mid-stream."
+
+
+async def test_logprobs_in_the_output_text_and_its_deltas(api: httpx.AsyncClient) -> None:
+    body = {"model": "fake-model", "input": "hi", "logprobs": True, "top_logprobs": 2}
+    out = (await api.post("/v1/responses", json=body)).json()
+    [part] = out["output"][0]["content"]
+    assert len(part["logprobs"]) == 2  # "hello", "there"
+    assert set(part["logprobs"][0]) == {"token", "logprob", "bytes", "top_logprobs"}
+    assert len(part["logprobs"][0]["top_logprobs"]) == 2
+    stream = events((await api.post("/v1/responses", json={**body, "stream": True})).text)
+    deltas = [e for e in stream if e["type"] == "response.output_text.delta"]
+    assert all(len(d["logprobs"]) == 1 for d in deltas)
+    done = next(e for e in stream if e["type"] == "response.output_text.done")
+    assert [p["token"] for p in done["logprobs"]] == [p["token"] for p in part["logprobs"]]
+    plain = (await api.post("/v1/responses", json={"model": "fake-model", "input": "hi"})).json()
+    assert plain["output"][0]["content"][0]["logprobs"] == []

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from localxai.chat import (
     StoredResponse,
     TextDelta,
     TextPart,
+    TokenLogprob,
     Tool,
     ToolCall,
     ToolCallDelta,
@@ -47,6 +48,7 @@ from localxai.chat import (
     UsageReport,
 )
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, UnsupportedParameter
+from localxai.httpapi.convert import logprobs_body
 from localxai.httpapi.errors import error_body
 from localxai.httpapi.schema import RequestBody
 from localxai.httpapi.sse import with_pings
@@ -393,7 +395,7 @@ def _output(stored: StoredResponse, choice: Choice, sealer: Sealer) -> list[dict
     if choice.reasoning:
         items.append(_sealed(_reasoning_item(stored.id, choice.reasoning, "completed"), stored, sealer))
     if choice.text or not choice.tool_calls:
-        items.append(_message_item(stored.id, choice.text, "completed"))
+        items.append(_message_item(stored.id, choice.text, "completed", choice.logprobs))
     items += [_call_item(call, "completed") for call in choice.tool_calls]
     return items
 
@@ -410,12 +412,19 @@ def _reasoning_item(response_id: str, text: str | None, status: str) -> dict[str
     return {"id": f"rs_{response_id}", "summary": summary, "type": "reasoning", "status": status}
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "logprobs": [], "annotations": []}
+def _logprobs(entries: Sequence[TokenLogprob] | None) -> list[dict[str, Any]]:
+    """Each token's log-probability (and the likeliest alternatives), when the request asked for them."""
+    return logprobs_body(tuple(entries))["content"] if entries else []
 
 
-def _message_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [_text_part(text)] if text is not None else []
+def _text_part(text: str, logprobs: Sequence[TokenLogprob] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "logprobs": _logprobs(logprobs), "annotations": []}
+
+
+def _message_item(
+    response_id: str, text: str | None, status: str, logprobs: Sequence[TokenLogprob] | None = None
+) -> dict[str, Any]:
+    content = [_text_part(text, logprobs)] if text is not None else []
     return {"content": content, "id": f"msg_{response_id}", "role": "assistant", "type": "message", "status": status}
 
 
@@ -468,6 +477,7 @@ async def response_events(
     open_kind: ItemKind | None = None
     texts = {"reasoning": "", "message": ""}
     calls: list[ToolCall] = []
+    tokens: list[TokenLogprob] = []  # the answer's logprobs, when asked for
     reason = FinishReason.STOP
     usage = Usage()
 
@@ -487,12 +497,12 @@ async def response_events(
                       part=part, summary_index=0),
             ]  # fmt: skip
         else:
-            item = _message_item(rid, text, "completed")
+            item = _message_item(rid, text, "completed", tokens)
             frames = [
                 event("response.output_text.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
-                      text=text, logprobs=[]),
+                      text=text, logprobs=_logprobs(tokens)),
                 event("response.content_part.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
-                      part=_text_part(text)),
+                      part=_text_part(text, tokens)),
             ]  # fmt: skip
         output.append(item)
         return [*frames, event("response.output_item.done", item=item, output_index=index)]
@@ -529,13 +539,14 @@ async def response_events(
                 yield event("response.reasoning_summary_text.delta", delta=item.text, item_id=f"rs_{rid}",
                             output_index=len(output), summary_index=0)  # fmt: skip
             elif isinstance(item, TextDelta):
-                if not item.text:
+                if not item.text and not item.logprobs:
                     continue
                 for frame in open_item("message"):
                     yield frame
                 texts["message"] += item.text
+                tokens.extend(item.logprobs)
                 yield event("response.output_text.delta", content_index=0, delta=item.text, item_id=f"msg_{rid}",
-                            output_index=len(output), logprobs=[])  # fmt: skip
+                            output_index=len(output), logprobs=_logprobs(item.logprobs))  # fmt: skip
             elif isinstance(item, ToolCallDelta):
                 for frame in close():
                     yield frame
@@ -560,7 +571,8 @@ async def response_events(
                 yield frame
         for frame in close():
             yield frame
-        choice = Choice(0, texts["message"], reason, texts["reasoning"] or None, tuple(calls))
+        logprobs = tuple(tokens) if stored.request.logprobs else None
+        choice = Choice(0, texts["message"], reason, texts["reasoning"] or None, tuple(calls), logprobs)
         completion = Completion(stream.id, stream.created, stream.model, stream.fingerprint, (choice,), usage)
         await finish(completion)
         status, incomplete = _status(choice)
