@@ -199,6 +199,13 @@ async def test_function_call_round_trip() -> None:
             "maxLength",
         ),
         ({"input": 5}, 422, "input"),
+        ({"tools": [{**WEATHER, "description": {"__type__": "Usage"}}]}, 400, "description must be a string"),
+        ({"tools": [{"type": ["function"]}]}, 400, "type must be a string"),
+        ({"tool_choice": {"type": "function", "function": "x"}, "tools": [WEATHER]}, 400, "tool_choice"),
+        ({"text": {"format": "json_object"}}, 400, "text.format must be an object"),
+        ({"text": {"format": {"type": "json_schema", "json_schema": "x"}}}, 400, "schema"),
+        ({"input": [{"role": ["user"], "content": "x"}]}, 400, "role must be a string"),
+        ({"input": [{"type": ["message"]}]}, 400, "type must be a string"),
     ],
 )
 async def test_refusals(api: httpx.AsyncClient, extra: dict[str, Any], status: int, needle: str) -> None:

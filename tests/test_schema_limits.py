@@ -128,3 +128,9 @@ def test_real_server_survives_the_crash_schemas(real_server: Server) -> None:
     assert r.status_code == 200, r.text
     assert real_server.process.poll() is None
     assert httpx.get(real_server.base_url + "/health").status_code == 200
+
+
+def test_counts_that_python_cannot_convert_or_that_are_floats_are_bounded_too() -> None:
+    for schema in ({"type": "string", "pattern": "a{" + "9" * 5000 + "}"}, {"type": "array", "maxItems": 1e9}):
+        with pytest.raises(InvalidArgument, match="this server enforces at most"):
+            parse_schema(json.dumps(schema), "s")

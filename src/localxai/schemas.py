@@ -56,8 +56,8 @@ def check_bounds(schema: Any, what: str) -> None:
             raise InvalidArgument(f"{what} is nested more than {MAX_DEPTH} levels deep (this server's limit).")
         if isinstance(value, dict):
             for key in COUNTS:
-                count = value.get(key)
-                if isinstance(count, int) and not isinstance(count, bool) and count > MAX_REPEAT:
+                count = value.get(key)  # a float such as 1e9 counts too: JSON Schema allows 5.0
+                if isinstance(count, (int, float)) and not isinstance(count, bool) and count > MAX_REPEAT:
                     raise InvalidArgument(
                         f"{what}: '{key}' at {path} is {count}; this server enforces at most {MAX_REPEAT}."
                     )
@@ -69,10 +69,16 @@ def check_bounds(schema: Any, what: str) -> None:
             stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value))
 
 
+def _count(digits: str) -> int:
+    """A repetition count; one too long to convert is over any limit anyway."""
+    return int(digits) if len(digits) <= 9 else 10**9
+
+
 def _check_pattern(pattern: str, where: str) -> None:
     for match in QUANTIFIER.finditer(pattern):
-        if max(int(g) for g in match.groups() if g) > MAX_REPEAT:
-            raise InvalidArgument(f"{where} repeats {match.group(0)}; this server enforces at most {MAX_REPEAT}.")
+        if max(_count(g) for g in match.groups() if g) > MAX_REPEAT:
+            shown = match.group(0) if len(match.group(0)) <= 24 else match.group(0)[:20] + "...}"
+            raise InvalidArgument(f"{where} repeats {shown}; this server enforces at most {MAX_REPEAT}.")
     if _expansion(pattern) > MAX_PATTERN_EXPANSION:
         raise InvalidArgument(
             f"{where} has nested repetitions that expand past {MAX_PATTERN_EXPANSION} elements (this server's limit)."
@@ -86,7 +92,7 @@ def _expansion(pattern: str) -> int:
         char = pattern[i]
         quantifier = QUANTIFIER.match(pattern, i)
         if quantifier:
-            count = max(int(g) for g in quantifier.groups() if g)
+            count = max(_count(g) for g in quantifier.groups() if g)
             sums[-1] += last * (count - 1)
             last *= count
             i = quantifier.end()

@@ -138,10 +138,10 @@ def chat_request(
     context += _messages(items, context, sealer)
     listed = body.tools or []
     if drop_server_tools:
-        dropped = [t.get("type") for t in listed if t.get("type") in SERVER_TOOLS]
-        if dropped:
-            log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(map(str, dropped)))
-        listed = [t for t in listed if t.get("type") not in SERVER_TOOLS]
+        server = [t for t in listed if isinstance(t.get("type"), str) and t["type"] in SERVER_TOOLS]
+        if server:
+            log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(t["type"] for t in server))
+        listed = [t for t in listed if t not in server]
     tools = tuple(_tool(i, t) for i, t in enumerate(listed))
     return ChatRequest(
         model=body.model,
@@ -171,9 +171,9 @@ def _messages(items: list[dict[str, Any]], context: list[Message], sealer: Seale
     thinking: str | None = None  # an opened reasoning item, for the assistant turn that follows it
     for i, item in enumerate(items):
         where = f"input[{i}]"
-        kind = item.get("type", "message")
+        kind = _optional_text(item, "type", where) or "message"
         if kind == "message":
-            role = ROLES.get(item.get("role", ""))
+            role = ROLES.get(_optional_text(item, "role", where) or "")
             if role is None:
                 raise InvalidArgument(f"{where}.role must be user, assistant, system or developer.")
             reasoning, thinking = (thinking, None) if role is Role.ASSISTANT else (None, thinking)
@@ -192,7 +192,7 @@ def _messages(items: list[dict[str, Any]], context: list[Message], sealer: Seale
                 raise InvalidArgument(f"{where}: no function_call with call_id {call_id!r} precedes this output.")
             output = item.get("output")
             if isinstance(output, list):  # Codex sends parts
-                output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
+                output = "".join(_text(p, "text", f"{where}.output") for p in output if isinstance(p, dict))
             if not isinstance(output, str):
                 raise InvalidArgument(f"{where}.output must be a string.")
             out.append(Message(Role.TOOL, (TextPart(output),), tool_call_id=call_id))
@@ -236,6 +236,19 @@ def _parts(content: Any, where: str) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def _optional_text(item: dict[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"{where}.{key} must be a string.")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{where} must be an object.")
+    return value
+
+
 def _text(item: dict[str, Any], key: str, where: str) -> str:
     value = item.get(key)
     if not isinstance(value, str):
@@ -244,19 +257,18 @@ def _text(item: dict[str, Any], key: str, where: str) -> str:
 
 
 def _tool(index: int, tool: dict[str, Any]) -> Tool:
-    kind = tool.get("type")
-    if kind in SERVER_TOOLS or kind != "function":
+    kind = _optional_text(tool, "type", f"tools[{index}]")
+    if kind != "function":
         raise InvalidArgument(
             f"Tool type {kind!r} is not supported by this server: server-side tools (web_search, x_search, "
             "file_search, code_interpreter, mcp, …) are not available in localxai"
         )
     nested = tool.get("function")
     spec: dict[str, Any] = nested if isinstance(nested, dict) else tool  # flat, or Chat's nesting
-    name = spec.get("name")
-    if not isinstance(name, str):
-        raise InvalidArgument(f"tools[{index}].name must be a string.")
-    parameters = spec.get("parameters") or {"type": "object", "properties": {}}
-    return Tool(name=name, description=spec.get("description") or "", parameters=json.dumps(parameters))
+    where = f"tools[{index}]"
+    parameters = _object(spec.get("parameters") or {"type": "object", "properties": {}}, f"{where}.parameters")
+    description = _optional_text(spec, "description", where) or ""
+    return Tool(name=_text(spec, "name", where), description=description, parameters=json.dumps(parameters))
 
 
 def _tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
@@ -267,21 +279,23 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
             return ToolChoice(ToolMode(choice))
         except ValueError:
             raise InvalidArgument("tool_choice must be none, auto, required or a function.") from None
-    name = choice.get("name") or (choice.get("function") or {}).get("name")
+    nested = choice.get("function")
+    name = choice.get("name") or (nested.get("name") if isinstance(nested, dict) else None)
     if choice.get("type") != "function" or not isinstance(name, str):
         raise InvalidArgument('tool_choice must be {"type": "function", "name": "<function name>"}.')
     return ToolChoice(ToolMode.FUNCTION, name)
 
 
 def _format(text: dict[str, Any] | None) -> ResponseFormat:
-    fmt = (text or {}).get("format") or {"type": "text"}
+    fmt = _object((text or {}).get("format") or {"type": "text"}, "text.format")
     kind = fmt.get("type")
     if kind == "text":
         return ResponseFormat()
     if kind == "json_object":
         return ResponseFormat(FormatType.JSON_OBJECT)
     if kind == "json_schema":
-        schema = fmt.get("schema", (fmt.get("json_schema") or {}).get("schema"))
+        nested = fmt.get("json_schema")
+        schema = fmt.get("schema", nested.get("schema") if isinstance(nested, dict) else None)
         if not isinstance(schema, dict):
             raise InvalidArgument("text.format json_schema needs a schema object.")
         return ResponseFormat(FormatType.JSON_SCHEMA, json.dumps(schema))
