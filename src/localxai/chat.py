@@ -263,6 +263,7 @@ class StoredResponse:
     stored: bool = True  # False: rendered once, never kept (`store: false`)
     sealed_reasoning: bool = False  # include: ["reasoning.encrypted_content"] was asked
     error: str | None = None  # the stream failed after its first byte: status "failed" with this message
+    completed: int | None = None  # when the answer was finished (unix seconds)
 
     def context(self) -> tuple[Message, ...]:
         """The conversation so far, the answer included: where a continuation starts."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from localxai import codec
 from localxai.auth import ApiKey
 from localxai.chat import StoredResponse
 from localxai.errors import NotFound
+from localxai.ids import is_id, new_id
 from localxai.store.store import Store
 
 RESPONSE_TTL_S = 30 * 24 * 3600
@@ -25,7 +25,7 @@ EXPIRY_EVERY_S = 3600.0  # how often saving also deletes what expired
 
 def new_response_id() -> str:
     """xAI's ids are bare UUIDs; output items reuse them (msg_<id>, rs_<id>)."""
-    return str(uuid.uuid4())
+    return new_id()
 
 
 class Conversations:
@@ -44,7 +44,7 @@ class Conversations:
     async def get(self, response_id: str, caller: ApiKey) -> StoredResponse:
         """The caller's stored response; unknown, expired, deleted and other keys' ids are all 404."""
         body = None
-        if _is_id(response_id):  # never hand the database a string it did not make
+        if is_id(response_id):  # never hand the database a string it did not make
             not_before = time.time() - self._ttl_s
             body = await asyncio.to_thread(self._store.load_response, response_id, caller.key_id, not_before)
         if body is None:
@@ -54,7 +54,7 @@ class Conversations:
         return stored
 
     async def delete(self, response_id: str, caller: ApiKey) -> None:
-        deleted = _is_id(response_id) and await asyncio.to_thread(
+        deleted = is_id(response_id) and await asyncio.to_thread(
             self._store.delete_response, response_id, caller.key_id
         )
         if not deleted:
@@ -62,10 +62,3 @@ class Conversations:
 
     async def expire(self) -> int:
         return await asyncio.to_thread(self._store.expire_responses, time.time() - self._ttl_s)
-
-
-def _is_id(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False

@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from dataclasses import replace
 
 from localxai import codec
 from localxai import errors as e
 from localxai.auth import ApiKey
 from localxai.chat import ChatRequest, Completion
+from localxai.ids import is_id, new_id
 from localxai.service import ChatService, collect
 from localxai.store.store import Store
 
@@ -91,7 +91,7 @@ class DeferredCompletions:
     async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
         """Admit and check `request` (raises like a live request) and queue it; returns the request id."""
         await self._service.check(await self._service.admit(request, caller))
-        request_id = str(uuid.uuid4())
+        request_id = new_id()
         await asyncio.to_thread(self._store.create_deferred, request_id, caller.key_id, codec.dumps(request))
         self._wake.set()
         return request_id
@@ -101,7 +101,7 @@ class DeferredCompletions:
 
         Unknown, expired, already fetched and other keys' ids all read as not found.
         """
-        if not _is_request_id(request_id):  # never hand the database a string it did not make
+        if not is_id(request_id):  # never hand the database a string it did not make
             raise e.NotFound(f"No deferred completion with id {request_id[:64]!r}.")
         not_before = time.time() - self._ttl_s
         row = await asyncio.to_thread(self._store.take_deferred, request_id, caller.key_id, not_before)
@@ -162,10 +162,3 @@ class DeferredCompletions:
         finally:
             self._running.pop(request_id, None)
             self._wake.set()
-
-
-def _is_request_id(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False

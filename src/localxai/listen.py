@@ -25,9 +25,9 @@ def grpc_addresses(host: str) -> list[str]:
 def bind_http(host: str, port: int) -> socket.socket:
     """The HTTP listening socket, bound now; ConfigError naming --port when it is taken."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # IPv4 first: "localhost" often resolves to ::1 first, and clients of 127.0.0.1 must reach it.
+        family, kind, proto, _, address = sorted(found, key=lambda info: info[0] != socket.AF_INET)[0]
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen on {host!r}: {exc.strerror} (--host)") from None
     sock = socket.socket(family, kind, proto)

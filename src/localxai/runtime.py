@@ -88,24 +88,30 @@ class Runtime:
         except BaseException:
             store.close()
             raise
-        return cls.build(
-            engines,
-            settings.api_keys,
-            store,
-            aliases=(*settings.models.aliases, *settings.aliases),
-            limits=Limits(
-                max_n=settings.max_n,
-                max_messages=settings.max_messages,
-                max_images=settings.max_images,
-                timeout_s=settings.request_timeout_s or None,
-            ),
-            worker_id=f"{socket.gethostname()}:{settings.port}",
-            deferred_lease_s=settings.deferred_lease_s,
-            max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
-            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
-            open_access=open_access,
-            drop_server_tools=settings.server_tools == "drop",
-        )
+        try:
+            return cls.build(
+                engines,
+                settings.api_keys,
+                store,
+                aliases=(*settings.models.aliases, *settings.aliases),
+                limits=Limits(
+                    max_n=settings.max_n,
+                    max_messages=settings.max_messages,
+                    max_images=settings.max_images,
+                    timeout_s=settings.request_timeout_s or None,
+                ),
+                worker_id=f"{socket.gethostname()}:{settings.port}",
+                deferred_lease_s=settings.deferred_lease_s,
+                max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
+                fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
+                open_access=open_access,
+                drop_server_tools=settings.server_tools == "drop",
+            )
+        except BaseException:  # a bad alias, a duplicate id: the loaded engines must not linger
+            for engine in engines:
+                engine.halt()
+            store.close()
+            raise
 
     async def start(self) -> None:
         await self.service.open()

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,27 @@ class _Route:
         low = min(r.outstanding for r in candidates)
         tied = [r for r in candidates if r.outstanding == low]
         return tied[self.turn % len(tied)]
+
+
+@dataclass
+class _Lease:
+    """A replica's slot and open response, held by one event stream."""
+
+    replica: Replica
+    response: httpx.Response
+    held: bool = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.replica.outstanding -= 1
+
+    def abandon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The stream was dropped unread: release, and close the response on its loop."""
+        if self.held:
+            self.release()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(lambda: loop.create_task(self.response.aclose()))
 
 
 class _Retry(Exception):
@@ -165,7 +187,11 @@ class UpstreamEngine(Engine):
             except BaseException:
                 replica.outstanding -= 1
                 raise
-            return self._events(route.model, replica, response, request.n)
+            lease = _Lease(replica, response)
+            events = self._events(route.model, lease)
+            # A stream dropped before its first step never runs its `finally`: free the lease then too.
+            weakref.finalize(events, lease.abandon, asyncio.get_running_loop())
+            return events
         raise Unavailable(f"No upstream replica of model {request.model} is reachable.")
 
     async def _open(self, model: UpstreamModel, replica: Replica, body: dict[str, Any]) -> httpx.Response:
@@ -208,15 +234,17 @@ class UpstreamEngine(Engine):
             )
             raise _Retry
         if response.status_code != 200:
-            detail = (await response.aread())[:500]
+            try:
+                detail = (await response.aread())[:500]
+            except httpx.HTTPError:
+                detail = b"(unreadable)"
             await response.aclose()
             log.info("upstream %s refused a request: %d %r", replica.base_url, response.status_code, detail)
             raise upstream_wire.upstream_error(response)
         return response
 
-    async def _events(
-        self, model: UpstreamModel, replica: Replica, response: httpx.Response, n: int
-    ) -> AsyncGenerator[Event, None]:
+    async def _events(self, model: UpstreamModel, lease: _Lease) -> AsyncGenerator[Event, None]:
+        replica, response = lease.replica, lease.response
         calls: dict[int, dict[int, dict[str, str]]] = {}
         usage: Usage | None = None
         pieces = 0
@@ -237,12 +265,12 @@ class UpstreamEngine(Engine):
                 if chunk.get("usage"):
                     usage = upstream_wire.usage(chunk["usage"])
             yield UsageReport(usage or Usage(completion_tokens=pieces))
-        except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError, KeyError) as exc:  # broken or odd data
             replica.ejected_until = time.monotonic() + EJECT_S
             log.warning("upstream %s stream broke: %s", replica.base_url, type(exc).__name__)
             raise Unavailable(f"The upstream engine of model {model.id} failed mid-stream.") from None
         finally:
-            replica.outstanding -= 1
+            lease.release()
             # Our client left or we are done: the upstream request ends too. Shielded, because the
             # server's cancel scope would otherwise cancel the close itself.
             with anyio.CancelScope(shield=True):

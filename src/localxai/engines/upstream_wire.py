@@ -168,6 +168,6 @@ def upstream_error(response: httpx.Response) -> LocalXAIError:
             "The service is temporarily at capacity. Please retry your request shortly.",
             retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
         )
-    if status in (401, 403, 404):
+    if status == 404:  # (401 and 403 never arrive here: the replica is ejected and the request retried)
         return Unavailable("The upstream engine is misconfigured for this model.")
     return InternalError()

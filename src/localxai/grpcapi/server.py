@@ -77,6 +77,8 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     async def _continued(self, request: chat_pb2.GetCompletionsRequest, caller: ApiKey, stream: bool) -> ChatRequest:
         """The request, after the stored conversation it continues (`previous_response_id`)."""
         chat = convert.chat_request(request, stream=stream)
+        if request.store_messages and chat.n != 1:
+            raise e.InvalidArgument("store_messages takes n = 1: a stored conversation continues from one answer.")
         if not request.HasField("previous_response_id"):
             return chat
         history = await self.runtime.conversations.get(request.previous_response_id, caller)
@@ -109,6 +111,8 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     async def StartDeferredCompletion(
         self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey
     ) -> Any:
+        if request.store_messages or request.HasField("previous_response_id"):
+            raise e.UnsupportedParameter("Argument not supported: store_messages and previous_response_id (deferred)")
         request_id = await self.runtime.deferred.submit(convert.chat_request(request), caller)
         return deferred_pb2.StartDeferredResponse(request_id=request_id)
 

@@ -65,10 +65,11 @@ class GatewayMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")  # the route's template, never the raw path
             model = self.runtime.service.model_label(state.get("model"))
-            self.runtime.metrics.requests.labels(path, str(status["code"]), model).inc()
+            code = "499" if state.get("client_left") else str(status["code"])
+            self.runtime.metrics.requests.labels(path, code, model).inc()
             if path not in QUIET_PATHS:
                 record.model = record.model or model or None
-                logs.log.info(record.line(scope["method"], path, str(status["code"])))
+                logs.log.info(record.line(scope["method"], path, code))
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         async def refuse(exc: LocalXAIError) -> None:
@@ -93,7 +94,8 @@ class GatewayMiddleware:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                return  # the client left before sending its body
+                scope["state"]["client_left"] = True  # before sending its body: counted as 499 (nginx's number)
+                return
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > limit:
@@ -189,7 +191,14 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
-                done = await asyncio.gather(*(service.complete(chat, caller) for chat in chats))
+                tasks = [asyncio.ensure_future(service.complete(chat, caller)) for chat in chats]
+                try:
+                    done = await asyncio.gather(*tasks)
+                except BaseException:  # one failure (or the client leaving) stops the other prompts
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
                 return completions.completion_body(
                     [(c, chat.prompt if body.echo else None) for c, chat in zip(done, chats, strict=True)]
                 )

@@ -317,6 +317,7 @@ def stored_response(
         previous_response_id=body.previous_response_id,
         stored=body.store,
         sealed_reasoning=ENCRYPTED_REASONING in (body.include or ()),
+        completed=int(time.time()),
     )
 
 
@@ -327,7 +328,7 @@ def response_body(stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
     [choice] = stored.completion.choices
     status, incomplete = _status(choice)
     output = _output(stored, choice, sealer)
-    return _envelope(stored, status, int(time.time()), output, stored.completion.usage, incomplete)
+    return _envelope(stored, status, stored.completed, output, stored.completion.usage, incomplete)
 
 
 def _status(choice: Choice) -> tuple[str, dict[str, str] | None]:
@@ -596,8 +597,11 @@ async def response_events(
         if not isinstance(exc, LocalXAIError):
             log.exception("response stream failed after the first byte (response %s)", rid)
         message = error_body(exc if isinstance(exc, LocalXAIError) else None, request_id)["error"]
-        with anyio.CancelScope(shield=True):
-            await fail(message)
+        try:
+            with anyio.CancelScope(shield=True):
+                await fail(message)
+        except LocalXAIError:  # the store is down too: the client still gets its error event
+            log.warning("could not store the failure of response %s", rid)
         yield event("error", code=None, message=message, param=None)
     finally:
         with anyio.CancelScope(shield=True):

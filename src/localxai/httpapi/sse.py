@@ -34,7 +34,9 @@ async def ended(frames: AsyncIterator[bytes], stream: ChatStream, request_id: st
             yield piece
         yield DONE
     except LocalXAIError as exc:
-        yield frame(error_body(exc))
+        if not exc.public:
+            log.error("stream failed after the first byte (request %s): %s", request_id, exc.message)
+        yield frame(error_body(exc, request_id))
     except Exception:
         log.exception("stream failed after the first byte (request %s)", request_id)
         yield frame(error_body(None, request_id))

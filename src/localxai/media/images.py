@@ -112,13 +112,6 @@ async def load_images(parts: Sequence[ImagePart], policy: FetchPolicy) -> list[L
     return images
 
 
-async def load_image(part: ImagePart, index: int, policy: FetchPolicy) -> LoadedImage:
-    """One image alone, checked (within MAX_PIXELS, which is below MAX_REQUEST_PIXELS)."""
-    image = await _opened(part, index, policy)
-    await _check_decodable(image, f"image {index}")
-    return image
-
-
 async def _all_or_nothing(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
     """Their results, run in parallel; at the first exception the others are cancelled, not left running."""
     tasks = [asyncio.ensure_future(c) for c in coroutines]
@@ -200,7 +193,6 @@ __all__ = [
     "MAX_REQUEST_PIXELS",
     "LoadedImage",
     "image_tokens",
-    "load_image",
     "load_images",
     "resolved_detail",
 ]

@@ -390,7 +390,6 @@ class Store:
         with self._write() as conn:
             return conn.execute(deferred.delete().where(deferred.c.created_at < not_before)).rowcount
 
-
     # -- server secrets -------------------------------------------------------------------------
 
     def secret(self, name: str, size: int = 32) -> bytes:
