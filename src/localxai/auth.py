@@ -45,6 +45,11 @@ class ApiKey:
         return [*models, "api-key:endpoint:*"]
 
 
+def is_open_access(keys: Iterable[str], store: Store) -> bool:
+    """No key configured and none stored: any bearer token is accepted (decided once, at start-up)."""
+    return not tuple(keys) and not store.has_active_keys()
+
+
 class Authenticator:
     def __init__(self, keys: Iterable[str], store: Store | None = None, open_access: bool = False) -> None:
         self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]

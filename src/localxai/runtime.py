@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from localxai.accounting import Accounting
-from localxai.auth import Authenticator
+from localxai.auth import Authenticator, is_open_access
 from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
@@ -63,7 +63,7 @@ class Runtime:
         )
         deferred = DeferredCompletions(service, store, worker_id, lease_s=deferred_lease_s)
         if open_access is None:
-            open_access = not keys and not store.has_active_keys()
+            open_access = is_open_access(keys, store)
         auth = Authenticator(keys, store, open_access)
         conversations = Conversations(store)
         sealer = Sealer(store.secret("sealed-blobs"))
@@ -78,7 +78,7 @@ class Runtime:
         Refuses open access on a non-loopback address before any model loads."""
         store = Store(settings.database_url or sqlite_url(settings.data_dir))
         try:
-            open_access = not settings.api_keys and not store.has_active_keys()
+            open_access = is_open_access(settings.api_keys, store)
             if open_access and settings.host not in LOOPBACK_HOSTS:
                 raise ConfigError(
                     f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "

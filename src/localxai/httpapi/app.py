@@ -28,6 +28,7 @@ from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
 from localxai.runtime import Runtime
 from localxai.service import ChatStream, Shutdown
+from localxai.tasks import all_or_nothing
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +192,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
-                tasks = [asyncio.ensure_future(service.complete(chat, caller)) for chat in chats]
-                try:
-                    done = await asyncio.gather(*tasks)
-                except BaseException:  # one failure (or the client leaving) stops the other prompts
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    raise
+                done = await all_or_nothing([service.complete(chat, caller) for chat in chats])
                 return completions.completion_body(
                     [(c, chat.prompt if body.echo else None) for c, chat in zip(done, chats, strict=True)]
                 )

@@ -27,7 +27,6 @@ from localxai.service import ChatStream
 
 log = logging.getLogger(__name__)
 
-MAX_TOP_LOGPROBS = 8
 MAX_PROMPTS = 16
 
 
@@ -64,8 +63,6 @@ def chat_requests(body: CompletionRequest) -> list[ChatRequest]:
 
 def _chat_request(body: CompletionRequest, prompt: str) -> ChatRequest:
     top = body.logprobs if isinstance(body.logprobs, int) and not isinstance(body.logprobs, bool) else 0
-    if not 0 <= top <= MAX_TOP_LOGPROBS:
-        raise InvalidArgument(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}.")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return ChatRequest(
         model=body.model,
@@ -84,7 +81,7 @@ def _chat_request(body: CompletionRequest, prompt: str) -> ChatRequest:
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         user=body.user,
         logprobs=bool(body.logprobs),
-        top_logprobs=top or None,
+        top_logprobs=top or None,  # a count: the core checks its range like chat's top_logprobs
     )
 
 

@@ -19,16 +19,17 @@ import hashlib
 import io
 import math
 import warnings
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from PIL import Image, ImageOps
 
 from localxai.chat import Detail, ImagePart
 from localxai.media.fetch import MAX_IMAGE_BYTES, FetchPolicy, ImageFetchError, fetch_image
+from localxai.tasks import all_or_nothing
 
 MAX_PIXELS = 50_000_000  # decompression-bomb cap (a 20 MiB PNG can claim billions of pixels)
 MAX_REQUEST_PIXELS = 128_000_000  # all images of a request: ten 12 Mpx photos, not eight 49 Mpx PNGs
@@ -100,7 +101,7 @@ async def load_images(parts: Sequence[ImagePart], policy: FetchPolicy) -> list[L
     The images are fetched in parallel (a failure cancels the others) and sized from their headers; only
     when the request's pixels are within MAX_REQUEST_PIXELS are they decoded, one at a time.
     """
-    images = await _all_or_nothing([_opened(p, i, policy) for i, p in enumerate(parts)])
+    images = await all_or_nothing([_opened(p, i, policy) for i, p in enumerate(parts)])
     total = sum(image.width * image.height for image in images)
     if total > MAX_REQUEST_PIXELS:
         raise ImageFetchError(
@@ -110,18 +111,6 @@ async def load_images(parts: Sequence[ImagePart], policy: FetchPolicy) -> list[L
     for index, image in enumerate(images):
         await _check_decodable(image, f"image {index}")
     return images
-
-
-async def _all_or_nothing(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Their results, run in parallel; at the first exception the others are cancelled, not left running."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def _opened(part: ImagePart, index: int, policy: FetchPolicy) -> LoadedImage:
