@@ -22,7 +22,7 @@ from localxai.auth import ApiKey
 from localxai.chat import Completion, StoredResponse, Usage
 from localxai.conversations import new_response_id
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
-from localxai.httpapi import completions, convert, responses
+from localxai.httpapi import completions, convert, playground, responses
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
@@ -32,14 +32,14 @@ from localxai.tasks import all_or_nothing
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health"}) | playground.PUBLIC_PATHS  # never an API route
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: no line per request
 DISCONNECT_POLL_S = 0.25
 
 
 class GatewayMiddleware:
     """In front of every route: request id (header and logs), the body size cap, authentication
-    (every route but /health, before the body is read), and request metrics."""
+    (every route but /health and the playground's page, before the body is read), and request metrics."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
@@ -331,6 +331,8 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    playground.add_routes(app, runtime)
 
     return app
 

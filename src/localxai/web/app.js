@@ -1,0 +1,771 @@
+// The localxai playground: a chat on this server's own public API (/v1/chat/completions, streamed),
+// with the user's key. Conversations, settings and the key live in this browser's localStorage only.
+
+import { escapeHtml, renderMarkdown } from "./markdown.js";
+import { snippet } from "./snippets.js";
+
+const STORE = {
+  key: "localxai.key",
+  settings: "localxai.settings",
+  conversations: "localxai.conversations",
+  current: "localxai.current",
+};
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  keyRequired: false,
+  key: localStorage.getItem(STORE.key) || "",
+  models: [], // {id, input_modalities, reasoning_efforts}
+  conversations: load(STORE.conversations, []),
+  currentId: localStorage.getItem(STORE.current),
+  attachments: [], // data URLs waiting to be sent
+  controller: null,
+  codeLang: "curl",
+};
+
+function load(name, fallback) {
+  try {
+    const value = JSON.parse(localStorage.getItem(name));
+    return value ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+function persist() {
+  try {
+    localStorage.setItem(STORE.conversations, JSON.stringify(state.conversations));
+    if (state.currentId) localStorage.setItem(STORE.current, state.currentId);
+  } catch (err) {
+    banner(`Could not save the conversation in this browser (${err.name}): images take much room; ` +
+      "delete an old conversation.");
+  }
+}
+
+// ---------- settings ----------
+
+const FIELDS = {
+  model: "model", system: "system", temperature: "temperature", top_p: "top-p", max_tokens: "max-tokens",
+  reasoning_effort: "reasoning-effort", detail: "detail", format: "format", schema: "schema", tools: "tools",
+};
+
+function readSettings() {
+  const out = {};
+  for (const [name, id] of Object.entries(FIELDS)) out[name] = $(id).value;
+  return out;
+}
+
+function restoreSettings() {
+  const saved = load(STORE.settings, {});
+  for (const [name, id] of Object.entries(FIELDS)) {
+    if (name !== "model" && name !== "reasoning_effort" && typeof saved[name] === "string") $(id).value = saved[name];
+  }
+  return saved;
+}
+
+function saveSettings() {
+  localStorage.setItem(STORE.settings, JSON.stringify(readSettings()));
+}
+
+function currentModel() {
+  return state.models.find((m) => m.id === $("model").value);
+}
+
+function takesImages() {
+  const model = currentModel();
+  return Boolean(model && (model.input_modalities || []).includes("image"));
+}
+
+function updateCapabilities() {
+  const model = currentModel();
+  const efforts = model ? model.reasoning_efforts || [] : [];
+  const select = $("reasoning-effort");
+  const previous = select.value || load(STORE.settings, {}).reasoning_effort || "";
+  select.replaceChildren(new Option("default", ""), ...efforts.map((e) => new Option(e, e)));
+  select.value = efforts.includes(previous) ? previous : "";
+  $("reasoning-row").hidden = efforts.length === 0;
+  const images = takesImages();
+  $("attach").hidden = !images;
+  $("detail-row").hidden = !images;
+  const caps = [];
+  if (images) caps.push("images");
+  if (model && model.reasoning) caps.push("reasoning");
+  $("model-caps").textContent = caps.length ? `takes ${caps.join(", ")}` : "";
+  if (!images && state.attachments.length) {
+    state.attachments = [];
+    renderAttachments();
+  }
+  $("schema-row").hidden = $("format").value !== "json_schema";
+}
+
+// ---------- the API ----------
+
+function headers() {
+  // Open access still wants a bearer token (as xAI does); any value is accepted then.
+  return { "Content-Type": "application/json", Authorization: `Bearer ${state.key || "local"}` };
+}
+
+class ApiError extends Error {
+  constructor(message, status, requestId) {
+    super(message);
+    this.status = status;
+    this.requestId = requestId;
+  }
+}
+
+function errorMessage(body, fallback) {
+  // xAI: {"code": "...", "error": "text"}; OpenAI-style {"error": {"message": ...}} also understood.
+  if (body && typeof body.error === "string") return body.error;
+  if (body && body.error && typeof body.error.message === "string") return body.error.message;
+  if (body && typeof body.message === "string") return body.message;
+  return fallback;
+}
+
+async function failure(response) {
+  const text = await response.text();
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: the text itself
+  }
+  const message = errorMessage(body, text || response.statusText);
+  return new ApiError(message, response.status, response.headers.get("x-request-id"));
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: headers() });
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+function isKeyProblem(err) {
+  return err instanceof ApiError && (err.status === 401 || err.status === 403 ||
+    (err.status === 400 && /API key/i.test(err.message)));
+}
+
+async function* sseData(body) {
+  // Server-sent events: blocks end with a blank line; only `data:` lines matter here (`:` lines are pings).
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  const boundary = /\r?\n\r?\n/;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let match;
+    while ((match = boundary.exec(buffer))) {
+      const block = buffer.slice(0, match.index);
+      buffer = buffer.slice(match.index + match[0].length);
+      const data = block.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
+      if (data.length) yield data.join("\n");
+    }
+  }
+}
+
+// ---------- requests ----------
+
+function parseJsonField(id, what) {
+  const text = $(id).value.trim();
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${what} is not valid JSON: ${err.message}`);
+  }
+}
+
+function toolsFromField() {
+  const tools = parseJsonField("tools", "Tools");
+  if (tools === undefined) return undefined;
+  const list = Array.isArray(tools) ? tools : [tools];
+  // A bare {name, parameters} is wrapped as xAI's {"type": "function", "function": {...}}.
+  return list.map((t) => (t && t.type ? t : { type: "function", function: t }));
+}
+
+function responseFormat() {
+  if ($("format").value !== "json_schema") return undefined;
+  const schema = parseJsonField("schema", "The JSON schema");
+  if (!schema) throw new Error("JSON schema output needs a schema.");
+  if (schema.schema && typeof schema.schema === "object") {
+    return { type: "json_schema", json_schema: { name: schema.name || "output", ...schema } };
+  }
+  return { type: "json_schema", json_schema: { name: "output", schema, strict: true } };
+}
+
+function wireMessage(message) {
+  if (message.role === "user") {
+    if (!message.images || !message.images.length) return { role: "user", content: message.text };
+    const parts = message.text ? [{ type: "text", text: message.text }] : [];
+    for (const url of message.images) {
+      parts.push({ type: "image_url", image_url: { url, detail: message.detail || "auto" } });
+    }
+    return { role: "user", content: parts };
+  }
+  if (message.role === "tool") return { role: "tool", tool_call_id: message.tool_call_id, content: message.content };
+  const out = { role: "assistant", content: message.content || "" };
+  if (message.tool_calls && message.tool_calls.length) out.tool_calls = message.tool_calls;
+  return out;
+}
+
+function number(id, integer) {
+  const text = $(id).value.trim();
+  if (!text) return undefined;
+  const value = integer ? parseInt(text, 10) : parseFloat(text);
+  return Number.isFinite(value) ? value : undefined;
+}
+
+function buildRequest(messages) {
+  const body = { model: $("model").value, messages: [] };
+  const system = $("system").value.trim();
+  if (system) body.messages.push({ role: "system", content: system });
+  for (const m of messages) {
+    if (m.role === "assistant" && m.error && !m.content && !(m.tool_calls || []).length) continue;
+    body.messages.push(wireMessage(m));
+  }
+  const extra = {
+    temperature: number("temperature", false),
+    top_p: number("top-p", false),
+    max_tokens: number("max-tokens", true),
+    reasoning_effort: $("reasoning-row").hidden ? undefined : $("reasoning-effort").value || undefined,
+    response_format: responseFormat(),
+    tools: toolsFromField(),
+  };
+  for (const [name, value] of Object.entries(extra)) if (value !== undefined) body[name] = value;
+  body.stream = true;
+  body.stream_options = { include_usage: true };
+  return body;
+}
+
+// ---------- conversations ----------
+
+function conversation() {
+  let conv = state.conversations.find((c) => c.id === state.currentId);
+  if (!conv) {
+    conv = { id: crypto.randomUUID(), title: "New chat", messages: [], created: Date.now() };
+    state.conversations.unshift(conv);
+    state.currentId = conv.id;
+  }
+  return conv;
+}
+
+function renderConversations() {
+  const nav = $("conversations");
+  nav.replaceChildren();
+  for (const conv of state.conversations) {
+    const row = document.createElement("div");
+    row.className = "conv" + (conv.id === state.currentId ? " active" : "");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "conv-title";
+    open.textContent = conv.title;
+    open.addEventListener("click", () => {
+      if (state.controller) return;
+      state.currentId = conv.id;
+      persist();
+      renderAll();
+    });
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "conv-delete";
+    remove.title = "Delete this conversation";
+    remove.textContent = "×";
+    remove.addEventListener("click", () => {
+      if (state.controller && conv.id === state.currentId) return;
+      state.conversations = state.conversations.filter((c) => c.id !== conv.id);
+      if (state.currentId === conv.id) state.currentId = state.conversations[0]?.id || null;
+      persist();
+      renderAll();
+    });
+    row.append(open, remove);
+    nav.append(row);
+  }
+}
+
+// ---------- rendering ----------
+
+function statLine(message) {
+  const s = message.stats || {};
+  const u = message.usage;
+  const parts = [];
+  const item = (name, value, label) => parts.push(
+    `<span class="stat" data-stat="${name}"><b>${escapeHtml(label)}</b> ${escapeHtml(String(value))}</span>`);
+  if (u) {
+    item("prompt", u.prompt_tokens, "prompt");
+    item("cached", u.prompt_tokens_details?.cached_tokens ?? 0, "cached");
+    item("completion", u.completion_tokens, "completion");
+    item("reasoning", u.completion_tokens_details?.reasoning_tokens ?? 0, "reasoning");
+    const images = u.prompt_tokens_details?.image_tokens ?? 0;
+    if (images) item("image", images, "image");
+  }
+  if (s.ttft_ms != null) item("ttft", `${Math.round(s.ttft_ms)} ms`, "TTFT");
+  if (s.tokens_per_s != null) item("tps", `${s.tokens_per_s.toFixed(1)} tok/s`, "speed");
+  if (message.finish_reason) item("finish", message.finish_reason, "finish");
+  if (message.stopped) item("finish", "stopped by you", "finish");
+  if (message.request_id) item("request-id", message.request_id, "request id");
+  if (message.model) item("model", message.model, "model");
+  return parts.join("");
+}
+
+function messageNode(message, index) {
+  const node = document.createElement("article");
+  node.className = `msg ${message.role}`;
+  node.dataset.index = String(index);
+  if (message.role === "user") {
+    const text = document.createElement("div");
+    text.className = "content plain";
+    text.textContent = message.text;
+    node.append(text);
+    if (message.images && message.images.length) {
+      const row = document.createElement("div");
+      row.className = "images";
+      for (const url of message.images) {
+        const img = document.createElement("img");
+        img.src = url;
+        img.alt = "attached image";
+        row.append(img);
+      }
+      node.append(row);
+    }
+    return node;
+  }
+  if (message.role === "tool") {
+    node.innerHTML = `<div class="tool-result"><b>tool result</b> <code>${escapeHtml(message.tool_call_id)}</code>` +
+      `<pre>${escapeHtml(message.content)}</pre></div>`;
+    return node;
+  }
+  fillAssistant(node, message);
+  return node;
+}
+
+function fillAssistant(node, message) {
+  const html = [];
+  if (message.reasoning) {
+    html.push(`<details class="reasoning"${message.content ? "" : " open"}><summary>Reasoning</summary>` +
+      `<div class="reasoning-text">${escapeHtml(message.reasoning)}</div></details>`);
+  }
+  html.push(`<div class="content">${renderMarkdown(message.content || "")}</div>`);
+  if (message.tool_calls && message.tool_calls.length) {
+    html.push('<div class="tool-calls">');
+    for (const call of message.tool_calls) {
+      let args = call.function.arguments;
+      try {
+        args = JSON.stringify(JSON.parse(args), null, 2);
+      } catch {
+        // still streaming, or not JSON: as sent
+      }
+      html.push(`<div class="tool-call" data-id="${escapeHtml(call.id || "")}"><b>tool call</b> ` +
+        `<code>${escapeHtml(call.function.name || "")}</code><pre>${escapeHtml(args)}</pre></div>`);
+    }
+    html.push("</div>");
+  }
+  if (message.error) html.push(`<div class="error" role="alert">${escapeHtml(message.error)}</div>`);
+  if (message.pending) html.push('<div class="typing" aria-label="generating"><span></span><span></span><span></span></div>');
+  html.push(`<footer class="stats">${statLine(message)}</footer>`);
+  node.innerHTML = html.join("");
+  node.classList.toggle("streaming", Boolean(message.pending));
+}
+
+function renderMessages() {
+  const conv = state.conversations.find((c) => c.id === state.currentId);
+  const box = $("messages");
+  box.replaceChildren();
+  if (!conv || !conv.messages.length) {
+    const empty = document.createElement("div");
+    empty.className = "empty";
+    empty.innerHTML = "<h1>localxai playground</h1><p>Chat with the models this server serves, through its own " +
+      "xAI-compatible API. <b>Show code</b> turns any request into curl, OpenAI Python or xai-sdk Python, " +
+      "for this server or for api.x.ai.</p>";
+    box.append(empty);
+  } else {
+    conv.messages.forEach((m, i) => box.append(messageNode(m, i)));
+  }
+  box.scrollTop = box.scrollHeight;
+  updateButtons();
+}
+
+function renderAll() {
+  renderConversations();
+  renderMessages();
+}
+
+function updateButtons() {
+  const busy = Boolean(state.controller);
+  const conv = state.conversations.find((c) => c.id === state.currentId);
+  $("send").hidden = busy;
+  $("stop").hidden = !busy;
+  $("regenerate").disabled = busy || !conv || !conv.messages.some((m) => m.role === "user");
+}
+
+let frame = 0;
+function scheduleRender(node, message) {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    const box = $("messages");
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    fillAssistant(node, message);
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  });
+}
+
+function banner(text) {
+  const el = $("banner");
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+// ---------- chat ----------
+
+function mergeToolCalls(message, calls) {
+  for (const call of calls) {
+    const index = call.index ?? message.tool_calls.length;
+    const slot = message.tool_calls[index] || (message.tool_calls[index] = {
+      id: "", type: "function", function: { name: "", arguments: "" },
+    });
+    if (call.id) slot.id = call.id;
+    if (call.function?.name) slot.function.name += call.function.name;
+    if (call.function?.arguments) slot.function.arguments += call.function.arguments;
+  }
+}
+
+async function generate(conv) {
+  let body;
+  try {
+    body = buildRequest(conv.messages);
+  } catch (err) {
+    $("settings-error").textContent = err.message;
+    $("settings-error").hidden = false;
+    return;
+  }
+  $("settings-error").hidden = true;
+  conv.lastRequest = body;
+  const message = { role: "assistant", content: "", reasoning: "", tool_calls: [], pending: true, model: body.model };
+  conv.messages.push(message);
+  renderAll();
+  const node = $("messages").lastElementChild;
+  const controller = new AbortController();
+  state.controller = controller;
+  updateButtons();
+  const started = performance.now();
+  let first = null;
+  let pieces = 0;
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
+    });
+    message.request_id = response.headers.get("x-request-id");
+    if (!response.ok) throw await failure(response);
+    for await (const data of sseData(response.body)) {
+      if (data === "[DONE]") break;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new ApiError(errorMessage(chunk, "The stream failed."), response.status);
+      if (chunk.usage) message.usage = chunk.usage;
+      if (chunk.model) message.model = chunk.model;
+      for (const choice of chunk.choices || []) {
+        const delta = choice.delta || {};
+        if (delta.content || delta.reasoning_content || delta.tool_calls) {
+          first ??= performance.now();
+          pieces += 1;
+        }
+        if (delta.content) message.content += delta.content;
+        if (delta.reasoning_content) message.reasoning += delta.reasoning_content;
+        if (delta.tool_calls) mergeToolCalls(message, delta.tool_calls);
+        if (choice.finish_reason) message.finish_reason = choice.finish_reason;
+      }
+      scheduleRender(node, message);
+    }
+  } catch (err) {
+    if (err.name === "AbortError") {
+      message.stopped = true;
+    } else {
+      message.error = err.message || String(err);
+      if (err instanceof ApiError && err.status) message.error = `${err.message} (HTTP ${err.status})`;
+      if (isKeyProblem(err) && state.keyRequired) askKey(err.message);
+    }
+  } finally {
+    const ended = performance.now();
+    const tokens = message.usage ? message.usage.completion_tokens : pieces;
+    message.stats = {
+      ttft_ms: first === null ? null : first - started,
+      tokens_per_s: first !== null && ended - first > 0 && tokens > 1 ? (tokens - 1) / ((ended - first) / 1000) : null,
+    };
+    delete message.pending;
+    if (state.controller === controller) state.controller = null;
+    if (frame) {
+      cancelAnimationFrame(frame);
+      frame = 0;
+    }
+    persist();
+    renderAll();
+  }
+}
+
+async function send() {
+  if (state.controller) return;
+  const text = $("input").value.trim();
+  if (!text && !state.attachments.length) return;
+  if (!$("model").value) {
+    banner("No model to talk to: the model list did not load.");
+    return;
+  }
+  const conv = conversation();
+  const message = { role: "user", text };
+  if (state.attachments.length) {
+    message.images = state.attachments.slice();
+    message.detail = $("detail").value;
+  }
+  if (conv.title === "New chat") conv.title = (text || "Image").slice(0, 48);
+  conv.messages.push(message);
+  $("input").value = "";
+  state.attachments = [];
+  renderAttachments();
+  await generate(conv);
+}
+
+async function regenerate() {
+  const conv = state.conversations.find((c) => c.id === state.currentId);
+  if (!conv || state.controller) return;
+  while (conv.messages.length && conv.messages[conv.messages.length - 1].role === "assistant") conv.messages.pop();
+  if (!conv.messages.length) return;
+  await generate(conv);
+}
+
+// ---------- images ----------
+
+function renderAttachments() {
+  const box = $("attachments");
+  box.replaceChildren();
+  state.attachments.forEach((url, i) => {
+    const item = document.createElement("div");
+    item.className = "attachment";
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = `attachment ${i + 1}`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = "Remove";
+    remove.addEventListener("click", () => {
+      state.attachments.splice(i, 1);
+      renderAttachments();
+    });
+    item.append(img, remove);
+    box.append(item);
+  });
+  box.hidden = state.attachments.length === 0;
+}
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function attach(files) {
+  const images = [...files].filter((f) => f.type.startsWith("image/"));
+  if (!images.length) return;
+  if (!takesImages()) {
+    banner(`${$("model").value || "This model"} does not take images.`);
+    return;
+  }
+  for (const file of images) state.attachments.push(await readAsDataUrl(file));
+  renderAttachments();
+}
+
+// ---------- key ----------
+
+function askKey(problem) {
+  $("key-error").textContent = problem || "";
+  $("key-error").hidden = !problem;
+  $("key-input").value = state.key;
+  if (!$("key-dialog").open) $("key-dialog").showModal();
+}
+
+// ---------- show code ----------
+
+function codeRequest() {
+  const conv = state.conversations.find((c) => c.id === state.currentId);
+  const draft = $("input").value.trim();
+  const messages = conv ? conv.messages.filter((m) => !m.pending) : [];
+  if (draft || state.attachments.length) {
+    const message = { role: "user", text: draft };
+    if (state.attachments.length) {
+      message.images = state.attachments.slice();
+      message.detail = $("detail").value;
+    }
+    return buildRequest([...messages, message]);
+  }
+  while (messages.length && messages[messages.length - 1].role === "assistant") messages.pop();
+  if (!messages.length) return buildRequest([{ role: "user", text: "Hello!" }]);
+  return buildRequest(messages);
+}
+
+function defaultGrpcHost() {
+  const host = location.hostname;
+  const loopback = ["127.0.0.1", "localhost", "[::1]", "::1"].includes(host);
+  return `${loopback ? "localhost" : host}:50051`;
+}
+
+function renderCode() {
+  let body;
+  try {
+    body = codeRequest();
+  } catch (err) {
+    $("code").textContent = err.message;
+    return;
+  }
+  const target = document.querySelector('input[name="target"]:checked').value;
+  const options = {
+    target,
+    baseUrl: `${location.origin}/v1`,
+    grpcHost: $("grpc-host").value.trim() || defaultGrpcHost(),
+    keyRequired: state.keyRequired,
+  };
+  const { code, note } = snippet(state.codeLang, body, options);
+  $("code").textContent = code;
+  $("code-note").textContent = note;
+  $("grpc-row").hidden = !(state.codeLang === "xai" && target === "local");
+  for (const tab of document.querySelectorAll("#code-dialog [role=tab]")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.lang === state.codeLang));
+  }
+}
+
+// ---------- start ----------
+
+async function loadModels() {
+  let listed;
+  try {
+    listed = await api("/v1/language-models");
+  } catch (err) {
+    banner(`Could not list the models: ${err.message}`);
+    if (isKeyProblem(err)) askKey(err.message);
+    return;
+  }
+  banner("");
+  let extra = { models: [] };
+  try {
+    extra = await api("/playground/models.json");
+  } catch {
+    // an older server: no reasoning efforts offered
+  }
+  state.models = listed.models.map((m) => ({ ...m, ...(extra.models.find((e) => e.id === m.id) || {}) }));
+  const select = $("model");
+  const previous = select.value || load(STORE.settings, {}).model;
+  select.replaceChildren(...state.models.map((m) => new Option(m.id, m.id)));
+  if (state.models.some((m) => m.id === previous)) select.value = previous;
+  updateCapabilities();
+}
+
+function wire() {
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  $("input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+  $("regenerate").addEventListener("click", regenerate);
+  $("new-chat").addEventListener("click", () => {
+    if (state.controller) return;
+    state.currentId = null;
+    conversation();
+    persist();
+    renderAll();
+    $("input").focus();
+  });
+  $("attach").addEventListener("click", () => $("file").click());
+  $("file").addEventListener("change", async () => {
+    await attach($("file").files);
+    $("file").value = "";
+  });
+  $("input").addEventListener("paste", (event) => {
+    const files = event.clipboardData ? event.clipboardData.files : [];
+    if (files.length) {
+      event.preventDefault();
+      attach(files);
+    }
+  });
+  const main = $("main");
+  main.addEventListener("dragover", (event) => {
+    if (!takesImages()) return;
+    event.preventDefault();
+    $("drop-hint").hidden = false;
+  });
+  main.addEventListener("dragleave", () => {
+    $("drop-hint").hidden = true;
+  });
+  main.addEventListener("drop", (event) => {
+    event.preventDefault();
+    $("drop-hint").hidden = true;
+    if (event.dataTransfer) attach(event.dataTransfer.files);
+  });
+  for (const id of Object.values(FIELDS)) $(id).addEventListener("change", () => {
+    saveSettings();
+    updateCapabilities();
+  });
+  $("toggle-settings").addEventListener("click", () => {
+    const hidden = document.body.classList.toggle("no-settings");
+    $("toggle-settings").setAttribute("aria-expanded", String(!hidden));
+  });
+  $("messages").addEventListener("click", (event) => {
+    const button = event.target.closest(".copy-block");
+    if (!button) return;
+    navigator.clipboard?.writeText(button.parentElement.querySelector("code").textContent);
+    button.textContent = "Copied";
+  });
+  $("change-key").addEventListener("click", () => askKey(""));
+  $("key-cancel").addEventListener("click", () => $("key-dialog").close());
+  $("key-form").addEventListener("submit", () => {
+    state.key = $("key-input").value.trim();
+    if (state.key) localStorage.setItem(STORE.key, state.key);
+    else localStorage.removeItem(STORE.key);
+    loadModels();
+  });
+  $("show-code").addEventListener("click", () => {
+    $("grpc-host").value ||= defaultGrpcHost();
+    renderCode();
+    $("code-dialog").showModal();
+  });
+  for (const tab of document.querySelectorAll("#code-dialog [role=tab]")) {
+    tab.addEventListener("click", () => {
+      state.codeLang = tab.dataset.lang;
+      renderCode();
+    });
+  }
+  for (const radio of document.querySelectorAll('input[name="target"]')) radio.addEventListener("change", renderCode);
+  $("grpc-host").addEventListener("input", renderCode);
+  $("copy-code").addEventListener("click", () => {
+    navigator.clipboard?.writeText($("code").textContent);
+    $("copy-code").textContent = "Copied";
+    setTimeout(() => ($("copy-code").textContent = "Copy"), 1500);
+  });
+  $("close-code").addEventListener("click", () => $("code-dialog").close());
+}
+
+async function start() {
+  wire();
+  restoreSettings();
+  renderAll();
+  try {
+    const config = await (await fetch("/playground/config.json")).json();
+    state.keyRequired = Boolean(config.key_required);
+  } catch {
+    state.keyRequired = false;
+  }
+  if (state.keyRequired && !state.key) {
+    askKey("");
+  } else {
+    await loadModels();
+  }
+  document.body.dataset.ready = "true";
+}
+
+start();
