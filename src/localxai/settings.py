@@ -25,6 +25,7 @@ from localxai.config import (
 )
 from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID
 from localxai.errors import ConfigError
+from localxai.hub import HubRef, is_hub_ref, pull
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -38,7 +39,7 @@ class Settings:
     tensor_parallel_size: int = 1  # with --engine vllm
     vllm_args: tuple[str, ...] = ()  # extra `vllm serve` arguments
     config: Path | None = None  # a models file (TOML): several models, embedded or upstream
-    model: Path | None = None  # None: the embedded default model
+    model: Path | None = None  # None: the embedded default model; hf:ORG/REPO[:QUANT] is pulled from the Hub
     model_id: str | None = None  # None: derived from the file name
     mmproj: Path | None = None  # the model's vision projector (GGUF): the model then takes images
     aliases: tuple[tuple[str, str], ...] = ()  # (alias, model id)
@@ -49,6 +50,8 @@ class Settings:
     max_queue: int = 64  # requests waiting for a sequence; past it: 429
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     top_k: int = 40  # server-side sampling cut (xAI's API has no top_k field)
+    speculation: str = "ngram"  # "ngram": prompt-lookup speculative decoding; "off"
+    cache_ram_mib: int = 8192  # host memory for evicted prompt KV (0: none)
     reasoning: bool = False  # the model thinks between reasoning_tags; split into reasoning_content
     reasoning_tags: tuple[str, str] = ("<think>", "</think>")
     reasoning_open: bool = False  # the chat template opens the thinking block itself
@@ -63,6 +66,7 @@ class Settings:
     log_level: str = "info"
     database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
     deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
+    offline: bool = False  # hf: models come from the local Hugging Face cache only (--offline, HF_HUB_OFFLINE=1)
     server_tools: str = "refuse"  # xAI's server-side tools in a request: "refuse" (400) or "drop" (ignored)
     models: ModelsConfig = field(default_factory=ModelsConfig)  # what to serve: from --config or the flags
 
@@ -76,6 +80,7 @@ class Settings:
             ("--max-queue", self.max_queue, 1, None),
             ("--threads", self.threads, 1, None),
             ("--top-k", self.top_k, 0, None),
+            ("--cache-ram", self.cache_ram_mib, 0, None),
             ("--max-n", self.max_n, 1, None),
             ("--max-messages", self.max_messages, 1, None),
             ("--max-images", self.max_images, 0, None),
@@ -90,6 +95,8 @@ class Settings:
             raise ConfigError(f"--max-body-mb (LOCALXAI_MAX_BODY_MB) must be more than 0, got {self.max_body_mb}")
         if self.model_id is not None and not MODEL_ID.fullmatch(self.model_id):
             raise ConfigError(f"--model-id must be 1-128 letters, digits or ._:/- characters, got {self.model_id!r}")
+        if self.speculation not in ("ngram", "off"):
+            raise ConfigError("--speculation (LOCALXAI_SPECULATION) must be ngram or off")
         if self.server_tools not in ("refuse", "drop"):
             raise ConfigError("--server-tools (LOCALXAI_SERVER_TOOLS) must be refuse or drop")
         if self.log_level not in LOG_LEVELS:
@@ -100,7 +107,7 @@ class Settings:
             raise ConfigError(f"unknown engine {self.engine!r} (expected llamacpp, vllm or fake)")
         if self.engine == "vllm" and self.model is None:
             raise ConfigError("--engine vllm needs --model (a Hugging Face model id or a local model directory)")
-        if self.engine == "llamacpp" and self.model is not None:
+        if self.engine == "llamacpp" and self.model is not None and not is_hub_ref(self.model):
             check_gguf(self.model, "--model")
         if self.mmproj is not None and (self.engine != "llamacpp" or self.model is None):
             raise ConfigError("--mmproj goes with --model: the vision projector of that GGUF model")
@@ -129,8 +136,10 @@ def parse_alias(text: str) -> tuple[str, str]:
     return name.strip(), target.strip()
 
 
-def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge command-line flags (None = not given) over `LOCALXAI_*` variables over defaults."""
+def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None, models: bool = True) -> Settings:
+    """Merge command-line flags (None = not given) over `LOCALXAI_*` variables over defaults.
+
+    `models`: also resolve what to serve (pulling hf: models); the commands that serve nothing skip it."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     env_keys = [k.strip() for k in env.get("LOCALXAI_API_KEYS", "").split(",") if k.strip()]
@@ -149,6 +158,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "max_queue": int,
         "threads": int,
         "top_k": int,
+        "speculation": str,
+        "cache_ram_mib": int,
         "max_n": int,
         "tensor_parallel_size": int,
         "max_messages": int,
@@ -186,6 +197,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "yes",
     ):
         values["allow_private_image_urls"] = True
+    if flags.get("offline") or any(_truthy(env.get(v)) for v in ("LOCALXAI_OFFLINE", "HF_HUB_OFFLINE")):
+        values["offline"] = True
     if flags.get("vllm_arg"):
         values["vllm_args"] = tuple(flags["vllm_arg"])
     keys = list(flags.get("api_key") or []) or env_keys
@@ -195,7 +208,32 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         aliases = [a for a in env["LOCALXAI_ALIASES"].split(",") if a.strip()]
     values["aliases"] = tuple(parse_alias(a) for a in aliases)
     settings = Settings(**values).check()
+    if not models:
+        return settings
+    if settings.engine == "llamacpp" and is_hub_ref(settings.model):
+        settings = _pulled(settings)
     return replace(settings, models=models_config(settings, env))
+
+
+def client_api_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The key `localxai chat` sends to a server: XAI_API_KEY, as xAI's own clients read it."""
+    return (os.environ if environ is None else environ).get("XAI_API_KEY") or None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
+def _pulled(settings: Settings) -> Settings:
+    """--model hf:ORG/REPO[:QUANT]: the files, downloaded now (or found in the cache), and a model id."""
+    ref = HubRef.parse(str(settings.model))
+    local = pull(ref, offline=settings.offline)
+    return replace(
+        settings,
+        model=local.path,
+        mmproj=settings.mmproj or local.mmproj,
+        model_id=settings.model_id or ref.model_id,
+    ).check()
 
 
 def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfig:
@@ -206,9 +244,11 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
         threads=settings.threads,
         top_k=settings.top_k,
         max_queue=settings.max_queue,
+        speculation=settings.speculation == "ngram",
+        cache_ram_mib=settings.cache_ram_mib,
     )
     if settings.config is not None:
-        return load_config(settings.config, environ, defaults)
+        return load_config(settings.config, environ, defaults, offline=settings.offline)
     if settings.engine == "fake":
         return ModelsConfig(fake=(FakeModel(settings.model_id or "fake-model", settings.ctx_size),))
     if settings.engine == "vllm":
@@ -231,6 +271,8 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
         threads=defaults.threads,
         top_k=defaults.top_k,
         max_queue=defaults.max_queue,
+        speculation=defaults.speculation,
+        cache_ram_mib=defaults.cache_ram_mib,
         reasoning=reasoning_spec(settings.reasoning, settings.reasoning_tags, settings.reasoning_open),
         reasoning_efforts=settings.reasoning_efforts,
     )
