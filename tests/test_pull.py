@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import API_KEY, AUTH, http_server, start_server, stop_server
-from fake_hub import FakeHub
 from localxai.errors import ConfigError
 from localxai.hub import HubRef, Plan, choose
+
+from conftest import API_KEY, AUTH, http_server, start_server, stop_server
+from fake_hub import FakeHub
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-vision"
 MODEL = (FIXTURE / "model.gguf").read_bytes()

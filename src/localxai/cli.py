@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", help="model id (default: the server's first model)")
     chat.add_argument("--api-key", help="API key (default: $XAI_API_KEY)")
     chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--max-tokens", type=int, help="longest answer in tokens (default: the model's limit)")
 
     usage = commands.add_parser("usage", parents=[state], help="print token usage per key and model")
     usage.add_argument("--key", help="only this key id")

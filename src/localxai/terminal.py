@@ -42,6 +42,7 @@ class Conversation:
     model: str
     vision: bool
     system: str | None = None
+    max_tokens: int | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # data URLs for the next message
 
@@ -69,6 +70,7 @@ def run_chat(args: argparse.Namespace, settings: Settings) -> int:
             )
             with client:
                 conversation = _conversation(client, None if local else model, args.system)
+                conversation.max_tokens = args.max_tokens
                 return Chat(client, conversation, sys.stdin, sys.stdout).loop()
     except ConfigError as exc:
         print(f"localxai: {exc}", file=sys.stderr)
@@ -265,7 +267,9 @@ class Chat:
 
     def send(self, text: str) -> None:
         c = self.conversation
-        body = {"model": c.model, "messages": c.request(text), "stream": True}
+        body: dict[str, Any] = {"model": c.model, "messages": c.request(text), "stream": True}
+        if c.max_tokens:
+            body["max_tokens"] = c.max_tokens
         answer: list[str] = []
         try:
             with self.client.stream("POST", "/chat/completions", json=body) as response:
