@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--api-key", help="API key (default: $XAI_API_KEY)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--max-tokens", type=int, help="longest answer in tokens (default: the model's limit)")
+    chat.add_argument("--offline", action="store_true", help="an hf: --model from the local cache only")
 
     usage = commands.add_parser("usage", parents=[state], help="print token usage per key and model")
     usage.add_argument("--key", help="only this key id")
