@@ -1,7 +1,7 @@
 // The localxai playground: a chat on this server's own public API (/v1/chat/completions, streamed),
 // with the user's key. Conversations, settings and the key live in this browser's localStorage only.
 
-import { escapeHtml, renderMarkdown } from "./markdown.js";
+import { codeBlock, escapeHtml, renderMarkdown } from "./markdown.js";
 import { snippet } from "./snippets.js";
 
 const STORE = {
@@ -289,7 +289,8 @@ function statLine(message) {
   const u = message.usage;
   const parts = [];
   const item = (name, value, label) => parts.push(
-    `<span class="stat" data-stat="${name}"><b>${escapeHtml(label)}</b> ${escapeHtml(String(value))}</span>`);
+    `<span class="stat" data-stat="${name}" data-value="${escapeHtml(String(value))}"><b>${escapeHtml(label)}</b> ` +
+    `${escapeHtml(String(value))}</span>`);
   if (u) {
     item("prompt", u.prompt_tokens, "prompt");
     item("cached", u.prompt_tokens_details?.cached_tokens ?? 0, "cached");
@@ -338,13 +339,24 @@ function messageNode(message, index) {
   return node;
 }
 
+function jsonBlock(text) {
+  // JSON-schema output: shown as JSON, indented once it parses (while streaming, as it comes).
+  let shown = text;
+  try {
+    shown = JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    // incomplete yet
+  }
+  return codeBlock("json", shown.split("\n"));
+}
+
 function fillAssistant(node, message) {
   const html = [];
   if (message.reasoning) {
     html.push(`<details class="reasoning"${message.content ? "" : " open"}><summary>Reasoning</summary>` +
       `<div class="reasoning-text">${escapeHtml(message.reasoning)}</div></details>`);
   }
-  html.push(`<div class="content">${renderMarkdown(message.content || "")}</div>`);
+  html.push(`<div class="content">${message.json ? jsonBlock(message.content || "") : renderMarkdown(message.content || "")}</div>`);
   if (message.tool_calls && message.tool_calls.length) {
     html.push('<div class="tool-calls">');
     for (const call of message.tool_calls) {
@@ -441,6 +453,7 @@ async function generate(conv) {
   $("settings-error").hidden = true;
   conv.lastRequest = body;
   const message = { role: "assistant", content: "", reasoning: "", tool_calls: [], pending: true, model: body.model };
+  if (body.response_format) message.json = true;
   conv.messages.push(message);
   renderAll();
   const node = $("messages").lastElementChild;

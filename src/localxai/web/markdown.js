@@ -27,7 +27,7 @@ function inline(text) {
   return out.replace(/\u0000(\d+)\u0000/g, (_, i) => spans[Number(i)]);
 }
 
-function codeBlock(lang, lines) {
+export function codeBlock(lang, lines) {
   const cls = lang ? ` class="language-${escapeHtml(lang)}"` : "";
   const label = lang ? `<span class="code-lang">${escapeHtml(lang)}</span>` : "";
   return `<div class="code-block">${label}<button type="button" class="copy-block">Copy</button>` +
