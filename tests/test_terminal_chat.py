@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from localxai.terminal import Conversation
 
-from conftest import API_KEY, Server, http_server
+from conftest import API_KEY, AUTH, Server, http_server
 from fake_hub import FakeHub
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-vision"
@@ -142,6 +143,7 @@ def test_ctrl_c_stops_an_answer_and_the_chat_goes_on(real_server: Server, termin
         term.expect(r"\w+\W+\w+\W+\w+")  # a few words of the answer have streamed
         term.interrupt()
         term.expect(r"\(stopped\)\n" + PROMPT, timeout=20)
+        assert_generation_ends(real_server)  # the closed stream cancelled it on the server
         term.send("/system Answer in five words or fewer.\n")
         term.expect(PROMPT)
         term.send("Say hello.\n")
@@ -149,10 +151,27 @@ def test_ctrl_c_stops_an_answer_and_the_chat_goes_on(real_server: Server, termin
         term.expect(r"\w+")
         term.interrupt()  # this one too: the model is a base model and rambles
         term.expect(r"\(stopped\)\n" + PROMPT, timeout=20)
+        term.send("half a question")
+        term.expect("half a question")  # readline has it
+        term.interrupt()  # drops the line being typed, stays
+        term.expect(PROMPT)
+        assert term.process.poll() is None
         term.interrupt()  # at an empty prompt: leave
         assert term.wait() == 0
     finally:
         term.close()
+
+
+def assert_generation_ends(server: Server) -> None:
+    deadline = time.monotonic() + 5  # far less than the rest of a 1024-token answer would take
+    while time.monotonic() < deadline:
+        metrics = httpx.get(server.base_url + "/metrics", headers=AUTH, timeout=5).text
+        running = re.search(r'^localxai_running_sequences\{model="gemma-3-270m"\} (\S+)$', metrics, re.M)
+        assert running is not None, metrics[:2000]
+        if float(running[1]) == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the server still generates after the chat stopped the answer")
 
 
 @pytest.mark.model

@@ -188,6 +188,8 @@ class Chat:
                 return 0
             except KeyboardInterrupt:
                 self.say("")
+                if self.interactive and _typed():
+                    continue  # Ctrl-C drops a line being typed; at an empty prompt it leaves
                 return 0
             if text is None or not text.strip():
                 continue
@@ -315,6 +317,15 @@ def _deltas(response: httpx.Response) -> Iterator[dict[str, Any]]:
             raise StreamError(error.get("message", error) if isinstance(error, dict) else error)
         for choice in chunk.get("choices", ()):
             yield choice.get("delta") or {}
+
+
+def _typed() -> bool:
+    """Whether the prompt held text when Ctrl-C came (readline keeps its buffer until the next input)."""
+    try:
+        import readline
+    except ImportError:
+        return False
+    return bool(readline.get_line_buffer())
 
 
 def _dim(text: str, tty: bool) -> str:
