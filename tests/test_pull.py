@@ -17,7 +17,7 @@ import pytest
 from localxai.errors import ConfigError
 from localxai.hub import HubRef, Plan, choose
 
-from conftest import API_KEY, AUTH, http_server, start_server, stop_server
+from conftest import API_KEY, AUTH, free_port, http_server, start_server, stop_server
 from fake_hub import FakeHub
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-vision"
@@ -151,6 +151,8 @@ def test_offline_uses_the_cache_and_names_what_is_missing(hub: tuple[FakeHub, st
     assert pulled(localxai({**env, "HF_HUB_OFFLINE": "1"}, "pull", f"hf:{REPO}")) == online
     assert pulled(localxai(env, "pull", "--offline", f"hf:{REPO}:q4_k_m")) == online
     assert fake.log == []  # not one request
+    unreachable = localxai({**env, "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}, "pull", f"hf:{REPO}")
+    assert pulled(unreachable) == online and "cannot reach the Hugging Face Hub" in unreachable.stderr
     missing_tag = localxai(env, "pull", "--offline", f"hf:{REPO}:Q8_0")
     assert missing_tag.returncode == 1
     assert "the cached copy of hf:acme/tiny-vision-GGUF has no GGUF file tagged Q8_0" in missing_tag.stderr
