@@ -143,7 +143,7 @@ def test_a_wrong_key_shows_the_error_on_the_answer(page: Any) -> None:
 
 
 def test_a_message_streams_text_and_shows_usage_and_timings(page: Any) -> None:
-    new_chat(page, max_tokens="24")
+    new_chat(page, max_tokens="12")
     page.fill("#system", "You are terse.")
     page.fill("#input", "Write a short list of three fruits.")
     page.press("#input", "Enter")
@@ -242,11 +242,24 @@ def test_tool_definitions_and_json_schema_output(page: Any) -> None:
         ' "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]'
     )
     page.fill("#tools", tools)
-    page.dispatch_event("#tools", "change")
-    page.fill("#input", "What is the weather in Paris? Call get_weather.")
+    page.select_option("#tool-choice", "required")
+    page.fill("#input", "What is the weather in Paris?")
     page.click("#send")
     last_answer(page).locator(".stat[data-stat=completion]").wait_for()
+    assert stat(page, "finish") == "tool_calls"
+    call = last_answer(page).locator(".tool-call").first  # the model may call it more than once
+    assert call.locator("code").inner_text() == "get_weather"
+    assert "city" in json.loads(call.locator("pre").inner_text())
+    # The user plays the tool: its result goes back as a tool message and the model answers.
+    page.select_option("#tool-choice", "none")
+    for result in page.locator(".tool-results textarea").all():
+        result.fill('{"temperature_c": 21}')
+    page.click(".send-tool-results")
+    page.locator(".msg.tool").first.wait_for()
+    page.locator(".msg.assistant").nth(1).locator(".stat[data-stat=completion]").wait_for()
     assert not last_answer(page).locator(".error").count()
+    assert stat(page, "finish") in ("stop", "length")
+    page.select_option("#tool-choice", "")
     page.fill("#tools", "not json")
     page.fill("#input", "Hi")
     page.click("#send")

@@ -47,6 +47,7 @@ function persist() {
 const FIELDS = {
   model: "model", system: "system", temperature: "temperature", top_p: "top-p", max_tokens: "max-tokens",
   reasoning_effort: "reasoning-effort", detail: "detail", format: "format", schema: "schema", tools: "tools",
+  tool_choice: "tool-choice",
 };
 
 function readSettings() {
@@ -231,6 +232,7 @@ function buildRequest(messages) {
     response_format: responseFormat(),
     tools: toolsFromField(),
   };
+  if (extra.tools && $("tool-choice").value) extra.tool_choice = $("tool-choice").value;
   for (const [name, value] of Object.entries(extra)) if (value !== undefined) body[name] = value;
   body.stream = true;
   body.stream_options = { include_usage: true };
@@ -308,7 +310,7 @@ function statLine(message) {
   return parts.join("");
 }
 
-function messageNode(message, index) {
+function messageNode(message, index, last) {
   const node = document.createElement("article");
   node.className = `msg ${message.role}`;
   node.dataset.index = String(index);
@@ -336,7 +338,39 @@ function messageNode(message, index) {
     return node;
   }
   fillAssistant(node, message);
+  if (last && !message.pending && message.tool_calls && message.tool_calls.length) node.append(toolResultForm(message));
   return node;
+}
+
+function toolResultForm(message) {
+  // The client side of function calling: the user plays the tool and sends its results back.
+  const form = document.createElement("div");
+  form.className = "tool-results";
+  for (const call of message.tool_calls) {
+    const label = document.createElement("label");
+    label.textContent = `Result of ${call.function.name}`;
+    const input = document.createElement("textarea");
+    input.rows = 2;
+    input.dataset.callId = call.id;
+    input.placeholder = '{"temperature": 21}';
+    label.append(input);
+    form.append(label);
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "send-tool-results";
+  button.textContent = message.tool_calls.length > 1 ? "Send results" : "Send result";
+  form.append(button);
+  return form;
+}
+
+async function sendToolResults(form) {
+  const conv = state.conversations.find((c) => c.id === state.currentId);
+  if (!conv || state.controller) return;
+  for (const input of form.querySelectorAll("textarea")) {
+    conv.messages.push({ role: "tool", tool_call_id: input.dataset.callId, content: input.value });
+  }
+  await generate(conv);
 }
 
 function jsonBlock(text) {
@@ -390,7 +424,7 @@ function renderMessages() {
       "for this server or for api.x.ai.</p>";
     box.append(empty);
   } else {
-    conv.messages.forEach((m, i) => box.append(messageNode(m, i)));
+    conv.messages.forEach((m, i) => box.append(messageNode(m, i, i === conv.messages.length - 1)));
   }
   box.scrollTop = box.scrollHeight;
   updateButtons();
@@ -729,6 +763,11 @@ function wire() {
     $("toggle-settings").setAttribute("aria-expanded", String(!hidden));
   });
   $("messages").addEventListener("click", (event) => {
+    const results = event.target.closest(".send-tool-results");
+    if (results) {
+      sendToolResults(results.parentElement);
+      return;
+    }
     const button = event.target.closest(".copy-block");
     if (!button) return;
     navigator.clipboard?.writeText(button.parentElement.querySelector("code").textContent);
