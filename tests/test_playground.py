@@ -21,6 +21,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from localxai.engines.fake import FakeEngine
+
 from conftest import API_KEY, AUTH, Server, app_client, fake_app, start_server, stop_server
 
 CHROMIUM = Path(os.environ.get("LOCALXAI_CHROMIUM", "/usr/bin/chromium"))
@@ -31,7 +33,7 @@ TIMEOUT_MS = 90_000
 def models_toml(tmp: Path) -> Path:
     path = tmp / "models.toml"
     path.write_text(
-        '[[models]]\nid = "gemma-3-270m"\nctx_size = 2048\nparallel = 2\n\n'
+        '[[models]]\nid = "gemma-3-270m"\nctx_size = 2048\nparallel = 2\nreasoning_efforts = ["low", "high"]\n\n'
         f'[[models]]\nid = "tiny-vision"\npath = "{VISION / "model.gguf"}"\nmmproj = "{VISION / "mmproj.gguf"}"\n'
         "ctx_size = 1024\nparallel = 1\n"
     )
@@ -105,7 +107,11 @@ async def test_the_page_and_its_assets_are_public_with_a_strict_csp_and_the_api_
         assert (await c.get("/playground/models.json")).status_code == 401
         assert (await c.get("/playground/../v1/models")).status_code == 401
         assert (await c.get("/v1/language-models")).status_code == 401
-        assert (await c.get("/playground/models.json", headers=AUTH)).json()["models"][0]["id"] == "fake-model"
+        models = (await c.get("/playground/models.json", headers=AUTH)).json()["models"]
+        assert models == [{"id": "fake-model", "reasoning": False, "reasoning_efforts": []}]
+    reasoning = FakeEngine(reasoning_efforts=("low", "high"))
+    async with app_client(fake_app(reasoning)) as c:
+        assert (await c.get("/playground/models.json")).json()["models"][0]["reasoning_efforts"] == ["low", "high"]
 
 
 async def test_without_keys_the_page_needs_none() -> None:
@@ -198,8 +204,10 @@ def test_stop_cancels_the_stream(page: Any, server: Server) -> None:
 def test_images_attach_by_picker_paste_and_drop_on_a_vision_model(page: Any, tmp_path: Path) -> None:
     new_chat(page, model="gemma-3-270m")
     assert page.is_hidden("#attach")  # a text-only model: no image button
+    assert page.is_visible("#reasoning-row")
     page.select_option("#model", "tiny-vision")
     page.wait_for_selector("#attach:not([hidden])")
+    assert page.is_hidden("#reasoning-row")  # tiny-vision takes no reasoning_effort
     red = tmp_path / "red.png"
     red.write_bytes(png((220, 20, 20)))
     page.set_input_files("#file", str(red))
@@ -284,6 +292,7 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
     new_chat(page, max_tokens="8")
     page.fill("#system", "You are terse.")
     page.fill("#temperature", "0.5")
+    page.select_option("#reasoning-effort", "high")  # the default model is configured with low and high
     page.select_option("#format", "json_schema")
     page.fill("#schema", '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}')
     page.fill("#input", "Give me a number.")
@@ -299,7 +308,8 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
         out = run_snippet(["bash", "-euo", "pipefail", "-c"], codes["curl"])
         assert "data: [DONE]" in out and '"usage"' in out
     for lang in ("openai", "xai"):
-        assert "temperature=0.5" in codes[lang] and "You are terse." in codes[lang]
+        assert "temperature=0.5" in codes[lang] and 'reasoning_effort="high"' in codes[lang]
+        assert "You are terse." in codes[lang]
         out = run_snippet([sys.executable, "-c"], codes[lang])
         assert "usage:" in out and "finish_reason:" in out, out
     page.check("#code-dialog input[value=xai]")
@@ -314,6 +324,7 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
     page.fill("#input", "")
     page.fill("#system", "")
     page.fill("#temperature", "")
+    page.select_option("#reasoning-effort", "")
     page.select_option("#format", "text")
 
 
