@@ -475,16 +475,22 @@ function mergeToolCalls(message, calls) {
   }
 }
 
-async function generate(conv) {
-  let body;
+function settingsProblem(messages) {
+  // A settings field that does not parse (tools, schema): said beside the settings, nothing is sent.
   try {
-    body = buildRequest(conv.messages);
+    buildRequest(messages);
   } catch (err) {
     $("settings-error").textContent = err.message;
     $("settings-error").hidden = false;
-    return;
+    return true;
   }
   $("settings-error").hidden = true;
+  return false;
+}
+
+async function generate(conv) {
+  if (settingsProblem(conv.messages)) return;
+  const body = buildRequest(conv.messages);
   conv.lastRequest = body;
   const message = { role: "assistant", content: "", reasoning: "", tool_calls: [], pending: true, model: body.model };
   if (body.response_format) message.json = true;
@@ -562,6 +568,7 @@ async function send() {
     message.images = state.attachments.slice();
     message.detail = $("detail").value;
   }
+  if (settingsProblem([...conv.messages, message])) return;
   if (conv.title === "New chat") conv.title = (text || "Image").slice(0, 48);
   conv.messages.push(message);
   $("input").value = "";
@@ -722,7 +729,8 @@ function wire() {
   $("regenerate").addEventListener("click", regenerate);
   $("new-chat").addEventListener("click", () => {
     if (state.controller) return;
-    state.currentId = null;
+    const current = state.conversations.find((c) => c.id === state.currentId);
+    if (!current || current.messages.length) state.currentId = null; // an empty one is reused
     conversation();
     persist();
     renderAll();
