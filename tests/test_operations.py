@@ -17,6 +17,7 @@ from test_httpapi import sse_events
 from xai_sdk.proto.v5 import sample_pb2
 
 from localxai.engines.fake import FakeEngine
+from localxai.httpapi.app import PUBLIC_PATHS
 from localxai.service import Limits
 
 from conftest import API_KEY, AUTH, Server, fake_app, start_server
@@ -99,7 +100,7 @@ async def test_request_time_limit_ends_generation() -> None:
         assert events[-2]["choices"][0]["finish_reason"] == "length" and events[-1] == "[DONE]"
 
 
-async def test_every_route_but_health_needs_a_key() -> None:
+async def test_every_route_but_health_and_the_playground_page_needs_a_key() -> None:
     app = fake_app()
     routes = [(r.path, m) for r in app.routes if isinstance(r, APIRoute) for m in r.methods]
     routes += [("/openapi.json", "GET"), ("/docs", "GET")]
@@ -108,7 +109,7 @@ async def test_every_route_but_health_needs_a_key() -> None:
         for path, method in routes:
             concrete = path.replace("{request_id}", "x").replace("{model_id:path}", "x").replace("{model_id}", "x")
             r = await c.request(method, concrete, headers={"Authorization": ""})
-            expected = 200 if path == "/health" else 401
+            expected = 200 if path in PUBLIC_PATHS else 401  # /health, the page and its assets, never the API
             assert r.status_code == expected, (method, path, r.status_code)
 
 
