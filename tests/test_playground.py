@@ -50,16 +50,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def page(server: Server) -> Iterator[Any]:
+def chromium() -> Path:
+    """Debian's chromium (Playwright's own browser download is not reachable): skipped without it, but not in CI."""
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) for the browser tests"
         if os.environ.get("CI"):
             pytest.fail(reason + " (.ci/run installs it)")
         pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def page(chromium: Path, server: Server) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
