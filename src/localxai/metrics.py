@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from localxai.chat import Usage
@@ -79,7 +79,7 @@ class _EngineCollector(Collector):
         self._engines = list(engines)
 
     def collect(self) -> Iterator[Metric]:
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "queue_depth": GaugeMetricFamily(
                 "localxai_queue_depth", "Requests waiting for a sequence", labels=["model"]
             ),
@@ -90,6 +90,20 @@ class _EngineCollector(Collector):
                 labels=["model"],
             ),
             "kv_capacity": GaugeMetricFamily("localxai_kv_cache_capacity_tokens", "KV cache cells", labels=["model"]),
+            "host_cache_bytes": GaugeMetricFamily(
+                "localxai_host_cache_bytes", "Evicted prompt KV kept in host memory", labels=["model"]
+            ),
+            "host_cache_restores": CounterMetricFamily(
+                "localxai_host_cache_restores",
+                "Prompts whose prefix was copied back from host memory",
+                labels=["model"],
+            ),
+            "draft_tokens": CounterMetricFamily(
+                "localxai_draft_tokens", "Tokens guessed by n-gram speculative decoding", labels=["model"]
+            ),
+            "draft_tokens_accepted": CounterMetricFamily(
+                "localxai_draft_tokens_accepted", "Guessed tokens the model's samples confirmed", labels=["model"]
+            ),
         }
         for engine in self._engines:
             for model, stats in engine.stats().items():

@@ -51,6 +51,8 @@ def _embedded(model: EmbeddedModel, data_dir: Path) -> Engine:
         model.id,
         ContextShape(ctx_size=model.ctx_size, threads=model.threads, parallel=model.parallel),
         top_k=model.top_k,
+        speculation=model.speculation,
+        cache_ram_mib=model.cache_ram_mib,
         max_queue=model.max_queue,
         reasoning=model.reasoning,
         reasoning_efforts=model.reasoning_efforts,

@@ -28,6 +28,7 @@ from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Prompt, Unit
 from localxai.engines.llamacpp.scheduler import Job, Scheduler
+from localxai.engines.llamacpp.speculation import NgramIndex
 from localxai.engines.llamacpp.templates import Conversation, Segment, template_for
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ReasoningSpec
@@ -49,8 +50,11 @@ class LlamaCppEngine(Engine):
         reasoning: ReasoningSpec | None = None,
         reasoning_efforts: tuple[str, ...] = (),
         mmproj: Path | None = None,
+        speculation: bool = True,
+        cache_ram_mib: int = 0,
     ) -> None:
         self.model_id = model_id
+        self._speculation = speculation
         self._reasoning = reasoning
         self._model = LlamaModel(path, shape)
         self._vision = Vision(mmproj, self._model) if mmproj is not None else None
@@ -68,7 +72,9 @@ class LlamaCppEngine(Engine):
             reasoning_efforts=reasoning_efforts,
             input_modalities=("text", "image") if self._vision is not None else ("text",),
         )
-        self._scheduler = Scheduler(self._model, top_k=top_k, max_queue=max_queue, vision=self._vision)
+        self._scheduler = Scheduler(
+            self._model, top_k=top_k, max_queue=max_queue, vision=self._vision, host_cache_bytes=cache_ram_mib << 20
+        )
         log.info(
             "model %s: %s%s; %d parallel sequences of %d context tokens each (trained for %d)",
             model_id,
@@ -103,6 +109,7 @@ class LlamaCppEngine(Engine):
         self._check_n(request)
         prompt, grammar = await asyncio.to_thread(self._prepare, request, True)
         self._check_length(prompt)
+        ngrams = await asyncio.to_thread(NgramIndex, prompt.keys) if self._speculation else None
         loop = asyncio.get_running_loop()
         job = Job(
             prompt,
@@ -112,6 +119,7 @@ class LlamaCppEngine(Engine):
             grammar=grammar,
             capped=not calls_forced(request),
             reasoning=self._reasoning,
+            ngrams=ngrams,
         )
         self._scheduler.submit(job)
         events = self._events(job)

@@ -174,6 +174,21 @@ class LlamaModel:
         """Let `dst` share the first `length` positions of `src` (no data is copied)."""
         ll.llama_memory_seq_cp(self.memory, src, dst, 0, length)
 
+    def seq_state(self, seq_id: int) -> ctypes.Array[ctypes.c_uint8]:
+        """A copy of the sequence's KV (every cell it holds, with positions), for `seq_restore`."""
+        size = ll.llama_state_seq_get_size(self.ctx, seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        if ll.llama_state_seq_get_data(self.ctx, buf, size, seq_id) != size:
+            raise InternalError("llama.cpp could not copy a sequence's KV")
+        return buf
+
+    def seq_restore(self, seq_id: int, state: ctypes.Array[ctypes.c_uint8]) -> bool:
+        """Replace the sequence's KV by a saved one; False (and the sequence empty) if it does not fit."""
+        if ll.llama_state_seq_set_data(self.ctx, state, len(state), seq_id) == 0:
+            self.seq_keep_prefix(seq_id, 0)
+            return False
+        return True
+
     def batch_clear(self) -> None:
         self._batch.n_tokens = 0
 

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 
 from localxai.chat import Event, FinishReason, TokenLogprob, Usage, UsageReport
 from localxai.engines.base import GenerationRequest
+from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_prefix
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
+from localxai.engines.llamacpp.speculation import Drafter, NgramIndex
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
@@ -50,6 +52,7 @@ class Job:
     grammar: str | None = None  # GBNF every choice must follow
     capped: bool = True  # max_tokens applies as is; a forced call (False) gets toolcalls.forced_call_tokens
     reasoning: ReasoningSpec | None = None
+    ngrams: NgramIndex | None = None  # the prompt's n-grams: speculative decoding is on
     cancelled: threading.Event = field(default_factory=threading.Event)
     cached_tokens: int = 0
     completion_tokens: int = 0
@@ -88,6 +91,7 @@ class Sequence:
     in_prompt: bool = False  # next_token is the last prompt token (its logits start sampling)
     generated: int = 0
     reasoning: int = 0  # of the generated tokens, those inside the model's thinking
+    drafter: Drafter | None = None
 
 
 class Scheduler:
@@ -98,12 +102,15 @@ class Scheduler:
         max_queue: int,
         prefill_chunk: int = 128,
         vision: Vision | None = None,
+        host_cache_bytes: int = 0,
     ) -> None:
         self._model = model
         self._vision = vision
         self._top_k = top_k
         self._max_queue = max_queue
         self._prefill_chunk = prefill_chunk
+        self._host = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
+        self._counts = collections.Counter[str]()  # drafted/accepted tokens, host cache restores
         self._slots = [Slot(seq_id=i) for i in range(model.shape.parallel)]
         self._waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
@@ -131,8 +138,9 @@ class Scheduler:
         self._thread.join()
 
     def holds(self, key: Key) -> bool:
-        """Whether some slot's KV holds this position key (a racy read: a hint, never relied on)."""
-        return any(key in slot.tokens for slot in list(self._slots))
+        """Whether some slot's KV or the host cache holds this position key (a racy read: a hint)."""
+        held = any(key in slot.tokens for slot in list(self._slots))
+        return held or (self._host is not None and self._host.holds(key))
 
     def stats(self) -> dict[str, float]:
         """A racy but harmless read from another thread, for metrics."""
@@ -141,6 +149,8 @@ class Scheduler:
             "queue_depth": float(len(self._waiting)),
             "running": float(sum(1 for s in slots if s.seq is not None)),
             "kv_used": float(sum(len(s.tokens) for s in slots)),
+            "host_cache_bytes": float(self._host.used if self._host is not None else 0),
+            **{name: float(value) for name, value in self._counts.items()},
         }
 
     # -- scheduler thread -------------------------------------------------------------------------
@@ -196,16 +206,26 @@ class Scheduler:
         prompt = job.prompt
         reusable = len(prompt) - 1  # the last prompt token is always decoded: its logits start sampling
         source, common = max(
-            ((slot, prompt.boundary(_common_prefix(slot.tokens, prompt.keys, reusable))) for slot in self._slots),
+            ((slot, prompt.boundary(common_prefix(slot.tokens, prompt.keys, reusable))) for slot in self._slots),
             key=lambda pair: (pair[1], pair[0].seq is None),
         )
         first = source if source.seq is None and common > 0 else free[0]
         others = [s for s in free if s is not first][: job.n - 1]
         model = self._model
+        entry, stored = self._host.best(prompt.keys, reusable) if self._host is not None else (None, 0)
+        stored = prompt.boundary(stored)
+        if entry is not None and stored > common:  # the longest prefix is in host memory: copy it back
+            self._evict(first, 0)
+            if model.seq_restore(first.seq_id, entry.state):
+                first.tokens, source, common = list(entry.keys), first, stored
+                self._counts["host_cache_restores"] += 1
+            else:
+                log.warning("a cached prompt of %d tokens did not fit in the KV cache; decoding it again", stored)
+                common = 0 if source is first else common
         if first is source:
-            model.seq_keep_prefix(first.seq_id, common)
+            self._evict(first, common)
         else:
-            model.seq_keep_prefix(first.seq_id, 0)
+            self._evict(first, 0)
             if common:
                 model.seq_copy_prefix(source.seq_id, first.seq_id, common)
         first.tokens = prompt.keys[:common]
@@ -227,6 +247,7 @@ class Scheduler:
                 assembler=TextAssembler(sampling.stop),
                 output=ChoiceOutput(index, request.tools, request.tool_choice, job.reasoning),
                 limit=limit,
+                drafter=Drafter(job.ngrams) if job.ngrams is not None else None,
             )
             if index == 0:
                 # The last prompt token is decoded on its own, like a generated token, so its logits
@@ -242,15 +263,20 @@ class Scheduler:
         self._decode_images()
         model = self._model
         model.batch_clear()
-        decoding: list[tuple[Sequence, int]] = []
+        decoding: list[tuple[Sequence, list[int], list[int]]] = []  # (sequence, batch indices, draft)
         prefilling: list[tuple[Sequence, list[int]]] = []
         active = [s.seq for s in self._slots if s.seq is not None]
-        for seq in active:
-            if seq.next_token is not None and not seq.pending:
-                pos = len(seq.slot.tokens)
-                decoding.append((seq, model.batch_add(seq.next_token, pos, seq.slot.seq_id, True)))
+        generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
+        room = model.shape.n_batch - len(generating)
+        for seq in generating:
+            assert seq.next_token is not None
+            pos, seq_id = len(seq.slot.tokens), seq.slot.seq_id
+            draft = self._draft(seq, room)
+            room -= len(draft)
+            indices = [model.batch_add(seq.next_token, pos, seq_id, True)]
+            indices += [model.batch_add(t, pos + 1 + i, seq_id, True) for i, t in enumerate(draft)]
+            decoding.append((seq, indices, draft))
         # Running streams first; prompts get a bounded share so they never stall them for long.
-        room = model.shape.n_batch - len(decoding)
         budget = min(room, self._prefill_chunk) if decoding else room
         for seq in sorted((s for s in active if s.pending), key=lambda s: self._running.index(s.job)):
             if budget <= 0:
@@ -267,19 +293,45 @@ class Scheduler:
             return
         model.batch_decode()
         self._step += 1
-        for seq, _ in decoding:
+        for seq, _, _ in decoding:
             assert seq.next_token is not None
             seq.slot.tokens.append(seq.next_token)
             seq.next_token = None
         for seq, chunk in prefilling:
             seq.slot.tokens.extend(chunk)
             del seq.pending[: len(chunk)]
-        for seq, index in decoding:
+        for seq, indices, draft in decoding:
             if seq.in_prompt:
                 seq.in_prompt = False
-                self._prompt_done(seq, index)
+                self._prompt_done(seq, indices[0])
             else:
-                self._sample(seq, index)
+                self._verify(seq, indices, draft)
+
+    def _draft(self, seq: Sequence, room: int) -> list[int]:
+        """Guessed next tokens for speculative decoding (none for a prompt's last token)."""
+        if seq.drafter is None or seq.in_prompt:
+            return []
+        room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
+        return seq.drafter.draft(room)  # the next token is the context's last: its sample made it so
+
+    def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
+        """Sample each decoded position in order; a draft token whose sample agrees is kept, and the
+        first sample that differs becomes the next token. KV of the guesses after it is dropped."""
+        kept = 0
+        for i, index in enumerate(indices):
+            token = self._sample(seq, index)
+            if token is None or i == len(draft) or token != draft[i]:
+                break
+            # The draft's KV at this position is right: the token is in the context already.
+            seq.slot.tokens.append(token)
+            seq.next_token = None
+            kept += 1
+        if draft:
+            assert seq.drafter is not None
+            seq.drafter.accepted(len(draft), kept)
+            self._counts["draft_tokens"] += len(draft)
+            self._counts["draft_tokens_accepted"] += kept
+            self._model.seq_keep_prefix(seq.slot.seq_id, len(seq.slot.tokens))
 
     def _decode_images(self) -> None:
         """Sequences whose prefill reached an image decode it, each in a llama.cpp call of its own."""
@@ -301,19 +353,21 @@ class Scheduler:
         job = first.job
         siblings = [s.seq for s in self._slots if s.seq is not None and s.seq.job is job and s.seq is not first]
         for seq in siblings:
-            self._model.seq_keep_prefix(seq.slot.seq_id, 0)
+            self._evict(seq.slot, 0)
             self._model.seq_copy_prefix(first.slot.seq_id, seq.slot.seq_id, len(job.prompt))
             seq.slot.tokens = list(job.prompt.keys)
         for seq in [first, *siblings]:
             self._sample(seq, batch_index)
 
-    def _sample(self, seq: Sequence, batch_index: int) -> None:
+    def _sample(self, seq: Sequence, batch_index: int) -> int | None:
+        """Sample the sequence's next token; None when that ended the sequence."""
         token = seq.sampler.sample(self._model.ctx, batch_index)
         request = seq.job.request
         logprob = self._model.logprob(batch_index, token, request.top_logprobs) if request.logprobs else None
-        self._accept(seq, token, logprob)
+        return token if self._accept(seq, token, logprob) else None
 
-    def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> None:
+    def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> bool:
+        """Take a sampled token; False when it ended the sequence."""
         seq.generated += 1
         if seq.output.thinking:
             seq.reasoning += 1
@@ -326,9 +380,11 @@ class Scheduler:
         if seq.generated >= seq.limit:
             return self._finish(seq, FinishReason.LENGTH)
         seq.next_token = token
-        return None
+        if seq.drafter is not None:
+            seq.drafter.push(token)
+        return True
 
-    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+    def _finish(self, seq: Sequence, reason: FinishReason) -> bool:
         job = seq.job
         for event in seq.output.feed(seq.assembler.flush()) + seq.output.finish(reason):
             job.emit(event)
@@ -348,6 +404,7 @@ class Scheduler:
             job.emit(UsageReport(usage))
             job.emit(None)
             self._running.remove(job)
+        return False
 
     def _release(self, seq: Sequence) -> None:
         seq.sampler.close()
@@ -355,6 +412,20 @@ class Scheduler:
         seq.slot.last_used = self._step
         if seq.pending:  # never finished its prompt: what is in the KV is still exact, keep it
             seq.pending = []
+
+    def _evict(self, slot: Slot, keep: int) -> None:
+        """Cut the slot's KV to its first `keep` positions, saving what it held to host memory first
+        when that is worth keeping and held nowhere else."""
+        tokens = slot.tokens
+        if (
+            self._host is not None
+            and len(tokens) - keep >= MIN_TOKENS
+            and not self._host.covers(tokens)
+            and not any(other is not slot and other.tokens[: len(tokens)] == tokens for other in self._slots)
+        ):
+            self._host.put(tokens, self._model.seq_state(slot.seq_id))
+        self._model.seq_keep_prefix(slot.seq_id, keep)
+        slot.tokens = tokens[:keep]
 
     def _sequences(self, job: Job) -> list[Sequence]:
         return [slot.seq for slot in self._slots if slot.seq is not None and slot.seq.job is job]
@@ -377,11 +448,3 @@ def _leading_tokens(units: list[Unit], limit: int) -> list[int]:
             break
         out.append(unit)
     return out
-
-
-def _common_prefix(a: list[Key], b: list[Key], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

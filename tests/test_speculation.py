@@ -1,0 +1,211 @@
+"""N-gram speculative decoding and the host-memory prompt cache, on the real model in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from localxai.chat import (
+    ChatRequest,
+    Event,
+    Finished,
+    FormatType,
+    Message,
+    ResponseFormat,
+    Role,
+    Sampling,
+    TextDelta,
+    TextPart,
+    Usage,
+    UsageReport,
+)
+from localxai.engines.base import GenerationRequest
+from localxai.engines.llamacpp.default_model import default_model_path
+from localxai.engines.llamacpp.engine import LlamaCppEngine
+from localxai.engines.llamacpp.model import ContextShape
+from localxai.errors import ResourceExhausted
+
+MODEL = "m"
+CODE = """def parse_config(path):
+    with open(path) as handle:
+        lines = handle.read().splitlines()
+    config = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        config[key.strip()] = value.strip()
+    return config
+"""
+
+
+def request(text: str, *, system: str | None = None, **sampling: object) -> GenerationRequest:
+    messages = [Message(Role.SYSTEM, (TextPart(system),))] if system else []
+    messages.append(Message(Role.USER, (TextPart(text),)))
+    n = int(sampling.pop("n", 1))  # type: ignore[call-overload]
+    fmt = sampling.pop("response_format", ResponseFormat())
+    chat = ChatRequest(
+        model=MODEL,
+        messages=tuple(messages),
+        sampling=Sampling(**{"temperature": 0, "max_tokens": 48, **sampling}),  # type: ignore[arg-type]
+        n=n,
+        response_format=fmt,  # type: ignore[arg-type]
+    )
+    return GenerationRequest(chat, model=MODEL)
+
+
+async def run(engine: LlamaCppEngine, req: GenerationRequest) -> tuple[list[str], list[str], Usage]:
+    return await collect(await engine.generate(req), req.n)
+
+
+async def collect(events: AsyncIterator[Event], n: int) -> tuple[list[str], list[str], Usage]:
+    texts = [""] * n
+    reasons = [""] * n
+    usage = Usage()
+    async for event in events:
+        if isinstance(event, TextDelta):
+            texts[event.index] += event.text
+        elif isinstance(event, Finished):
+            reasons[event.index] = event.reason.value
+        elif isinstance(event, UsageReport):
+            usage = event.usage
+    return texts, reasons, usage
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    return default_model_path(Path.home() / ".cache" / "localxai" / "models")
+
+
+async def make_engine(path: Path, *, parallel: int = 2, **options: object) -> AsyncIterator[LlamaCppEngine]:
+    engine = LlamaCppEngine(
+        path,
+        MODEL,
+        ContextShape(ctx_size=1024, threads=2, parallel=parallel),
+        **options,  # type: ignore[arg-type]
+    )
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+QUOTING = [
+    request(f"Here is a file:\n{CODE}\nRepeat the file exactly:\n", max_tokens=96),
+    request(f"{CODE}\n{CODE}", max_tokens=64, stop=("return",)),
+    request(f"Copy this code.\n{CODE}", max_tokens=7),
+    request(f"Copy this code twice.\n{CODE}", n=2, max_tokens=40),
+    request("Spell the list again: red, green, blue, yellow, red, green, blue, yellow, red,", max_tokens=33),
+    request(
+        "Give the config as JSON: name=alpha, size=3, name=alpha, size=3.",
+        max_tokens=64,
+        response_format=ResponseFormat(
+            FormatType.JSON_SCHEMA,
+            json.dumps({"type": "object", "properties": {"name": {"type": "string"}, "size": {"type": "integer"}}}),
+        ),
+    ),
+]
+
+
+async def test_greedy_output_is_the_same_with_and_without_speculation(model_path: Path) -> None:
+    results = {}
+    stats = {}
+    for speculation in (False, True):
+        async for engine in make_engine(model_path, speculation=speculation):
+            results[speculation] = [await run(engine, r) for r in QUOTING]
+            stats[speculation] = engine.stats()[MODEL]
+    assert results[True] == results[False]
+    assert stats[False].get("draft_tokens", 0) == 0
+    # Not vacuous: the quoting prompts were mostly decoded from accepted guesses.
+    assert stats[True]["draft_tokens_accepted"] > 100, stats[True]
+
+
+async def test_seeded_sampling_works_with_speculation(model_path: Path) -> None:
+    async for engine in make_engine(model_path, speculation=True):
+        req = request(f"Repeat:\n{CODE}", temperature=0.8, seed=7, max_tokens=64)
+        first = await run(engine, req)
+        again = await run(engine, req)  # from the prefix cache, so only the texts compare
+        assert first[:2] == again[:2] and first[2].completion_tokens == 64
+
+
+async def test_cancellation_and_429_with_both_features_on(model_path: Path) -> None:
+    async for engine in make_engine(model_path, parallel=1, speculation=True, cache_ram_mib=64, max_queue=1):
+        long = request(f"Repeat forever:\n{CODE}", max_tokens=900)
+        events = await engine.generate(long)
+        got = [await anext(events) for _ in range(3)]  # noqa: F841 - the stream is running
+        waiting = await engine.generate(request("Say hi.", max_tokens=4))
+        with pytest.raises(ResourceExhausted):
+            await engine.generate(request("b"))
+        await events.aclose()  # the client went away: its slot goes to the waiting request
+        texts, reasons, _ = await collect(waiting, 1)
+        assert texts[0] and reasons == ["length"]
+        assert engine.stats()[MODEL]["running"] == 0
+
+
+async def test_evicted_conversation_is_restored_from_host_memory(model_path: Path) -> None:
+    system = "You are a careful assistant. " + " ".join(f"Rule {i}: answer briefly." for i in range(40))
+    first = request("What is the capital of France?", system=system, max_tokens=16)
+    other = request("Name a colour. " + " ".join(f"Fact {i}." for i in range(60)), max_tokens=4)
+    outcomes = {}
+    for cache in (0, 64):
+        async for engine in make_engine(model_path, parallel=1, speculation=False, cache_ram_mib=cache):
+            solo = await run(engine, first)
+            await run(engine, other)  # takes the only slot: the first conversation's KV is evicted
+            again = await run(engine, first)
+            outcomes[cache] = (solo, again, engine.stats()[MODEL])
+    solo, again, stats = outcomes[64]
+    assert again[0] == solo[0]  # the same greedy continuation from restored KV
+    prompt = again[2].prompt_tokens
+    assert again[2].cached_tokens == prompt - 1  # all but the last prompt token, which is always decoded
+    assert stats["host_cache_restores"] == 1 and stats["host_cache_bytes"] > 0
+    _solo0, again0, stats0 = outcomes[0]
+    assert again0[0] == solo[0] and again0[2].cached_tokens < 8  # without it: decoded again (but the
+    # turn markers both prompts start with), and said so
+    assert "host_cache_restores" not in stats0
+
+
+async def test_host_memory_budget_is_respected(model_path: Path) -> None:
+    budget_mib = 4
+    rng = random.Random(5)
+    words = [
+        "apple",
+        "river",
+        "stone",
+        "cloud",
+        "lamp",
+        "violin",
+        "forest",
+        "engine",
+        "paper",
+        "silver",
+        "garden",
+        "window",
+    ]
+    async for engine in make_engine(model_path, parallel=2, speculation=True, cache_ram_mib=budget_mib):
+        peak = 0.0
+        for i in range(200):
+            text = f"Note {i}: " + " ".join(rng.choice(words) for _ in range(70 + i % 40))
+            await run(engine, request(text, max_tokens=1))
+            peak = max(peak, engine.stats()[MODEL]["host_cache_bytes"])
+        stats = engine.stats()[MODEL]
+        assert 0 < peak <= budget_mib << 20
+        assert stats["host_cache_bytes"] <= budget_mib << 20
+
+
+async def test_restored_prefix_serves_many_concurrent_conversations(model_path: Path) -> None:
+    """More conversations than slots, each continued: answers match a cache-less engine's."""
+    turns = [request(f"Conversation {c}: " + "tell me about the sea. " * 30, max_tokens=8) for c in range(5)]
+    outputs = {}
+    for cache in (0, 64):
+        async for engine in make_engine(model_path, parallel=2, speculation=True, cache_ram_mib=cache):
+            await asyncio.gather(*(run(engine, t) for t in turns))
+            outputs[cache] = [(await run(engine, t))[0] for t in turns]
+            if cache:
+                assert engine.stats()[MODEL]["host_cache_restores"] >= 1
+    assert outputs[0] == outputs[64]
