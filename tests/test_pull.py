@@ -60,7 +60,7 @@ def test_references_parse_and_name_the_model() -> None:
         "Qwen2.5-3B-Instruct",
         "hf:Qwen/Qwen2.5-3B-Instruct-GGUF:q4_k_m",
     )
-    for bad in ("hf:nothing", "hf:a/b:", "hf:a/b:c:d", "hf:/b"):
+    for bad in ("hf:nothing", "hf:a/b:", "hf:a/b:c:d", "hf:/b", "hf:a--b/c", "hf:org/..", "hf:org/x.git", "hf:a/b-"):
         with pytest.raises(ConfigError, match="expected hf:ORG/REPO"):
             HubRef.parse(bad)
 

@@ -42,7 +42,7 @@ class HubRef:
     def parse(cls, text: str) -> HubRef:
         body = text.removeprefix(PREFIX)
         repo, _, tag = body.partition(":")
-        if not REPO.fullmatch(repo) or (tag and not TAG.fullmatch(tag)) or body.endswith(":"):
+        if not REPO.fullmatch(repo) or (tag and not TAG.fullmatch(tag)) or body.endswith(":") or not _valid(repo):
             raise ConfigError(
                 f"expected hf:ORG/REPO or hf:ORG/REPO:QUANT (e.g. hf:ggml-org/gemma-3-1b-it-GGUF), got {text!r}"
             )
@@ -56,6 +56,19 @@ class HubRef:
         """The id clients use by default: the repo's name without its -GGUF suffix."""
         name = self.repo.split("/", 1)[1]
         return re.sub(r"[-_.]gguf$", "", name, flags=re.I) or name
+
+
+def _valid(repo: str) -> bool:
+    """The hub client's own rules (no `--` or `..`, no leading or trailing `-`/`.`, no `.git`), checked here so
+    a bad id is a usage error rather than a ValueError from deep inside a download."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        return False
+    return True
 
 
 def is_hub_ref(value: object) -> bool:
