@@ -172,6 +172,21 @@ def test_a_missing_repo_is_a_clear_error(env: dict[str, str]) -> None:
     assert bad.returncode == 1 and "expected hf:ORG/REPO or hf:ORG/REPO:QUANT" in bad.stderr
 
 
+def test_ctrl_c_in_a_pull_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from localxai import cli
+
+    def interrupted(text: str, offline: bool) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "pull_model", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["pull", "--data-dir", str(tmp_path), f"hf:{REPO}"])
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "\n"
+
+
 def test_models_lists_and_rm_removes(env: dict[str, str], tmp_path: Path) -> None:
     pulled(localxai(env, "pull", f"hf:{REPO}"))
     pulled(localxai(env, "pull", f"hf:{REPO}:F16"))

@@ -142,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C in a pull, a model load, a chat's start-up: no traceback
+        print(file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args = _parser().parse_args(argv)
     # Only `serve` serves: the other commands' --model (a model id, a hub reference) is not a model to load.
     flags = vars(args) if args.command == "serve" else {k: v for k, v in vars(args).items() if k != "model"}
