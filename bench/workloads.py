@@ -170,7 +170,7 @@ async def w_conv(url: str) -> dict[str, Any]:
 
 def code_file(variant: int) -> str:
     """About 600 tokens of plausible Python; variants differ in names so prompts are not cached."""
-    name = ["inventory", "ledger", "roster", "catalog"][variant % 4]
+    name = ["inventory", "ledger", "roster", "catalog"][variant % 4] + f"_v{variant}"
     functions = []
     for i, verb in enumerate(["load", "validate", "merge", "summarize", "export"]):
         functions.append(
@@ -190,10 +190,16 @@ def code_file(variant: int) -> str:
 
 
 def quote_body(variant: int) -> dict[str, Any]:
-    code = code_file(variant)
-    prompt = f"Here is a file:\n{code}\nRepeat the file exactly, with the logger named 'app':\n"
-    return {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": QUOTE_TOKENS,
-            "temperature": 0}  # fmt: skip
+    """A file to rewrite with one small change: the default base model copies it (with a system
+    prompt that asks for it; a bare "copy this" makes it loop on one line instead)."""
+    messages = [
+        {"role": "system", "content": "You repeat the user's file exactly, changing only what is asked."},
+        {
+            "role": "user",
+            "content": f"```python\n{code_file(variant)}```\nRewrite this file with the logger named 'app'.",
+        },
+    ]
+    return {"model": MODEL, "messages": messages, "max_tokens": QUOTE_TOKENS, "temperature": 0}
 
 
 async def w_quote(url: str, concurrency: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from localxai.engines.llamacpp.hostcache import HostCache, common_prefix
 from localxai.engines.llamacpp.prompt import Key
-from localxai.engines.llamacpp.speculation import MAX_DRAFT, Drafter, NgramIndex
+from localxai.engines.llamacpp.speculation import FIRST_DRAFT, MAX_DRAFT, Drafter, NgramIndex
 
 
 def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
@@ -19,7 +19,7 @@ def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
 def test_draft_follows_the_latest_earlier_occurrence() -> None:
     assert Drafter(NgramIndex([1, 2, 3, 4, 5, 6, 9, 2, 3, 4, 7, 8])).draft(8) == []  # (4, 7, 8): new
     drafter = Drafter(NgramIndex([1, 2, 3, 4, 5, 6, 0, 1, 2, 3]))
-    assert drafter.draft(8) == [4, 5, 6, 0]  # (1, 2, 3) seen before; first draft length 4
+    assert drafter.draft(4) == [4, 5, 6, 0]  # (1, 2, 3) seen before: what followed, then the loop
     assert drafter.draft(2) == [4, 5]  # the room caps it
 
 
@@ -32,14 +32,22 @@ def test_own_output_is_searched_and_length_adapts() -> None:
     drafter = Drafter(NgramIndex([50, 51]))
     for token in [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 7, 8, 9]:
         drafter.push(token)
-    assert drafter.draft(100)[:2] == [10, 11]
-    drafter.accepted(4, 4)
-    drafter.accepted(8, 8)
-    assert drafter.draft(100) == [*range(10, 24), 7, 8]  # 16 allowed: up to the end of the context
-    drafter.accepted(16, 16)
-    assert len(drafter.draft(100)) == MAX_DRAFT
-    drafter.accepted(16, 0)
-    assert drafter.draft(100) == [10]  # a wrong guess: back to one token
+    assert drafter.draft(100) == list(range(10, 10 + FIRST_DRAFT))
+    drafter.accepted(FIRST_DRAFT, 1)
+    assert drafter.draft(100) == [10, 11]  # a guess failed after one token: two next time
+    for _ in range(4):
+        drafter.accepted(2, 2)
+    assert len(drafter.draft(100)) == MAX_DRAFT  # whole guesses accepted: it grows to the cap
+
+
+def test_a_loop_is_drafted_past_the_end_of_the_context() -> None:
+    assert Drafter(NgramIndex([5, 1, 2, 3, 1, 2, 3, 1, 2, 3])).draft(FIRST_DRAFT)[:4] == [1, 2, 3, 1]
+
+
+def test_the_occurrence_matching_furthest_back_is_followed() -> None:
+    #        a run of the context: 9 8 7 1 2 3 -> 4;  elsewhere: 6 1 2 3 -> 5 (later, shorter match)
+    drafter = Drafter(NgramIndex([9, 8, 7, 1, 2, 3, 4, 0, 6, 1, 2, 3, 5, 0, 9, 8, 7, 1, 2, 3]))
+    assert drafter.draft(1) == [4]
 
 
 @given(st.lists(st.integers(0, 3), max_size=60), st.lists(st.integers(0, 3), max_size=60), st.integers(0, 70))

@@ -87,7 +87,7 @@ async def make_engine(path: Path, *, parallel: int = 2, **options: object) -> As
     engine = LlamaCppEngine(
         path,
         MODEL,
-        ContextShape(ctx_size=1024, threads=2, parallel=parallel),
+        ContextShape(ctx_size=2048, threads=2, parallel=parallel),
         **options,  # type: ignore[arg-type]
     )
     try:

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--api-key", action="append", help="accepted API key (repeatable; or LOCALXAI_API_KEYS=k1,k2)")
     serve.add_argument("--ctx-size", type=int, help="context tokens per request (default 8192)")
-    serve.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
+    serve.add_argument(
+        "--parallel", type=int, help="sequences decoded together (default: 16, 8 or 4, as memory allows)"
+    )
     serve.add_argument("--max-queue", type=int, help="requests that may wait for a sequence (default 64)")
     serve.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: all cores)")
     serve.add_argument("--top-k", type=int, help="server-side top-k cut before sampling (default 40; 0 = off)")

@@ -3,7 +3,7 @@
 [[models]]
 id = "gemma-3-270m"            # embedded llama.cpp (path: a GGUF; omitted: the default model)
 engine = "llamacpp"
-parallel = 4
+parallel = 8                   # optional: chosen from the machine's memory and the model's KV size
 ctx_size = 8192
 
 [[models]]
@@ -52,7 +52,7 @@ else:  # pragma: no cover
 class EngineDefaults:
     """What every embedded model takes unless its entry says otherwise (from flags or defaults)."""
 
-    parallel: int = 4
+    parallel: int | None = None  # None: chosen from memory and the model (engines/llamacpp/model.py)
     ctx_size: int = 8192
     threads: int = 1
     top_k: int = 40
@@ -68,7 +68,7 @@ class EmbeddedModel:
     id: str
     path: Path | None = None  # None: the embedded default model
     mmproj: Path | None = None  # vision projector of `path`
-    parallel: int = 4
+    parallel: int | None = None
     ctx_size: int = 8192
     threads: int = 1
     top_k: int = 40
@@ -136,7 +136,9 @@ def load_config(
                     id=model_id,
                     path=model_path,
                     mmproj=mmproj,
-                    parallel=_optional(entry, "parallel", int, where, defaults.parallel),
+                    parallel=_optional(entry, "parallel", int, where, defaults.parallel)
+                    if "parallel" in entry
+                    else defaults.parallel,
                     ctx_size=_optional(entry, "ctx_size", int, where, defaults.ctx_size),
                     threads=defaults.threads,
                     top_k=defaults.top_k,

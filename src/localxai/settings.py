@@ -46,7 +46,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "localxai")
     ctx_size: int = 8192  # tokens per sequence: prompt + completion of one choice
-    parallel: int = 4  # sequences decoded together; idle ones keep their KV as prefix cache
+    parallel: int | None = None  # sequences decoded together (None: from memory and model, see model.py)
     max_queue: int = 64  # requests waiting for a sequence; past it: 429
     threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     top_k: int = 40  # server-side sampling cut (xAI's API has no top_k field)
@@ -76,7 +76,6 @@ class Settings:
             ("--port", self.port, 1, 65535),
             ("--grpc-port", self.grpc_port, 0, 65535),
             ("--ctx-size", self.ctx_size, 16, None),
-            ("--parallel", self.parallel, 1, None),
             ("--max-queue", self.max_queue, 1, None),
             ("--threads", self.threads, 1, None),
             ("--top-k", self.top_k, 0, None),
@@ -89,6 +88,8 @@ class Settings:
             ("--shutdown-grace-s", self.shutdown_grace_s, 0, None),
         ):
             _check_range(flag, value, low, high)
+        if self.parallel is not None:
+            _check_range("--parallel", self.parallel, 1, None)
         if not (self.deferred_lease_s > 0 and math.isfinite(self.deferred_lease_s)):
             raise ConfigError(f"LOCALXAI_DEFERRED_LEASE_S must be more than 0, got {self.deferred_lease_s}")
         if not (self.max_body_mb > 0 and math.isfinite(self.max_body_mb)):

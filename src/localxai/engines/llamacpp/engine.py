@@ -80,7 +80,7 @@ class LlamaCppEngine(Engine):
             model_id,
             path,
             f" with projector {mmproj}" if mmproj is not None else "",
-            shape.parallel,
+            self._model.parallel,
             shape.ctx_size,
             self._model.n_ctx_train,
         )
@@ -128,7 +128,7 @@ class LlamaCppEngine(Engine):
         return events
 
     def _check_n(self, request: GenerationRequest) -> None:
-        parallel = self._model.shape.parallel
+        parallel = self._model.parallel
         if request.n > parallel:
             raise InvalidArgument(
                 f"n={request.n} exceeds the {parallel} parallel sequences of this server "

@@ -6,8 +6,10 @@ Only the scheduler thread decodes; tokenizing touches the read-only vocabulary a
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +57,37 @@ def _init_llama() -> None:
 class ContextShape:
     ctx_size: int  # tokens per sequence: prompt + completion of one choice
     threads: int
-    parallel: int = 4  # sequences decoded together (and kept as prefix cache when idle)
+    parallel: int | None = 4  # sequences decoded together (kept as prefix cache when idle); None: auto_parallel
     n_batch: int = 512
 
     @property
     def cells(self) -> int:
         """KV cells: every sequence can reach ctx_size at once; shared prefixes take less."""
+        assert self.parallel is not None, "resolved when the model loads"
         return self.ctx_size * self.parallel
+
+
+PARALLEL_CHOICES = (16, 8, 4)
+KV_MEMORY_SHARE = 4  # the KV cache may take a quarter of the machine's memory
+
+
+def auto_parallel(ctx_size: int, kv_bytes_per_token: int, memory: int) -> int:
+    """The default number of sequences: the largest of 16, 8 and 4 whose KV cache (every sequence at
+    full context) fits in a quarter of the memory, else as many as fit (at least one).
+
+    Measured on 2 cores with the default model, llama_decode gives 40, 111 and 141 tokens/s for batches
+    of 1, 8 and 16 sequences: more sequences keep adding throughput under load, and an idle slot costs
+    only its memory, so memory decides.
+    """
+    budget = memory // KV_MEMORY_SHARE
+    for parallel in PARALLEL_CHOICES:
+        if parallel * ctx_size * kv_bytes_per_token <= budget:
+            return parallel
+    return max(1, budget // max(1, ctx_size * kv_bytes_per_token))
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class LlamaModel:
@@ -76,12 +102,17 @@ class LlamaModel:
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.metadata = self._read_metadata()
         self.n_ctx_train = ll.llama_model_n_ctx_train(self._model)
+        if shape.parallel is None:
+            parallel = auto_parallel(shape.ctx_size, self.kv_bytes_per_token(), physical_memory())
+            self.shape = shape = dataclasses.replace(shape, parallel=parallel)
         self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
         self._pieces: dict[int, bytes] = {}
         ctx_params = ll.llama_context_default_params()
         ctx_params.n_ctx = shape.cells
         ctx_params.n_batch = shape.n_batch
         ctx_params.n_ubatch = shape.n_batch
+        assert shape.parallel is not None
+        self.parallel: int = shape.parallel
         ctx_params.n_seq_max = shape.parallel
         # One KV buffer for all sequences: copying a shared prefix to another sequence is then
         # metadata only. Full-size SWA layers so a cached prefix can be cut at any position.
@@ -220,6 +251,23 @@ class LlamaModel:
         if self._model:
             ll.llama_model_free(self._model)
             self._model = None
+
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes one position takes (f16 keys and values in every layer), from the GGUF."""
+        arch = self.metadata.get("general.architecture", "")
+
+        def number(key: str, default: int) -> int:
+            raw = self.metadata.get(f"{arch}.{key}", "")
+            # Per-layer arrays (some hybrid models) come as "[a, b, ...]": take the largest.
+            values = [int(v) for v in raw.strip("[]").replace(",", " ").split() if v.isdigit()]
+            return max(values) if values else default
+
+        layers = number("block_count", 32)
+        heads = number("attention.head_count", 32)
+        head_dim = number("embedding_length", 4096) // max(1, heads)
+        kv_heads = number("attention.head_count_kv", heads)
+        per_layer = kv_heads * (number("attention.key_length", head_dim) + number("attention.value_length", head_dim))
+        return 2 * layers * per_layer
 
     def _read_metadata(self) -> dict[str, str]:
         buf = ctypes.create_string_buffer(1 << 20)  # chat templates can be long

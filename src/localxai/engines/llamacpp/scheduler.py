@@ -111,7 +111,7 @@ class Scheduler:
         self._prefill_chunk = prefill_chunk
         self._host = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
         self._counts = collections.Counter[str]()  # drafted/accepted tokens, host cache restores
-        self._slots = [Slot(seq_id=i) for i in range(model.shape.parallel)]
+        self._slots = [Slot(seq_id=i) for i in range(model.parallel)]
         self._waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
         self._running: list[Job] = []
