@@ -114,6 +114,37 @@ def test_pull_fetches_the_default_quantisation_and_its_projector(env: dict[str, 
     assert (f16["model"].name, f16["mmproj"].name) == ("tiny-vision-F16.gguf", "mmproj-tiny-vision-f16.gguf")
 
 
+def test_files_come_from_the_commit_listed_and_a_cached_model_is_not_fetched_again(
+    hub: tuple[FakeHub, str], env: dict[str, str]
+) -> None:
+    fake, _ = hub
+    commit = fake.commit(REPO)
+    files = pulled(localxai(env, "pull", f"hf:{REPO}"))
+    resolves = [path for _, path, _ in fake.log if "/resolve/" in path]
+    assert resolves and all(f"/resolve/{commit}/" in path for path in resolves)  # not `main`: what was listed
+    assert files["model"].parent.name == commit
+    assert (files["model"].parents[2] / "refs" / "main").read_text() == commit  # the hub's other users find it
+    fake.log.clear()
+    assert pulled(localxai(env, "pull", f"hf:{REPO}")) == files
+    assert [path for _, path, _ in fake.log if "/resolve/" in path] == []  # the listing only
+
+
+def test_a_cached_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub
+
+    from localxai import hub
+
+    blob = tmp_path / "m.gguf"
+    blob.write_bytes(MODEL)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: str(blob))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(blob))
+    hashed = []
+    monkeypatch.setattr(hub, "_matches", lambda path, digest: hashed.append(path) or True)
+    digest = ("sha256", hashlib.sha256(MODEL).hexdigest())
+    assert hub._download(HubRef(REPO), "m.gguf", "c0ffee", digest, "all") == blob
+    assert hashed == [blob]
+
+
 def test_an_interrupted_download_resumes_where_it_broke(hub: tuple[FakeHub, str], env: dict[str, str]) -> None:
     fake, _ = hub
     fake.cut_once.add("big-Q4_K_M.gguf")

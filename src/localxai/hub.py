@@ -171,11 +171,13 @@ def pull(ref: HubRef, offline: bool = False, verify: str = "new") -> LocalModel:
     if offline:
         return _from_cache(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
     try:
-        plan, hashes = _remote_plan(ref)
+        plan, hashes, commit = _remote_plan(ref)
     except _Unreachable as exc:
         log.warning("cannot reach the Hugging Face Hub (%s): looking in the local cache", exc)
         return _from_cache(ref, f"the Hub is unreachable ({exc})")
-    paths = {name: _download(ref, name, hashes.get(name), verify) for name in plan.files}
+    paths = {name: _download(ref, name, commit, hashes.get(name), verify) for name in plan.files}
+    if commit:
+        _point_main_at(paths[plan.parts[0]], plan.parts[0], commit)
     return LocalModel(ref, paths[plan.parts[0]], paths[plan.mmproj] if plan.mmproj else None)
 
 
@@ -183,8 +185,9 @@ class _Unreachable(Exception):
     pass
 
 
-def _remote_plan(ref: HubRef) -> tuple[Plan, dict[str, tuple[str, str]]]:
-    """The plan from the repo's listing, and each file's expected digest: ("sha256"|"git-sha1", hex)."""
+def _remote_plan(ref: HubRef) -> tuple[Plan, dict[str, tuple[str, str]], str | None]:
+    """The plan from the repo's listing, each file's expected digest ("sha256"|"git-sha1", hex), and the
+    commit listed: the files are fetched at that commit, so they are the ones the digests describe."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -211,7 +214,7 @@ def _remote_plan(ref: HubRef) -> tuple[Plan, dict[str, tuple[str, str]]]:
         elif sibling.blob_id:
             hashes[sibling.rfilename] = ("git-sha1", sibling.blob_id)
     plan = choose((s.rfilename for s in info.siblings or ()), ref.tag, f"{PREFIX}{ref.repo}")
-    return plan, hashes
+    return plan, hashes, info.sha
 
 
 def _is_transport_error(exc: BaseException) -> bool:
@@ -222,17 +225,18 @@ def _is_transport_error(exc: BaseException) -> bool:
     )
 
 
-def _download(ref: HubRef, name: str, digest: tuple[str, str] | None, verify: str) -> Path:
+def _download(ref: HubRef, name: str, commit: str | None, digest: tuple[str, str] | None, verify: str) -> Path:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
 
-    cached = try_to_load_from_cache(ref.repo, name)
-    if isinstance(cached, str) and digest is not None and verify == "all" and not _matches(Path(cached), digest):
+    cached = try_to_load_from_cache(ref.repo, name, revision=commit)
+    cached_path = Path(cached) if isinstance(cached, str) else None
+    if cached_path is not None and digest is not None and verify == "all" and not _matches(cached_path, digest):
         log.warning("%s in the cache does not match its %s: downloading it again", name, digest[0])
-        _remove(Path(cached))
-        cached = None
+        _remove(cached_path)
+        cached_path = None
     try:
-        path = Path(hf_hub_download(ref.repo, name))
+        path = Path(hf_hub_download(ref.repo, name, revision=commit))
     except HfHubHTTPError as exc:
         raise ConfigError(f"downloading {name} from {ref.repo} failed: {_first_line(exc)}") from None
     except OSError as exc:  # the size check ("Consistency check failed"), disk full
@@ -241,14 +245,31 @@ def _download(ref: HubRef, name: str, digest: tuple[str, str] | None, verify: st
         if _is_transport_error(exc):
             raise ConfigError(f"downloading {name} from {ref.repo} failed: {_first_line(exc)}") from None
         raise
-    fresh = not isinstance(cached, str)
-    if digest is not None and (fresh or verify == "all") and not _matches(path, digest):
+    fresh = path != cached_path  # a cached copy was checked above (verify "all") or is trusted ("new")
+    if digest is not None and fresh and not _matches(path, digest):
         _remove(path)
         raise ConfigError(
             f"{name} from {ref.repo} does not match the {digest[0]} the Hub lists: the corrupt copy was removed; "
             f"pull again"
         )
     return path
+
+
+def _point_main_at(path: Path, name: str, commit: str) -> None:
+    """Files fetched by commit leave the cache's `main` ref alone: point it at the commit listed as `main`,
+    as a download by branch would, so the hub's other users (and offline use) find this snapshot."""
+    snapshot = path
+    for _ in name.split("/"):
+        snapshot = snapshot.parent
+    if snapshot.name != commit or snapshot.parent.name != "snapshots":
+        return
+    ref = snapshot.parent.parent / "refs" / "main"
+    try:
+        if not ref.is_file() or ref.read_text().strip() != commit:
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(commit)
+    except OSError as exc:  # a read-only shared cache: the files are there all the same
+        log.warning("cannot update %s: %s", ref, exc)
 
 
 def _matches(path: Path, digest: tuple[str, str]) -> bool:
