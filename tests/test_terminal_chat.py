@@ -4,6 +4,7 @@ default model, and on its own (a server in its process) with a vision model pull
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import re
 import select
@@ -14,12 +15,15 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
-from localxai.terminal import Conversation
+from localxai.errors import ConfigError
+from localxai.settings import build_settings
+from localxai.terminal import Chat, Conversation, _conversation, _health_url, _server
 
 from conftest import API_KEY, AUTH, Server, http_server
 from fake_hub import FakeHub
@@ -227,6 +231,74 @@ def test_a_message_carries_the_system_prompt_history_and_images() -> None:
             ],
         },
     ]
+
+
+def test_the_probe_asks_the_servers_health_and_wants_a_200(tmp_path: Path) -> None:
+    assert _health_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/health"  # not /v1/health
+    assert _health_url("http://h:9/v1/") == "http://h:9/health"
+    assert _health_url("https://proxy.example/xai/v1") == "https://proxy.example/xai/health"
+
+    class NotLocalxai(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    settings = build_settings({"data_dir": str(tmp_path)}, models=False)
+    with http_server(NotLocalxai) as url:
+        probe = _server(url + "/v1", None, settings, None)
+        with pytest.raises(ConfigError, match=r"no localxai server at .*/v1: .*/health answered HTTP 401"):
+            probe.__enter__()
+
+
+def test_a_reply_that_is_not_the_api_is_a_clear_error() -> None:
+    html = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
+    client = httpx.Client(transport=html, base_url="http://x/v1")
+    with pytest.raises(ConfigError, match="is not a localxai"):
+        _conversation(client, None, None)
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def chat_against(*events: str) -> tuple[Chat, io.StringIO]:
+    body = "".join(f"data: {e}\n\n" for e in events)
+    stream = httpx.MockTransport(lambda request: httpx.Response(200, text=body))
+    out = TTY()
+    return Chat(
+        httpx.Client(transport=stream, base_url="http://x/v1"), Conversation("m", True), io.StringIO(), out
+    ), out
+
+
+def test_model_output_cannot_drive_the_terminal() -> None:
+    delta = '{"choices": [{"delta": {"content": "hi\\u001b]52;c;ZXZpbA==\\u0007\\r\\n\\tthere\\u009b"}}]}'
+    chat, out = chat_against(delta, "[DONE]")
+    chat.send("Hi")
+    assert out.getvalue() == "hi]52;c;ZXZpbA==\n\tthere\n"  # no ESC, BEL, CR or CSI
+    assert chat.conversation.messages[-1]["content"] == "hi\x1b]52;c;ZXZpbA==\x07\r\n\tthere\x9b"  # history as sent
+
+
+def test_a_malformed_event_or_an_unreadable_image_keeps_the_chat_going(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    chat, out = chat_against('{"choices": [{"delta": {"content": "a"}}]}', "{not json")
+    chat.send("Hi")
+    assert "error: the server sent a malformed event: '{not json'" in out.getvalue()
+    image = tmp_path / "photo.png"
+    image.write_bytes(RED_PNG)
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    chat.attach(str(image))
+    assert f"cannot read {image}: Permission denied" in out.getvalue()
+    assert chat.conversation.images == []
 
 
 def _png() -> bytes:

@@ -11,6 +11,7 @@ import argparse
 import base64
 import json
 import mimetypes
+import re
 import secrets
 import sys
 import threading
@@ -27,6 +28,7 @@ from localxai.hub import is_hub_ref
 from localxai.settings import Settings, build_settings, client_api_key
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but \t and \n, DEL, C1: escape sequences, OSC 52
 BLOCK = '"""'
 HELP = f"""commands:
   /image PATH    attach an image to the next message
@@ -85,19 +87,32 @@ def _server(
     (with `model`, a GGUF path or hf: reference, when given)."""
     if model is None:
         target = url or DEFAULT_URL
+        health = _health_url(target)
         try:
-            httpx.get(target.rstrip("/") + "/health", timeout=2)
+            status = httpx.get(health, timeout=2).status_code
         except httpx.TransportError as exc:
             if url is not None:
                 raise ConfigError(f"no server at {url}: {exc}") from None
+            why = "no server"
         else:
-            yield target, key
-            return
-        print(f"no server at {DEFAULT_URL}: starting the model in this process...", file=sys.stderr)
+            if status == 200:
+                yield target, key
+                return
+            if url is not None:
+                raise ConfigError(f"no localxai server at {url}: {health} answered HTTP {status}")
+            why = f"no localxai server ({health} answered HTTP {status})"
+        print(f"{why} at {DEFAULT_URL}: starting the model in this process...", file=sys.stderr)
     elif url is not None:
         raise ConfigError("--url talks to a running server: give --model its model id, not a file")
     with _in_process(settings, model) as local:
         yield local
+
+
+def _health_url(api: str) -> str:
+    """The server's /health, beside its /v1 (at the root for http://host:port/v1; under a proxy's prefix too)."""
+    url = httpx.URL(api)
+    path = url.path.rstrip("/").removesuffix("/v1")
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{path}/health"
 
 
 @contextmanager
@@ -129,7 +144,11 @@ def _in_process(state: Settings, model: str | None) -> Iterator[tuple[str, str]]
         yield base + "/v1", secret
     finally:
         server.should_exit = True
-        thread.join(30)
+        try:
+            thread.join(30)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop llama.cpp's threads before the interpreter goes
+            runtime.halt()
+            raise
 
 
 def _conversation(client: httpx.Client, model: str | None, system: str | None) -> Conversation:
@@ -139,7 +158,13 @@ def _conversation(client: httpx.Client, model: str | None, system: str | None) -
         raise ConfigError(f"cannot reach {client.base_url}: {exc}") from None
     if response.status_code != 200:
         raise ConfigError(f"{client.base_url}: {_error_text(response)}")
-    models = response.json().get("models", [])
+    try:
+        body = response.json()
+        models = body.get("models", []) if isinstance(body, dict) else None
+    except ValueError:
+        models = None
+    if not isinstance(models, list):
+        raise ConfigError(f"{client.base_url} is not a localxai (or xAI) API: /language-models is not its JSON")
     if not models:
         raise ConfigError(f"{client.base_url} serves no model")
     chosen = next((m for m in models if model in (m["id"], *m.get("aliases", ()))), None) if model else models[0]
@@ -168,6 +193,7 @@ class Chat:
         self.conversation = conversation
         self.out = stdout
         self.interactive = stdin.isatty()
+        self.tty = stdout.isatty()
         if self.interactive:
             with suppress(ImportError):
                 import readline  # noqa: F401  (line editing and history for input())
@@ -175,6 +201,10 @@ class Chat:
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def clean(self, text: str) -> str:
+        """The server's text for the terminal: no control characters (a model could write escape sequences)."""
+        return CONTROL.sub("", text) if self.tty else text
 
     def loop(self) -> int:
         c = self.conversation
@@ -264,7 +294,12 @@ class Chat:
         if not mime.startswith("image/"):
             self.say(f"{path} is not an image ({mime})")
             return
-        c.images.append(f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.say(f"cannot read {path}: {exc.strerror or exc}")
+            return
+        c.images.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
         self.say(f"(image {path.name} attached to the next message)")
 
     def send(self, text: str) -> None:
@@ -277,14 +312,14 @@ class Chat:
             with self.client.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
-                    self.say(f"error: {_error_text(response)}")
+                    self.say(f"error: {self.clean(_error_text(response))}")
                     return
                 for delta in _deltas(response):
                     if delta.get("reasoning_content"):
-                        self.out.write(_dim(delta["reasoning_content"], self.interactive))
+                        self.out.write(_dim(self.clean(delta["reasoning_content"]), self.interactive))
                     if delta.get("content"):
                         answer.append(delta["content"])
-                        self.out.write(delta["content"])
+                        self.out.write(self.clean(delta["content"]))
                     self.out.flush()
         except KeyboardInterrupt:  # closing the stream (leaving the with) cancels the generation
             self.say("\n(stopped)")
@@ -293,7 +328,7 @@ class Chat:
             self.say(f"\nerror: the connection broke: {exc}")
             return
         except StreamError as exc:
-            self.say(f"\nerror: {exc}")
+            self.say(f"\nerror: {self.clean(str(exc))}")
             return
         self.say("")
         c.messages += [c.request(text)[-1], {"role": "assistant", "content": "".join(answer)}]
@@ -311,7 +346,12 @@ def _deltas(response: httpx.Response) -> Iterator[dict[str, Any]]:
         data = line[5:].strip()
         if data == "[DONE]":
             return
-        chunk = json.loads(data)
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise StreamError(f"the server sent a malformed event: {data[:200]!r}") from None
+        if not isinstance(chunk, dict):
+            raise StreamError(f"the server sent a malformed event: {data[:200]!r}")
         if "error" in chunk:
             error = chunk["error"]
             raise StreamError(error.get("message", error) if isinstance(error, dict) else error)
