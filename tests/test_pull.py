@@ -65,6 +65,19 @@ def test_references_parse_and_name_the_model() -> None:
             HubRef.parse(bad)
 
 
+def test_a_header_of_arrays_nested_without_end_is_a_bad_file(tmp_path: Path) -> None:
+    import struct
+
+    from localxai.gguf_meta import NotGGUF, read_info
+
+    crafted = tmp_path / "deep.gguf"
+    key = b"k"
+    nested = struct.pack("<IQ", 9, 1) * 100_000  # an array of one array of one array...
+    crafted.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, len(key)) + key + struct.pack("<I", 9) + nested)
+    with pytest.raises(NotGGUF, match="nested more than 8 deep"):
+        read_info(crafted)
+
+
 @pytest.fixture
 def hub() -> Iterator[tuple[FakeHub, str]]:
     fake = FakeHub(

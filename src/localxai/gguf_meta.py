@@ -23,6 +23,7 @@ FILE_TYPES = {
 SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 STRING, ARRAY = 8, 9
 MAX_KEYS = 1 << 20
+MAX_DEPTH = 8  # arrays of arrays: real files nest one deep; a crafted one could nest until RecursionError
 
 
 class NotGGUF(ValueError):
@@ -80,18 +81,20 @@ def _read(f: BinaryIO) -> dict[str, object]:
     return out
 
 
-def _value(f: BinaryIO, kind: int, keep: bool = True) -> object:
+def _value(f: BinaryIO, kind: int, keep: bool = True, depth: int = 0) -> object:
     if kind in SCALARS:
         return _unpack(f, SCALARS[kind])[0]
     if kind == STRING:
         return _string(f) if keep else _skip_string(f)
     if kind == ARRAY:
         item, n = _unpack(f, "IQ")
+        if depth >= MAX_DEPTH:
+            raise NotGGUF(f"{f.name}: metadata arrays nested more than {MAX_DEPTH} deep")
         if item in SCALARS:
             f.seek(n * struct.calcsize("<" + SCALARS[item]), 1)
         else:
             for _ in range(n):
-                _value(f, item, keep=False)
+                _value(f, item, keep=False, depth=depth + 1)
         return n
     raise NotGGUF(f"{f.name}: unknown metadata type {kind}")
 
