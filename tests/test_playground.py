@@ -333,6 +333,14 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
     page.click("#code-dialog [data-lang=curl]")
     assert "curl https://api.x.ai/v1/chat/completions" in page.inner_text("#code")
     page.check("#code-dialog input[value=local]")
+    open_access = page.evaluate(
+        """async () => {
+            const { snippet } = await import('/playground/snippets.js');
+            const body = { model: 'm', messages: [{ role: 'user', content: 'Hi' }], stream: true };
+            return snippet('curl', body, { target: 'local', keyRequired: false, baseUrl: 'http://x/v1' }).code;
+        }"""
+    )
+    assert 'Bearer ${XAI_API_KEY:-local}"' in open_access  # not an empty token (a 401) when the variable is unset
     page.click("#close-code")
     page.fill("#input", "")
     page.fill("#system", "")

@@ -39,6 +39,11 @@ function apiKeyExpr(options) {
     : 'os.environ["XAI_API_KEY"]';
 }
 
+function curlKey(options) {
+  // An unset XAI_API_KEY would send "Bearer " and a 401 even where any token is taken.
+  return options.target === "local" && !options.keyRequired ? "${XAI_API_KEY:-local}" : "$XAI_API_KEY";
+}
+
 function restBase(options) {
   return options.target === "xai" ? XAI_REST : options.baseUrl;
 }
@@ -50,7 +55,7 @@ function curl(body, options) {
   return [
     `curl ${restBase(options)}/chat/completions \\`,
     '  -H "Content-Type: application/json" \\',
-    '  -H "Authorization: Bearer $XAI_API_KEY" \\',
+    `  -H "Authorization: Bearer ${curlKey(options)}" \\`,
     "  --no-buffer \\",
     "  -d @- <<'JSON'",
     json,
@@ -188,7 +193,7 @@ function xaiSdk(body, options) {
 
 export function snippet(lang, body, options) {
   const key = options.target === "local" && !options.keyRequired
-    ? "This server has no keys configured: any XAI_API_KEY works (the Python falls back to \"local\")."
+    ? "This server has no keys configured: any XAI_API_KEY works (the code falls back to \"local\")."
     : `Set XAI_API_KEY to your ${options.target === "xai" ? "xAI" : "localxai"} API key.`;
   const model = options.target === "xai"
     ? ` At xAI the model must be one of xAI's (${body.model} may be a local name; localxai aliases such as grok-4 help).`
