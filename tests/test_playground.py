@@ -112,7 +112,6 @@ async def test_the_page_and_its_assets_are_public_with_a_strict_csp_and_the_api_
         assert (await c.get("/playground/style.css")).headers["content-type"].startswith("text/css")
         assert (await c.get("/playground/config.json")).json() == {"key_required": True}
         assert (await c.get("/playground/models.json")).status_code == 401
-        assert (await c.get("/playground/../v1/models")).status_code == 401
         assert (await c.get("/v1/language-models")).status_code == 401
         models = (await c.get("/playground/models.json", headers=AUTH)).json()["models"]
         assert models == [{"id": "fake-model", "reasoning": False, "reasoning_efforts": []}]
