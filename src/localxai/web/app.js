@@ -272,8 +272,10 @@ function renderConversations() {
     remove.className = "conv-delete";
     remove.title = "Delete this conversation";
     remove.textContent = "×";
+    remove.disabled = Boolean(state.controller);
     remove.addEventListener("click", () => {
-      if (state.controller && conv.id === state.currentId) return;
+      // Not while an answer streams: the list and messages would be rebuilt, detaching the streaming node.
+      if (state.controller) return;
       state.conversations = state.conversations.filter((c) => c.id !== conv.id);
       if (state.currentId === conv.id) state.currentId = state.conversations[0]?.id || null;
       persist();
@@ -441,6 +443,7 @@ function updateButtons() {
   $("send").hidden = busy;
   $("stop").hidden = !busy;
   $("regenerate").disabled = busy || !conv || !conv.messages.some((m) => m.role === "user");
+  for (const button of document.querySelectorAll("#conversations .conv-delete")) button.disabled = busy;
 }
 
 let frame = 0;
