@@ -333,6 +333,10 @@ def main() -> None:
         results["w_defaults"] = {
             "localxai": serve("localxai defaults", ours, lambda u: run_levels(u, levels, 128)),
             "llama-server": serve("llama-server defaults", theirs, lambda u: run_levels(u, levels, 128)),
+            # Speculation is on by default only if it does not lose here: the same server without it.
+            "localxai --speculation off": serve(
+                "localxai defaults nospec", [*ours, "--speculation", "off"], lambda u: run_levels(u, levels, 128)
+            ),
         }
     results["targets"] = targets(results)
     out = here / "results"
@@ -374,6 +378,11 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
             "target": ">= 1.0 everywhere, >= 1.2 at 16",
             "met": all(v >= 1.0 for v in ratios.values()) and ratios.get("16", 0) >= 1.2,
         }
+        if "localxai --speculation off" in results["w_defaults"]:
+            off = {r["concurrency"]: r for r in results["w_defaults"]["localxai --speculation off"]["result"]}
+            out["w_defaults_speculation_on_over_off"] = {
+                str(c): ours[c]["output_tok_s"] / off[c]["output_tok_s"] for c in ours
+            }
     return out
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from localxai.engines.llamacpp.hostcache import HostCache, common_prefix
 from localxai.engines.llamacpp.prompt import Key
-from localxai.engines.llamacpp.speculation import FIRST_DRAFT, MAX_DRAFT, Drafter, NgramIndex
+from localxai.engines.llamacpp.speculation import MAX_DRAFT, Drafter, NgramIndex, worth
 
 
 def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
@@ -28,20 +28,24 @@ def test_image_positions_break_runs() -> None:
     assert Drafter(NgramIndex(keys)).draft(8) == []  # what followed (1, 2, 3) was an image
 
 
-def test_own_output_is_searched_and_length_adapts() -> None:
+def test_own_output_is_searched_and_length_follows_the_odds() -> None:
     drafter = Drafter(NgramIndex([50, 51]))
     for token in [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 7, 8, 9]:
         drafter.push(token)
-    assert drafter.draft(100) == list(range(10, 10 + FIRST_DRAFT))
-    drafter.accepted(FIRST_DRAFT, 1)
-    assert drafter.draft(100) == [10, 11]  # a guess failed after one token: two next time
-    for _ in range(4):
-        drafter.accepted(2, 2)
-    assert len(drafter.draft(100)) == MAX_DRAFT  # whole guesses accepted: it grows to the cap
+    assert drafter.draft(100) == [*range(10, 24), 7, 8]  # free rows: as much as the cap allows
+    busy = worth(8)  # a row among 8 sequences must be right about 70% of the time
+    assert 0.6 < busy < 0.8 and worth(1) < 0.25
+    assert drafter.draft(100, busy) == []  # a short match and no history: not worth a row
+    for _ in range(3):
+        drafter.accepted(10, 10)
+    assert 5 <= len(drafter.draft(100, busy)) < MAX_DRAFT  # right so far: a few rows are worth it
+    for _ in range(8):
+        drafter.accepted(6, 0)
+    assert drafter.draft(100, busy) == []  # wrong lately: none
 
 
 def test_a_loop_is_drafted_past_the_end_of_the_context() -> None:
-    assert Drafter(NgramIndex([5, 1, 2, 3, 1, 2, 3, 1, 2, 3])).draft(FIRST_DRAFT)[:4] == [1, 2, 3, 1]
+    assert Drafter(NgramIndex([5, 1, 2, 3, 1, 2, 3, 1, 2, 3])).draft(4) == [1, 2, 3, 1]
 
 
 def test_the_occurrence_matching_furthest_back_is_followed() -> None:

@@ -28,7 +28,7 @@ from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_pr
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.speculation import Drafter, NgramIndex
+from localxai.engines.llamacpp.speculation import Drafter, NgramIndex, worth
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
@@ -268,10 +268,11 @@ class Scheduler:
         active = [s.seq for s in self._slots if s.seq is not None]
         generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
         room = model.shape.n_batch - len(generating)
+        bar = worth(len(generating))
         for seq in generating:
             assert seq.next_token is not None
             pos, seq_id = len(seq.slot.tokens), seq.slot.seq_id
-            draft = self._draft(seq, room)
+            draft = self._draft(seq, room, bar)
             room -= len(draft)
             indices = [model.batch_add(seq.next_token, pos, seq_id, True)]
             indices += [model.batch_add(t, pos + 1 + i, seq_id, True) for i, t in enumerate(draft)]
@@ -307,12 +308,12 @@ class Scheduler:
             else:
                 self._verify(seq, indices, draft)
 
-    def _draft(self, seq: Sequence, room: int) -> list[int]:
+    def _draft(self, seq: Sequence, room: int, bar: float) -> list[int]:
         """Guessed next tokens for speculative decoding (none for a prompt's last token)."""
         if seq.drafter is None or seq.in_prompt:
             return []
         room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
-        return seq.drafter.draft(room)  # the next token is the context's last: its sample made it so
+        return seq.drafter.draft(room, bar)  # the next token is the context's last: its sample made it so
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the
