@@ -290,21 +290,24 @@ def test_responses_api_with_images(vision_server: Server, image_host: str) -> No
 
 
 async def test_a_conversation_with_an_image_is_restored_from_host_memory() -> None:
-    """Evicted from its only slot, the image's KV comes back from host memory: same logits, and the
-    image (all but the last prompt token) counted as cached."""
+    """Evicted from its only slot, the image's KV comes back from host memory: the same distribution,
+    and the image (all but the last prompt token) counted as cached."""
     shape = ContextShape(ctx_size=1024, threads=2, parallel=1)
     engine = LlamaCppEngine(FIXTURE / "model.gguf", MODEL, shape, mmproj=FIXTURE / "mmproj.gguf", cache_ram_mib=64)
     try:
         app = fake_app(engine)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:
             probe = {"logprobs": True, "top_logprobs": 5, "temperature": 0}
-            first = await complete(c, ask("What color?", part(data_url(RED)), **probe))
+            question = "Describe the colour of this picture in detail. " * 8  # a state worth keeping: 64+ positions
+            first = await complete(c, ask(question, part(data_url(RED)), **probe))
             await complete(c, ask("Something else entirely, " * 30))  # takes the slot
-            again = await complete(c, ask("What color?", part(data_url(RED)), **probe))
-        assert first_logprobs(again) == first_logprobs(first)
+            again = await complete(c, ask(question, part(data_url(RED)), **probe))
+        # The same distribution, up to the last bits: restored cells lie elsewhere in the KV cache,
+        # which changes the order of flash attention's sums (docs/engine.md, Determinism).
+        assert first_logprobs(again) == pytest.approx(first_logprobs(first), abs=0.05)
         usage = again["usage"]
         details = usage["prompt_tokens_details"]
+        assert engine.stats()[MODEL].get("host_cache_restores") == 1, engine.stats()
         assert details["cached_tokens"] == usage["prompt_tokens"] - 1 and details["image_tokens"] > 0
-        assert engine.stats()[MODEL]["host_cache_restores"] == 1
     finally:
         await engine.close()
