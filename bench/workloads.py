@@ -345,6 +345,40 @@ def main() -> None:
     for name in (f"workloads-{stamp}.json", "workloads-latest.json"):
         (out / name).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["targets"], indent=2))
+    print(markdown(results))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README's tables: each workload, both servers, the ratio."""
+    lines = []
+    if "ceiling_tok_s" in results:
+        ceiling = results["ceiling_tok_s"]
+        lines += ["Raw `llama_decode` ceiling: " + ", ".join(f"{v:.0f} tok/s at batch {k}" for k, v in ceiling.items())]
+    if "w_conv" in results:
+        ours, theirs = (results["w_conv"][k]["result"] for k in ("localxai", "llama-server"))
+        lines += [
+            "",
+            "| W-conv | output tok/s | TTFT p50 (ms) | TTFT p99 (ms) | cached share, turns 1-4 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in (("localxai", ours), ("llama-server", theirs)):
+            shares = " / ".join(f"{t['cached_share']:.2f}" for t in r["per_turn"])
+            lines.append(
+                f"| {name} | {r['output_tok_s']:.1f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | {shares} |"
+            )
+    if "w_quote" in results:
+        lines += ["", "| W-quote | tok/s at c=1 | tok/s at c=4 |", "|---|---|---|"]
+        for name, run in results["w_quote"].items():
+            by = {r["concurrency"]: r["output_tok_s"] for r in run["result"]}
+            lines.append(f"| {name} | {by.get(1, 0):.1f} | {by.get(4, 0):.1f} |")
+    if "w_defaults" in results:
+        runs = results["w_defaults"]
+        levels = [r["concurrency"] for r in runs["localxai"]["result"]]
+        lines += ["", "| W-defaults tok/s | " + " | ".join(f"c={c}" for c in levels) + " |"]
+        lines += ["|---|" + "---|" * len(levels)]
+        for name, run in runs.items():
+            lines.append(f"| {name} | " + " | ".join(f"{r['output_tok_s']:.1f}" for r in run["result"]) + " |")
+    return "\n".join(lines)
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:

@@ -110,7 +110,9 @@ class Scheduler:
         self._max_queue = max_queue
         self._prefill_chunk = prefill_chunk
         self._host = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
-        self._counts = collections.Counter[str]()  # drafted/accepted tokens, host cache restores
+        # Drafted/accepted tokens and host cache restores; every key exists from the start, so a
+        # metrics read from another thread never sees the dict change size.
+        self._counts = dict.fromkeys(("draft_tokens", "draft_tokens_accepted", "host_cache_restores"), 0)
         self._slots = [Slot(seq_id=i) for i in range(model.parallel)]
         self._waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
