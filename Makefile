@@ -56,10 +56,12 @@ test-fast: install-test
 smoke:
 	.ci/smoke
 
-# Benchmarks (not tests): localxai vs llama-server built from the same llama.cpp source.
+# Benchmarks (not tests): localxai vs llama-server built from the same llama.cpp source: the fresh-prompt
+# workload (run.py), then W-conv, W-quote, W-defaults and the raw decode ceiling (workloads.py).
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/workloads.py
 
 lint: install-test
 	$(BIN)/ruff check src tests bench
