@@ -29,11 +29,17 @@ ROW_COST = 0.29
 DECAY = 0.8  # weight of earlier verifications in a sequence's acceptance rate
 
 
+MAX_SPECULATING = 4  # with more sequences generating, no guesses at all (measured: they lost 14-22%)
+
+
 def worth(generating: int) -> float:
     """The acceptance probability a guessed token needs to pay for its row, with `generating`
     sequences in the step: a step of B rows costs 1 + ROW_COST * B and yields B tokens, so one more
     row must yield more than B * ROW_COST / (1 + ROW_COST * B) tokens. Alone, a guess right one time
-    in four pays; among 16 sequences only a near-certain one does."""
+    in four pays. Past MAX_SPECULATING sequences the batch already keeps the machine busy and
+    guesses measurably lost on the untuned fresh-prompt workload (0.78x at 8, 0.86x at 16): none."""
+    if generating > MAX_SPECULATING:
+        return 1.0
     return generating * ROW_COST / (1 + ROW_COST * generating)
 
 
