@@ -110,7 +110,7 @@ async def test_the_page_and_its_assets_are_public_with_a_strict_csp_and_the_api_
         script = await c.get("/playground/app.js")
         assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
         assert (await c.get("/playground/style.css")).headers["content-type"].startswith("text/css")
-        assert (await c.get("/playground/config.json")).json() == {"key_required": True}
+        assert (await c.get("/playground/config.json")).json() == {"key_required": True, "grpc_port": 50051}
         assert (await c.get("/playground/models.json")).status_code == 401
         assert (await c.get("/v1/language-models")).status_code == 401
         models = (await c.get("/playground/models.json", headers=AUTH)).json()["models"]
@@ -122,7 +122,7 @@ async def test_the_page_and_its_assets_are_public_with_a_strict_csp_and_the_api_
 
 async def test_without_keys_the_page_needs_none() -> None:
     async with app_client(fake_app(keys=()), headers={}) as c:
-        assert (await c.get("/playground/config.json")).json() == {"key_required": False}
+        assert (await c.get("/playground/config.json")).json() == {"key_required": False, "grpc_port": 50051}
 
 
 def test_asks_for_the_key_and_shows_xais_error_for_a_wrong_one(page: Any) -> None:
@@ -312,8 +312,8 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
     codes = {}
     for lang in ("curl", "openai", "xai"):
         page.click(f"#code-dialog [data-lang={lang}]")
-        if lang == "xai":
-            page.fill("#grpc-host", f"localhost:{server.grpc_port}")
+        if lang == "xai":  # the server says where its gRPC listener is
+            assert page.input_value("#grpc-host") == f"localhost:{server.grpc_port}"
         codes[lang] = page.inner_text("#code")
     assert f"{server.base_url}/v1/chat/completions" in codes["curl"]
     if shutil.which("curl"):

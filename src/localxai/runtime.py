@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from localxai.accounting import Accounting
 from localxai.auth import Authenticator, is_open_access
@@ -33,6 +33,7 @@ class Runtime:
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     drop_server_tools: bool = False  # Responses requests naming xAI's server-side tools: drop them, not 400
+    grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
 
     @classmethod
     def build(
@@ -89,7 +90,7 @@ class Runtime:
             store.close()
             raise
         try:
-            return cls.build(
+            runtime = cls.build(
                 engines,
                 settings.api_keys,
                 store,
@@ -107,6 +108,7 @@ class Runtime:
                 open_access=open_access,
                 drop_server_tools=settings.server_tools == "drop",
             )
+            return replace(runtime, grpc_port=settings.grpc_port)
         except BaseException:  # a bad alias, a duplicate id: the loaded engines must not linger
             for engine in engines:
                 engine.halt()

@@ -54,8 +54,9 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/playground/config.json", include_in_schema=False)
     async def config() -> dict[str, Any]:
-        """Public: tells the page whether to ask for a key before calling the API."""
-        return {"key_required": not runtime.auth.open_access}
+        """Public: whether the page must ask for a key before calling the API, and the gRPC port its
+        xai-sdk snippets point at (0: this server has no gRPC listener)."""
+        return {"key_required": not runtime.auth.open_access, "grpc_port": runtime.grpc_port}
 
     @app.get("/playground/models.json", include_in_schema=False)
     async def models(request: Request) -> dict[str, Any]:

@@ -14,6 +14,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   keyRequired: false,
+  grpcPort: 0, // from /playground/config.json: where xai-sdk snippets connect
   key: localStorage.getItem(STORE.key) || "",
   models: [], // {id, input_modalities, reasoning_efforts}
   conversations: load(STORE.conversations, []),
@@ -664,7 +665,7 @@ function codeRequest() {
 function defaultGrpcHost() {
   const host = location.hostname;
   const loopback = ["127.0.0.1", "localhost", "[::1]", "::1"].includes(host);
-  return `${loopback ? "localhost" : host}:50051`;
+  return `${loopback ? "localhost" : host}:${state.grpcPort || 50051}`;
 }
 
 function renderCode() {
@@ -820,6 +821,7 @@ async function start() {
   try {
     const config = await (await fetch("/playground/config.json")).json();
     state.keyRequired = Boolean(config.key_required);
+    state.grpcPort = Number(config.grpc_port) || 0;
   } catch {
     state.keyRequired = false;
   }
