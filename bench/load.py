@@ -18,6 +18,15 @@ class RequestResult:
     latency: float
     tokens: int
     gaps: list[float] = field(default_factory=list)  # seconds between streamed chunks
+    text: str = ""
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # from usage (xAI, OpenAI shape) or llama-server's timings.cache_n
+
+
+def client(concurrency: int, headers: dict[str, str]) -> httpx.AsyncClient:
+    # A fresh connection per request: llama-server closes kept-alive streaming connections.
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
+    return httpx.AsyncClient(headers=headers, timeout=900, limits=limits)
 
 
 async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestResult:
@@ -26,7 +35,9 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
     last = start
     gaps: list[float] = []
     chunks = 0
-    usage_tokens = None
+    text = ""
+    usage: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
     async with client.stream(
         "POST", url, json={**body, "stream": True, "stream_options": {"include_usage": True}}
     ) as r:
@@ -35,10 +46,12 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                usage_tokens = chunk["usage"].get("completion_tokens")
-            if not any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
+            usage = chunk.get("usage") or usage
+            timings = chunk.get("timings") or timings
+            deltas = [c.get("delta", {}).get("content") or "" for c in chunk.get("choices", [])]
+            if not any(deltas):
                 continue
+            text += "".join(deltas)
             now = time.perf_counter()
             if first is None:
                 first = now
@@ -47,11 +60,15 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
             last = now
             chunks += 1
     end = time.perf_counter()
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     return RequestResult(
         ttft=(first or end) - start,
         latency=end - start,
-        tokens=usage_tokens if usage_tokens is not None else chunks,
+        tokens=int(usage.get("completion_tokens", chunks)),
         gaps=gaps,
+        text=text,
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        cached_tokens=int(cached if cached is not None else timings.get("cache_n", 0)),
     )
 
 
@@ -75,11 +92,9 @@ async def run_level(
         while not queue.empty():
             results.append(await stream_one(client, url, queue.get_nowait()))
 
-    # A fresh connection per request: llama-server closes kept-alive streaming connections.
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
-    async with httpx.AsyncClient(headers=headers, timeout=600, limits=limits) as client:
+    async with client(concurrency, headers) as http:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
         wall = time.perf_counter() - start
     tokens = sum(r.tokens for r in results)
     ttfts = [r.ttft for r in results]
@@ -98,4 +113,4 @@ async def run_level(
     }
 
 
-__all__ = ["RequestResult", "asdict", "run_level", "stream_one"]
+__all__ = ["RequestResult", "asdict", "client", "run_level", "stream_one"]

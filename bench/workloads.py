@@ -18,66 +18,17 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load import percentile
+from load import RequestResult, client, percentile, stream_one
 from run import HEADERS, MODEL, free_port, server
 
 CONVERSATIONS, TURNS, CLIENTS = 32, 4, 8
 QUOTE_TOKENS = 256
-
-
-@dataclass
-class Streamed:
-    text: str
-    ttft: float
-    tokens: int
-    prompt_tokens: int
-    cached_tokens: int
-
-
-async def stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Streamed:
-    """One streamed chat completion: its text, TTFT and usage (cached tokens from either server)."""
-    start = time.perf_counter()
-    first = None
-    text = ""
-    usage: dict[str, Any] = {}
-    timings: dict[str, Any] = {}
-    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    async with client.stream("POST", url, json=payload) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            usage = chunk.get("usage") or usage
-            timings = chunk.get("timings") or timings
-            for choice in chunk.get("choices", []):
-                delta = choice.get("delta", {}).get("content")
-                if delta:
-                    first = first or time.perf_counter()
-                    text += delta
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    if cached is None:
-        cached = timings.get("cache_n", 0)
-    return Streamed(
-        text=text,
-        ttft=(first or time.perf_counter()) - start,
-        tokens=int(usage.get("completion_tokens", 0)),
-        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-        cached_tokens=int(cached),
-    )
-
-
-def client(concurrency: int) -> httpx.AsyncClient:
-    # A fresh connection per request: llama-server closes kept-alive streaming connections.
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
-    return httpx.AsyncClient(headers=HEADERS, timeout=900, limits=limits)
 
 
 # -- W-conv ----------------------------------------------------------------------------------------
@@ -120,7 +71,7 @@ async def w_conv(url: str) -> dict[str, Any]:
     queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
     for item in order:
         queue.put_nowait(item)
-    results: dict[tuple[int, int], Streamed] = {}
+    results: dict[tuple[int, int], RequestResult] = {}
 
     async def worker(http: httpx.AsyncClient) -> None:
         while not queue.empty():
@@ -130,13 +81,13 @@ async def w_conv(url: str) -> dict[str, Any]:
             history = histories[conv]
             history.append({"role": "user", "content": user_turn(conv, turn)})
             body = {"model": MODEL, "messages": list(history), "max_tokens": 64, "temperature": 0.7, "seed": conv}
-            out = await stream(http, url, body)
+            out = await stream_one(http, url, body)
             history.append({"role": "assistant", "content": out.text})
             results[turn, conv] = out
             done[turn * CONVERSATIONS + conv].set()
 
-    async with client(CLIENTS) as http:
-        await stream(http, url, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    async with client(CLIENTS, HEADERS) as http:
+        await stream_one(http, url, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         start = time.perf_counter()
         await asyncio.gather(*(worker(http) for _ in range(CLIENTS)))
         wall = time.perf_counter() - start
@@ -204,15 +155,15 @@ def quote_body(variant: int) -> dict[str, Any]:
 
 async def w_quote(url: str, concurrency: int) -> dict[str, Any]:
     bodies = [quote_body(v + 10 * concurrency) for v in range(max(3, 2 * concurrency))]
-    results: list[Streamed] = []
-    async with client(concurrency) as http:
-        await stream(http, url, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    results: list[RequestResult] = []
+    async with client(concurrency, HEADERS) as http:
+        await stream_one(http, url, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         queue = list(bodies)
         start = time.perf_counter()
 
         async def worker() -> None:
             while queue:
-                results.append(await stream(http, url, queue.pop(0)))
+                results.append(await stream_one(http, url, queue.pop(0)))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
