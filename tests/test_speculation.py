@@ -21,6 +21,7 @@ from localxai.chat import (
     Sampling,
     TextDelta,
     TextPart,
+    TokenLogprob,
     Usage,
     UsageReport,
 )
@@ -50,12 +51,15 @@ def request(text: str, *, system: str | None = None, **sampling: object) -> Gene
     messages.append(Message(Role.USER, (TextPart(text),)))
     n = int(sampling.pop("n", 1))  # type: ignore[call-overload]
     fmt = sampling.pop("response_format", ResponseFormat())
+    logprobs = bool(sampling.pop("logprobs", False))
     chat = ChatRequest(
         model=MODEL,
         messages=tuple(messages),
         sampling=Sampling(**{"temperature": 0, "max_tokens": 48, **sampling}),  # type: ignore[arg-type]
         n=n,
         response_format=fmt,  # type: ignore[arg-type]
+        logprobs=logprobs,
+        top_logprobs=2 if logprobs else None,
     )
     return GenerationRequest(chat, model=MODEL)
 
@@ -97,14 +101,15 @@ async def make_engine(path: Path, *, parallel: int = 2, **options: object) -> As
 
 
 QUOTING = [
-    request(f"Here is a file:\n{CODE}\nRepeat the file exactly:\n", max_tokens=96),
-    request(f"{CODE}\n{CODE}", max_tokens=64, stop=("return",)),
-    request(f"Copy this code.\n{CODE}", max_tokens=7),
-    request(f"Copy this code twice.\n{CODE}", n=2, max_tokens=40),
-    request("Spell the list again: red, green, blue, yellow, red, green, blue, yellow, red,", max_tokens=33),
+    request(f"Here is a file:\n{CODE}\nRepeat the file exactly:\n", max_tokens=96, logprobs=True),
+    request(f"{CODE}\n{CODE}", max_tokens=64, stop=("return",), logprobs=True),
+    request(f"Copy this code.\n{CODE}", max_tokens=7, logprobs=True),
+    request(f"Copy this code twice.\n{CODE}", n=2, max_tokens=40, logprobs=True),
+    request("Spell the list again: red, green, blue, yellow, red, green, blue, yellow, red,", max_tokens=33, logprobs=True),
     request(
         "Give the config as JSON: name=alpha, size=3, name=alpha, size=3.",
         max_tokens=64,
+        logprobs=True,
         response_format=ResponseFormat(
             FormatType.JSON_SCHEMA,
             json.dumps({"type": "object", "properties": {"name": {"type": "string"}, "size": {"type": "integer"}}}),
@@ -113,14 +118,53 @@ QUOTING = [
 ]
 
 
+# llama.cpp's CPU kernels are not batch-invariant: a position verified in a step of several rows gets
+# logits that differ from the same position decoded alone — on an AMD EPYC build, by up to 0.5-1.9 in
+# the largest logit of the vocabulary and by about 0.2 between the two likeliest tokens (docs/engine.md).
+# Greedy outputs are equal token for token, except that where the two likeliest tokens are closer than
+# this (in logprob) either may win; from there on the texts may differ. A draft wrongly accepted would
+# show where the model is sure (margins of 2-5 on quoted text), far above this.
+NEAR_TIE = 0.5
+
+
+async def tokens(engine: LlamaCppEngine, req: GenerationRequest) -> tuple[list[list[TokenLogprob]], Usage]:
+    """Each choice's generated tokens with their two likeliest alternatives, and the usage."""
+    out: list[list[TokenLogprob]] = [[] for _ in range(req.n)]
+    usage = Usage()
+    async for event in await engine.generate(req):
+        if isinstance(event, TextDelta):
+            out[event.index] += event.logprobs
+        elif isinstance(event, UsageReport):
+            usage = event.usage
+    return out, usage
+
+
+def divergence(with_drafts: list[TokenLogprob], without: list[TokenLogprob]) -> int | None:
+    """Where two greedy outputs first differ (None: nowhere); asserts the difference is a near-tie."""
+    for i, (a, b) in enumerate(zip(with_drafts, without, strict=False)):
+        if a.bytes != b.bytes:
+            margin = abs(b.top[0].logprob - b.top[1].logprob)
+            assert margin < NEAR_TIE, f"token {i}: {a.token!r} != {b.token!r}, but not a near-tie ({margin:.4f})"
+            return i
+    assert len(with_drafts) == len(without)
+    return None
+
+
 async def test_greedy_output_is_the_same_with_and_without_speculation(model_path: Path) -> None:
     results = {}
     stats = {}
     for speculation in (False, True):
         async for engine in make_engine(model_path, speculation=speculation):
-            results[speculation] = [await run(engine, r) for r in QUOTING]
+            results[speculation] = [await tokens(engine, r) for r in QUOTING]
             stats[speculation] = engine.stats()[MODEL]
-    assert results[True] == results[False]
+    exact = 0
+    for (with_drafts, usage_on), (without, usage_off) in zip(results[True], results[False], strict=True):
+        where = [divergence(a, b) for a, b in zip(with_drafts, without, strict=True)]
+        if all(w is None for w in where):
+            assert usage_on == usage_off
+            exact += 1
+    # Near-ties are rare: most outputs are equal to the last token.
+    assert exact >= len(QUOTING) - 1, exact
     assert stats[False]["draft_tokens"] == 0
     # Not vacuous: the quoting prompts were mostly decoded from accepted guesses.
     assert stats[True]["draft_tokens_accepted"] > 100, stats[True]
