@@ -105,7 +105,9 @@ QUOTING = [
     request(f"{CODE}\n{CODE}", max_tokens=64, stop=("return",), logprobs=True),
     request(f"Copy this code.\n{CODE}", max_tokens=7, logprobs=True),
     request(f"Copy this code twice.\n{CODE}", n=2, max_tokens=40, logprobs=True),
-    request("Spell the list again: red, green, blue, yellow, red, green, blue, yellow, red,", max_tokens=33, logprobs=True),
+    request(
+        "Spell the list again: red, green, blue, yellow, red, green, blue, yellow, red,", max_tokens=33, logprobs=True
+    ),
     request(
         "Give the config as JSON: name=alpha, size=3, name=alpha, size=3.",
         max_tokens=64,
