@@ -26,7 +26,7 @@ from localxai.chat import Event, FormatType, ImagePart, Message, ModelInfo, Text
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
-from localxai.engines.llamacpp.prompt import ImageChunk, Prompt, Unit
+from localxai.engines.llamacpp.prompt import Prompt, Unit
 from localxai.engines.llamacpp.scheduler import Job, Scheduler
 from localxai.engines.llamacpp.speculation import NgramIndex
 from localxai.engines.llamacpp.templates import Conversation, Segment, template_for
@@ -102,12 +102,12 @@ class LlamaCppEngine(Engine):
 
     async def check(self, request: GenerationRequest) -> None:
         self._check_n(request)
-        prompt, _ = await asyncio.to_thread(self._prepare, request, False)
+        prompt, _ = await asyncio.to_thread(self._prepare, request)
         self._check_length(prompt)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         self._check_n(request)
-        prompt, grammar = await asyncio.to_thread(self._prepare, request, True)
+        prompt, grammar = await asyncio.to_thread(self._prepare, request)
         self._check_length(prompt)
         ngrams = await asyncio.to_thread(NgramIndex, prompt.keys) if self._speculation else None
         loop = asyncio.get_running_loop()
@@ -139,15 +139,15 @@ class LlamaCppEngine(Engine):
         if len(prompt) > self.max_prompt_tokens:
             raise ContextLengthExceeded(self.max_prompt_tokens, len(prompt))
 
-    def _prepare(self, request: GenerationRequest, encode: bool) -> tuple[Prompt, str | None]:
-        """Prompt and grammar; `encode` runs the vision tower for images the KV cache lacks."""
+    def _prepare(self, request: GenerationRequest) -> tuple[Prompt, str | None]:
+        """Prompt and grammar (images are preprocessed here; the scheduler thread encodes them)."""
         if request.prompt is not None:  # legacy completions: the text as it is, after BOS
             segments = [Segment(request.prompt, special=False)]
         else:
             messages = tuple(self._marked(m) for m in request.messages) if request.images else request.messages
             conversation = Conversation(messages, request.tools, request.tool_choice, request.reasoning_effort)
             segments = self._template.render(conversation)
-        prompt = Prompt.of(self._tokenize(segments, request.images, encode))
+        prompt = Prompt.of(self._tokenize(segments, request.images))
         schema = output_schema(request)
         return prompt, None if schema is None else self._grammar(json.dumps(schema, sort_keys=True))
 
@@ -156,7 +156,7 @@ class LlamaCppEngine(Engine):
         parts = tuple(TextPart(self._image_marker) if isinstance(p, ImagePart) else p for p in message.content)
         return dataclasses.replace(message, content=parts)
 
-    def _tokenize(self, segments: list[Segment], images: tuple[LoadedImage, ...], encode: bool) -> list[Unit]:
+    def _tokenize(self, segments: list[Segment], images: tuple[LoadedImage, ...]) -> list[Unit]:
         """The rendered conversation as prompt units: tokens, and the images where the markers are."""
         if not images:
             return list(self._model.tokenize_segments(segments))
@@ -178,9 +178,6 @@ class LlamaCppEngine(Engine):
                 units += self._model.tokenize_segments([piece], bos=not units)
             else:
                 units += self._vision.units(images[piece], piece)
-        for unit in units if encode else ():  # the vision tower runs here, not in the scheduler thread
-            if isinstance(unit, ImageChunk) and not self._scheduler.holds((unit.digest, 0)):
-                self._vision.encode(unit)
         return units
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one engine per model, for the process lifetime

@@ -45,9 +45,6 @@ class HostCache:
         """Whether some entry already holds `keys` as (a prefix of) its own."""
         return any(common_prefix(e.keys, keys, len(keys)) == len(keys) for e in self._entries)
 
-    def holds(self, key: Key) -> bool:
-        return any(key in e.keys for e in list(self._entries))
-
     def put(self, keys: list[Key], state: ctypes.Array[ctypes.c_uint8]) -> None:
         if len(state) > self.budget:
             return

@@ -1,6 +1,8 @@
 """A loaded GGUF: llama.cpp model, vocabulary and one context, behind a small typed wrapper.
 
-Only the scheduler thread decodes; tokenizing touches the read-only vocabulary and may run anywhere.
+Only the scheduler thread decodes (also for speed: llama.cpp's OpenMP thread team belongs to the thread
+that computes, and a computation on a second thread slows every later step, docs/engine.md, Images);
+tokenizing touches the read-only vocabulary and may run anywhere.
 """
 
 from __future__ import annotations

@@ -139,11 +139,6 @@ class Scheduler:
             self._wake.notify()
         self._thread.join()
 
-    def holds(self, key: Key) -> bool:
-        """Whether some slot's KV or the host cache holds this position key (a racy read: a hint)."""
-        held = any(key in slot.tokens for slot in list(self._slots))
-        return held or (self._host is not None and self._host.holds(key))
-
     def stats(self) -> dict[str, float]:
         """A racy but harmless read from another thread, for metrics."""
         slots = list(self._slots)

@@ -86,7 +86,9 @@ class Vision:
                 mtmd.mtmd_bitmap_free(bitmap)
 
     def encode(self, image: ImageChunk) -> None:
-        """Run the vision tower on the image now, so that the scheduler only has to decode."""
+        """Run the vision tower on the image (scheduler thread: llama.cpp's OpenMP threads belong to
+        the thread that computes, and a vision tower run from another thread slowed every later text
+        step, by 50% with the default model)."""
         with self._lock:
             if mtmd.mtmd_encode_chunk(self._ctx, image.handle) != 0:
                 raise InternalError("llama.cpp could not encode an image")
@@ -95,7 +97,7 @@ class Vision:
             image.embeddings = np.ctypeslib.as_array(output, shape=(n_tokens * self._n_embd,)).copy()
 
     def decode(self, image: ImageChunk, position: int, seq_id: int) -> None:
-        """Decode the image's embeddings into `seq_id` at `position` (scheduler thread)."""
+        """Encode the image and decode its embeddings into `seq_id` at `position` (scheduler thread)."""
         if image.embeddings is None:
             self.encode(image)
         assert image.embeddings is not None
