@@ -4,10 +4,12 @@ Each step builds one batch holding the next token of every generating sequence p
 of pending prompt tokens (chunked prefill), decodes it once, and samples per sequence. Requests join
 between steps and leave as they finish or their client goes away.
 
-Sequences live in slots (llama.cpp sequence ids). An idle slot keeps its KV as prefix cache: a new
-request starts from the longest prefix any slot holds (shared system prompts, multi-turn history),
-shared through the unified KV cache without copying data; the least recently used idle slot is
-reused first. `n > 1` choices decode the prompt once and share it.
+Sequences live in slots (llama.cpp sequence ids, each with a KV stream of its own). An idle slot keeps
+its KV as prefix cache: a new request starts from the longest prefix any slot holds (shared system
+prompts, multi-turn history), copied into its slot when it lies in another; otherwise the free slot
+with the lowest id is taken, so that running sequences have consecutive ids (llama.cpp decodes a run of
+consecutive sequence ids in one pass, and breaks the batch at every gap). What a reused slot held goes
+to host memory first. `n > 1` choices decode the prompt once and share it.
 
 Images (vision models) are decoded in a llama.cpp call of their own when a sequence's prefill
 reaches them; a cached prefix never ends inside an image.
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 AT_CAPACITY = "The service is temporarily at capacity. Please retry your request shortly."
 IDLE_WAIT_S = 0.5
+OWN_PASS_DRAFT = 8  # the shortest guess worth a llama.cpp pass of its own
 
 
 @dataclass(eq=False)
@@ -71,7 +74,6 @@ class Job:
 class Slot:
     seq_id: int
     tokens: list[Key] = field(default_factory=list)  # what this sequence's KV holds, by position
-    last_used: int = 0
     seq: Sequence | None = None
 
 
@@ -117,7 +119,6 @@ class Scheduler:
         self._waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
         self._running: list[Job] = []
-        self._step = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llamacpp-scheduler", daemon=True)
         self._thread.start()
@@ -192,7 +193,7 @@ class Scheduler:
             with self._wake:
                 if not self._waiting:
                     return
-                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.last_used)
+                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)  # see above
                 job = self._waiting[0]
                 if len(free) < job.n:
                     return  # FIFO: wait for enough slots rather than starve big requests
@@ -266,11 +267,20 @@ class Scheduler:
         generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
         room = model.shape.n_batch - len(generating)
         bar = worth(len(generating))
+        drafts = {}
+        for seq in generating:
+            drafts[seq] = self._draft(seq, room, bar)
+            room -= len(drafts[seq])
+        if len(generating) > 1:
+            # One KV stream per sequence: llama.cpp decodes the guesses in passes of their own (a pass
+            # takes one sequence's tokens when the counts differ), so only the longest guess, and
+            # only a long one (a confident copy), is worth its pass.
+            longest = max(generating, key=lambda seq: len(drafts[seq]))
+            drafts = {seq: (d if seq is longest and len(d) >= OWN_PASS_DRAFT else []) for seq, d in drafts.items()}
         for seq in generating:
             assert seq.next_token is not None
             pos, seq_id = len(seq.slot.tokens), seq.slot.seq_id
-            draft = self._draft(seq, room, bar)
-            room -= len(draft)
+            draft = drafts[seq]
             indices = [model.batch_add(seq.next_token, pos, seq_id, True)]
             indices += [model.batch_add(t, pos + 1 + i, seq_id, True) for i, t in enumerate(draft)]
             decoding.append((seq, indices, draft))
@@ -290,7 +300,6 @@ class Scheduler:
         if model.batch_size() == 0:
             return
         model.batch_decode()
-        self._step += 1
         for seq, _, _ in decoding:
             assert seq.next_token is not None
             seq.slot.tokens.append(seq.next_token)
@@ -407,7 +416,6 @@ class Scheduler:
     def _release(self, seq: Sequence) -> None:
         seq.sampler.close()
         seq.slot.seq = None
-        seq.slot.last_used = self._step
         if seq.pending:  # never finished its prompt: what is in the KV is still exact, keep it
             seq.pending = []
 
