@@ -277,6 +277,7 @@ class Scheduler:
             # only a long one (a confident copy), is worth its pass.
             longest = max(generating, key=lambda seq: len(drafts[seq]))
             drafts = {seq: (d if seq is longest and len(d) >= OWN_PASS_DRAFT else []) for seq, d in drafts.items()}
+            room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
         for seq in generating:
             assert seq.next_token is not None
             pos, seq_id = len(seq.slot.tokens), seq.slot.seq_id
