@@ -208,11 +208,10 @@ class LlamaModel:
 
     def seq_copy_prefix(self, src: int, dst: int, length: int) -> None:
         """Give `dst` the first `length` positions of `src`. Between KV streams llama.cpp copies only
-        whole streams (at the next decode; ~10 ms for 8,192 cells of the default model), so the
-        copy is whole and then cut."""
-        ll.llama_memory_seq_rm(self.memory, dst, 0, -1)
+        whole streams (replacing what `dst` held; the data moves at the next decode, ~10 ms for 8,192
+        cells of the default model), so the copy is whole and then cut."""
         ll.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
-        ll.llama_memory_seq_rm(self.memory, dst, length, -1)
+        self.seq_keep_prefix(dst, length)
 
     def seq_state(self, seq_id: int) -> ctypes.Array[ctypes.c_uint8]:
         """A copy of the sequence's KV (every cell it holds, with positions), for `seq_restore`."""

@@ -8,8 +8,8 @@ Sequences live in slots (llama.cpp sequence ids, each with a KV stream of its ow
 its KV as prefix cache: a new request starts from the longest prefix any slot holds (shared system
 prompts, multi-turn history), copied into its slot when it lies in another; otherwise the free slot
 with the lowest id is taken, so that running sequences have consecutive ids (llama.cpp decodes a run of
-consecutive sequence ids in one pass, and breaks the batch at every gap). What a reused slot held goes
-to host memory first. `n > 1` choices decode the prompt once and share it.
+consecutive sequence ids in one pass, and breaks the batch at every gap). With `--cache-ram`, what a
+reused slot held goes to host memory first. `n > 1` choices decode the prompt once and share it.
 
 Images (vision models) are decoded in a llama.cpp call of their own when a sequence's prefill
 reaches them; a cached prefix never ends inside an image.
