@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import threading
 import time
 from typing import Any
 
@@ -125,21 +127,44 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     stop_server(server)
 
 
+def gauges(client: httpx.Client, server: Server) -> tuple[float, float]:
+    """The server's running sequences and waiting requests."""
+    text = client.get(server.base_url + "/metrics").text
+    names = ("running_sequences", "queue_depth")
+    found = [re.search(rf"^localxai_{name}\{{[^}}]*\}} (\S+)$", text, re.M) for name in names]
+    running, waiting = (float(f.group(1)) if f else 0.0 for f in found)
+    return running, waiting
+
+
 def test_full_queue_answers_429_with_retry_after(tiny_server: Server) -> None:
     url = tiny_server.v1 + "/chat/completions"
     long = body("Write a long essay.", max_tokens=900, temperature=0, stream=True)
+    abandon = threading.Event()
+
+    def wait_in_the_queue() -> None:
+        with httpx.Client(headers=AUTH, timeout=60) as c, c.stream("POST", url, json=long):
+            abandon.wait(60)
+
     with httpx.Client(headers=AUTH, timeout=60) as client:
         with client.stream("POST", url, json=long) as running:  # takes the only sequence
-            next(running.iter_lines())
-            with client.stream("POST", url, json=long) as queued:  # takes the only queue place
-                assert queued.status_code == 200
-                r = client.post(url, json=body("hi", max_tokens=1))
-                assert r.status_code == 429
-                assert r.json() == {
-                    "code": "Some resource has been exhausted",
-                    "error": "The service is temporarily at capacity. Please retry your request shortly.",
-                }
-                assert int(r.headers["Retry-After"]) >= 1
+            lines = running.iter_lines()  # kept: a dropped iterator closes the stream, and the server
+            next(lines)  # then frees the sequence (the cause of an old flaky 200 here)
+            # The second request takes the only queue place; the server's gauges say when.
+            waiting = threading.Thread(target=wait_in_the_queue)
+            waiting.start()
+            deadline = time.monotonic() + 30
+            while gauges(client, tiny_server) != (1.0, 1.0):
+                assert time.monotonic() < deadline, "the second request never queued"
+                time.sleep(0.02)
+            r = client.post(url, json=body("hi", max_tokens=1))
+            assert r.status_code == 429
+            assert r.json() == {
+                "code": "Some resource has been exhausted",
+                "error": "The service is temporarily at capacity. Please retry your request shortly.",
+            }
+            assert int(r.headers["Retry-After"]) >= 1
+            abandon.set()
+        waiting.join()
         # Both streams were abandoned: their sequence and queue place come free (as soon as the
         # server has seen the disconnects).
         deadline = time.monotonic() + 30
