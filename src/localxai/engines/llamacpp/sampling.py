@@ -27,9 +27,12 @@ _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float3
 class Sampler:
     """One llama.cpp sampler chain; the cut to `top_k` keeps sampling over a 262k vocabulary cheap.
 
-    With a grammar, the token is first sampled as usual and only checked against the grammar; the
-    grammar is applied to the whole vocabulary (slow) only when that token breaks it — llama.cpp's
-    own strategy. The sampler owns its chain and grammar and frees them.
+    Greedy choices (temperature 0, no penalties) take the arg-max of the logits directly: the chain
+    (a top-k cut, then the largest) gives the same token but first copies the whole vocabulary into a
+    candidate array, about 0.8 ms per token on 2 cores against 0.1 ms, and a speculative step samples
+    up to 16 positions. With a grammar, the token is first sampled as usual and only checked against
+    the grammar; the grammar is applied to the whole vocabulary (slow) only when that token breaks it —
+    llama.cpp's own strategy. The sampler owns its chain and grammar and frees them.
     """
 
     def __init__(
@@ -39,10 +42,12 @@ class Sampler:
         self._grammar = grammar
         self._n_vocab = n_vocab
         self._ids = np.arange(n_vocab, dtype=np.int32) if grammar is not None else None
+        penalties = bool(sampling.presence_penalty or sampling.frequency_penalty)
+        self._greedy = sampling.temperature == 0 and not penalties
         add = self._add
         if top_k > 0:
             add(ll.llama_sampler_init_top_k(top_k))
-        if sampling.presence_penalty or sampling.frequency_penalty:
+        if penalties:
             # After the top-k cut: penalties over the whole vocabulary cost milliseconds per token.
             add(
                 ll.llama_sampler_init_penalties(
@@ -62,10 +67,12 @@ class Sampler:
 
     def sample(self, ctx: ll.llama_context_p, batch_index: int) -> int:
         """Sample from the logits of one token of the last batch (and accept it into the chain)."""
-        if self._grammar is None:
+        if self._grammar is None and not self._greedy:
             return int(ll.llama_sampler_sample(self._chain, ctx, batch_index))
         logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(ctx, batch_index), shape=(self._n_vocab,))
-        token = self._pick(logits, with_grammar=False)
+        token = int(logits.argmax()) if self._greedy else self._pick(logits, with_grammar=False)
+        if self._grammar is None:
+            return token  # the greedy chain keeps no state: nothing to accept
         if not self._grammar_allows(token):
             token = self._pick(logits, with_grammar=True)
         ll.llama_sampler_accept(self._grammar, token)
