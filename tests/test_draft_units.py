@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from localxai.engines.llamacpp.hostcache import HostCache, common_prefix
 from localxai.engines.llamacpp.prompt import Key
-from localxai.engines.llamacpp.speculation import MAX_DRAFT, MAX_SPECULATING, Drafter, NgramIndex, worth
+from localxai.engines.llamacpp.speculation import MAX_PASS_ROWS, MAX_SPECULATING, ROW_GROUP, Drafter, NgramIndex, worth
 
 
 def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
@@ -39,10 +39,24 @@ def test_own_output_is_searched_and_length_follows_the_odds() -> None:
     assert drafter.draft(100, busy) == []  # a short match and no history: not worth a row
     for _ in range(3):
         drafter.accepted(10, 10)
-    assert 5 <= len(drafter.draft(100, busy)) < MAX_DRAFT  # right so far: a few rows are worth it
+    assert 5 <= len(drafter.draft(100, busy)) < MAX_PASS_ROWS  # right so far: a few rows are worth it
     for _ in range(8):
         drafter.accepted(6, 0)
     assert drafter.draft(100, busy) == []  # wrong lately: none
+
+
+def test_a_guess_fills_the_last_row_group_of_its_pass() -> None:
+    drafter = Drafter(NgramIndex([*range(100, 140), 1, 2, 3, 4, *range(200, 240), 1, 2, 3, 4]))
+    busy = worth(2)  # the match reaches 4 tokens back: two guesses are worth their rows...
+    sizes = {}
+    for beside in (0, 1, 3):
+        guess = drafter.draft(100, busy, beside)
+        sizes[beside] = len(guess)
+        assert guess == list(range(200, 240))[: len(guess)]
+        assert (len(guess) + beside) % ROW_GROUP == 0  # ...and lengthened: the extra rows are about free
+    assert sizes[0] > 0 and sizes[1] == sizes[0] - 1
+    assert len(drafter.draft(100, 0.0, 1)) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
+    assert len(drafter.draft(5, 0.0, 1)) == 5  # the room still caps it
 
 
 def test_a_loop_is_drafted_past_the_end_of_the_context() -> None:
