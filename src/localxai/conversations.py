@@ -41,6 +41,16 @@ class Conversations:
         body = codec.dumps(response)
         await asyncio.to_thread(self._store.save_response, response.id, caller.key_id, body, float(response.created))
 
+    async def keep(self, response: StoredResponse, caller: ApiKey) -> None:
+        """Save a finished (or failed) response for its caller if the request asked for it (`store` over
+        REST, `store_messages` over gRPC: `response.stored`); else nothing."""
+        if response.stored:
+            await self.save(response, caller)
+
+    async def history(self, previous_id: str | None, caller: ApiKey) -> StoredResponse | None:
+        """The stored response a request continues (`previous_response_id`; None: it starts a new one)."""
+        return None if previous_id is None else await self.get(previous_id, caller)
+
     async def get(self, response_id: str, caller: ApiKey) -> StoredResponse:
         """The caller's stored response; unknown, expired, deleted and other keys' ids are all 404."""
         body = None

@@ -54,7 +54,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     async def GetCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey) -> Any:
         chat = await self._continued(request, caller, stream=False)
         completion = await self.runtime.service.complete(chat, caller, api="grpc")
-        await self._store(request, chat, completion, caller)
+        await self.runtime.conversations.keep(_stored(request, chat, completion), caller)
         return convert.completion(completion)
 
     @streaming
@@ -72,26 +72,15 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         finally:
             await stream.events.aclose()  # client cancelled or done: stop the generation
         if collector is not None and collector.finished:
-            await self._store(request, chat, collector.completion(stream), caller)
+            await self.runtime.conversations.keep(_stored(request, chat, collector.completion(stream)), caller)
 
     async def _continued(self, request: chat_pb2.GetCompletionsRequest, caller: ApiKey, stream: bool) -> ChatRequest:
         """The request, after the stored conversation it continues (`previous_response_id`)."""
         chat = convert.chat_request(request, stream=stream)
         if request.store_messages and chat.n != 1:
             raise e.InvalidArgument("store_messages takes n = 1: a stored conversation continues from one answer.")
-        if not request.HasField("previous_response_id"):
-            return chat
-        history = await self.runtime.conversations.get(request.previous_response_id, caller)
-        return replace(chat, messages=(*history.context(), *chat.messages))
-
-    async def _store(
-        self, request: chat_pb2.GetCompletionsRequest, chat: ChatRequest, completion: Completion, caller: ApiKey
-    ) -> None:
-        """`store_messages`: kept as a stored response under the completion's id (shared with REST)."""
-        if request.store_messages:
-            previous = request.previous_response_id if request.HasField("previous_response_id") else None
-            stored = StoredResponse(completion.id, completion.created, chat, completion, previous_response_id=previous)
-            await self.runtime.conversations.save(stored, caller)
+        history = await self.runtime.conversations.history(_previous_id(request), caller)
+        return chat if history is None else replace(chat, messages=(*history.context(), *chat.messages))
 
     @unary
     async def GetStoredCompletion(
@@ -124,6 +113,22 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         if completion is None:
             return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.PENDING)
         return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.DONE, response=convert.completion(completion))
+
+
+def _previous_id(request: chat_pb2.GetCompletionsRequest) -> str | None:
+    return request.previous_response_id if request.HasField("previous_response_id") else None
+
+
+def _stored(request: chat_pb2.GetCompletionsRequest, chat: ChatRequest, completion: Completion) -> StoredResponse:
+    """The completion as a stored response under its own id (shared with REST); kept if `store_messages`."""
+    return StoredResponse(
+        completion.id,
+        completion.created,
+        chat,
+        completion,
+        previous_response_id=_previous_id(request),
+        stored=request.store_messages,
+    )
 
 
 class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -208,30 +207,25 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        history = await _history(runtime, body.previous_response_id, caller)
+        history = await runtime.conversations.history(body.previous_response_id, caller)
         chat = responses.chat_request(body, history, runtime.sealer, runtime.drop_server_tools)
         response_id, created = new_response_id(), int(time.time())
 
-        async def finish(completion: Completion) -> StoredResponse:
-            stored = responses.stored_response(response_id, created, chat, completion, body)
-            if body.store:
-                await runtime.conversations.save(stored, caller)
-            return stored
+        async def keep(stored: StoredResponse) -> None:
+            await runtime.conversations.keep(stored, caller)
 
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
-                return responses.response_body(await finish(await service.complete(chat, caller)), runtime.sealer)
+                completion = await service.complete(chat, caller)
+                stored = responses.stored_response(response_id, created, chat, completion, body)
+                await keep(stored)
+                return responses.response_body(stored, runtime.sealer)
 
             return await until_disconnect(request, answer(), runtime.shutdown)
         stream = await service.generate(chat, caller)
         pending = responses.stored_response(response_id, created, chat, _started(stream), body)
-
-        async def fail(message: str) -> None:
-            if body.store:
-                await runtime.conversations.save(replace(pending, error=message), caller)
-
-        return _sse(responses.response_events(stream, pending, finish, fail, request.state.request_id, runtime.sealer))
+        return _sse(responses.response_events(stream, pending, keep, request.state.request_id, runtime.sealer))
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, request: Request) -> dict[str, Any]:
@@ -248,7 +242,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        history = await _history(runtime, body.previous_response_id, caller)
+        history = await runtime.conversations.history(body.previous_response_id, caller)
         chat = responses.compact_request(body, history, runtime.sealer)
 
         async def answer() -> dict[str, Any]:
@@ -345,11 +339,6 @@ def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
         body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-
-
-async def _history(runtime: Runtime, previous_id: str | None, caller: ApiKey) -> StoredResponse | None:
-    """The stored response a request continues (404 when it is not the caller's, or gone)."""
-    return None if previous_id is None else await runtime.conversations.get(previous_id, caller)
 
 
 def _started(stream: ChatStream) -> Completion:

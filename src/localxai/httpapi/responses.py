@@ -475,15 +475,14 @@ class _Events:
 async def response_events(
     stream: ChatStream,
     stored: StoredResponse,
-    finish: Callable[[Completion], Awaitable[Any]],
-    fail: Callable[[str], Awaitable[Any]],
+    keep: Callable[[StoredResponse], Awaitable[None]],
     request_id: str,
     sealer: Sealer,
     ping_interval: float = 10.0,
 ) -> AsyncIterator[bytes]:
-    """The full Responses event sequence for one generation; `finish(completion)` stores the result
-    (called before the last event, so a client that continues at once finds it), `fail(message)` the
-    failure of a stream that broke after its first byte."""
+    """The full Responses event sequence for one generation; `stored` is the response without its
+    answer yet. `keep` stores the finished response (before the last event, so a client that continues
+    at once finds it), or the failure of a stream that broke after its first byte."""
     event = _Events()
     rid = stored.id
     yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
@@ -589,7 +588,7 @@ async def response_events(
         logprobs = tuple(tokens) if stored.request.logprobs else None
         choice = Choice(0, texts["message"], reason, texts["reasoning"] or None, tuple(calls), logprobs)
         completion = Completion(stream.id, stream.created, stream.model, stream.fingerprint, (choice,), usage)
-        await finish(completion)
+        await keep(replace(stored, completion=completion, completed=int(time.time())))
         status, incomplete = _status(choice)
         final = _envelope(stored, status, int(time.time()), output, usage, incomplete)
         yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
@@ -599,7 +598,7 @@ async def response_events(
         message = error_body(exc if isinstance(exc, LocalXAIError) else None, request_id)["error"]
         try:
             with anyio.CancelScope(shield=True):
-                await fail(message)
+                await keep(replace(stored, error=message))
         except LocalXAIError:  # the store is down too: the client still gets its error event
             log.warning("could not store the failure of response %s", rid)
         yield event("error", code=None, message=message, param=None)
