@@ -369,21 +369,24 @@ class Collector:
         """Every choice ended and the usage is known (not so for a stream ended by shutdown)."""
         return self._usage is not None and len(self._reasons) == self.n
 
-    def completion(self, stream: ChatStream) -> Completion:
-        if not self.finished or self._usage is None:
-            raise InternalError("engine ended without finishing every choice")
-        choices = tuple(
-            Choice(
-                index=i,
-                text="".join(self._texts[i]),
-                finish_reason=self._reasons[i],
-                reasoning="".join(self._thoughts[i]) or None,
-                tool_calls=tuple(self._calls[i]),
-                logprobs=tuple(self._logprobs[i]) if self._wants_logprobs else None,
-            )
-            for i in range(self.n)
+    def choice(self, index: int) -> Choice:
+        """Choice `index` as far as it has arrived ("stop" until its end arrives)."""
+        return Choice(
+            index=index,
+            text="".join(self._texts[index]),
+            finish_reason=self._reasons.get(index, FinishReason.STOP),
+            reasoning="".join(self._thoughts[index]) or None,
+            tool_calls=tuple(self._calls[index]),
+            logprobs=tuple(self._logprobs[index]) if self._wants_logprobs else None,
         )
-        return Completion(stream.id, stream.created, stream.model, stream.fingerprint, choices, self._usage)
+
+    def completion(self, stream: ChatStream, partial: bool = False) -> Completion:
+        """The whole Completion. `partial`: a stream that may have been cut (at shutdown there is no usage
+        report) is answered as far as it arrived, with zero usage; otherwise that is an internal error."""
+        if not (partial or self.finished):
+            raise InternalError("engine ended without finishing every choice")
+        choices = tuple(self.choice(i) for i in range(self.n))
+        return Completion(stream.id, stream.created, stream.model, stream.fingerprint, choices, self._usage or Usage())
 
 
 async def collect(stream: ChatStream, n: int) -> Completion:

@@ -25,7 +25,6 @@ from localxai.chat import (
     Choice,
     Completion,
     Detail,
-    Finished,
     FinishReason,
     FormatType,
     ImagePart,
@@ -45,7 +44,6 @@ from localxai.chat import (
     ToolChoice,
     ToolMode,
     Usage,
-    UsageReport,
 )
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, UnsupportedParameter
 from localxai.httpapi.convert import logprobs_body
@@ -53,7 +51,7 @@ from localxai.httpapi.errors import error_body
 from localxai.httpapi.schema import RequestBody
 from localxai.httpapi.sse import with_pings
 from localxai.sealing import Sealer
-from localxai.service import ChatStream
+from localxai.service import ChatStream, Collector
 
 log = logging.getLogger(__name__)
 
@@ -487,21 +485,18 @@ async def response_events(
     rid = stored.id
     yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
     yield event("response.in_progress", response=_envelope(stored, "in_progress", None, [], None))
+    collector = Collector(1)  # the answer; the wire's own bookkeeping is only its output items
     output: list[dict[str, Any]] = []
     open_kind: ItemKind | None = None
-    texts = {"reasoning": "", "message": ""}
-    calls: list[ToolCall] = []
-    tokens: list[TokenLogprob] = []  # the answer's logprobs, when asked for
-    reason = FinishReason.STOP
-    usage = Usage()
 
     def close() -> list[bytes]:
         nonlocal open_kind
         if open_kind is None:
             return []
-        index, text, kind = len(output), texts[open_kind], open_kind
+        index, kind, so_far = len(output), open_kind, collector.choice(0)
         open_kind = None
         if kind == "reasoning":
+            text = so_far.reasoning or ""
             part = {"text": text, "type": "summary_text"}
             item = _sealed(_reasoning_item(rid, text, "completed"), stored, sealer)
             frames = [
@@ -511,6 +506,7 @@ async def response_events(
                       part=part, summary_index=0),
             ]  # fmt: skip
         else:
+            text, tokens = so_far.text, so_far.logprobs
             item = _message_item(rid, text, "completed", tokens)
             frames = [
                 event("response.output_text.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
@@ -546,10 +542,11 @@ async def response_events(
         async for item in with_pings(stream.events, ping_interval):
             if item is None:
                 yield b": keep-alive\n\n"
-            elif isinstance(item, ReasoningDelta):
+                continue
+            collector.add(item)
+            if isinstance(item, ReasoningDelta):
                 for frame in open_item("reasoning"):
                     yield frame
-                texts["reasoning"] += item.text
                 yield event("response.reasoning_summary_text.delta", delta=item.text, item_id=f"rs_{rid}",
                             output_index=len(output), summary_index=0)  # fmt: skip
             elif isinstance(item, TextDelta):
@@ -557,15 +554,12 @@ async def response_events(
                     continue
                 for frame in open_item("message"):
                     yield frame
-                texts["message"] += item.text
-                tokens.extend(item.logprobs)
                 yield event("response.output_text.delta", content_index=0, delta=item.text, item_id=f"msg_{rid}",
                             output_index=len(output), logprobs=_logprobs(item.logprobs))  # fmt: skip
             elif isinstance(item, ToolCallDelta):
                 for frame in close():
                     yield frame
                 for call in item.calls:  # whole calls: one delta each, as xAI sends them
-                    calls.append(call)
                     index = len(output)
                     done = _call_item(call, "completed")
                     yield event("response.output_item.added", item=_call_item(call, "in_progress", ""),
@@ -576,21 +570,16 @@ async def response_events(
                                 arguments=call.arguments)  # fmt: skip
                     output.append(done)
                     yield event("response.output_item.done", item=done, output_index=index)
-            elif isinstance(item, UsageReport):
-                usage = item.usage
-            elif isinstance(item, Finished):
-                reason = item.reason
-        if not calls and open_kind != "message" and not any(o["type"] == "message" for o in output):
+        if open_kind != "message" and not any(o["type"] in ("message", "function_call") for o in output):
             for frame in open_item("message"):  # an empty answer is still a message item
                 yield frame
         for frame in close():
             yield frame
-        logprobs = tuple(tokens) if stored.request.logprobs else None
-        choice = Choice(0, texts["message"], reason, texts["reasoning"] or None, tuple(calls), logprobs)
-        completion = Completion(stream.id, stream.created, stream.model, stream.fingerprint, (choice,), usage)
-        await keep(replace(stored, completion=completion, completed=int(time.time())))
-        status, incomplete = _status(choice)
-        final = _envelope(stored, status, int(time.time()), output, usage, incomplete)
+        completion = collector.completion(stream, partial=True)  # a stream cut at shutdown has no usage
+        finished = replace(stored, completion=completion, completed=int(time.time()))
+        await keep(finished)
+        status, incomplete = _status(completion.choices[0])
+        final = _envelope(finished, status, finished.completed, output, completion.usage, incomplete)
         yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
     except Exception as exc:  # after the first byte: one error event (xAI's shape), stored as failed
         if not isinstance(exc, LocalXAIError):
