@@ -424,3 +424,69 @@ async def test_a_stream_cut_at_shutdown_ends_incomplete_and_is_kept_with_zero_us
     assert final["response"]["output"][0]["content"][0]["text"] == "so far"
     [stored] = kept
     assert stored.completion.choices[0].text == "so far" and stored.completion.usage == Usage()
+
+
+async def test_input_items_list_the_resolved_input_owner_only() -> None:
+    """Chain history (the answer's call included), then the request's own input; newest first by default."""
+    reply = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}'
+    async with app_client(fake_app(FakeEngine(reply=reply), keys=(API_KEY, OTHER_KEY))) as api:
+        first = (
+            await api.post(
+                "/v1/responses",
+                json={"model": "fake-model", "instructions": "Be brief.", "input": "weather?", "tools": [WEATHER]},
+            )
+        ).json()
+        [call] = first["output"]
+        output = {"type": "function_call_output", "call_id": call["call_id"], "output": '{"temp_c": 18}'}
+        second = (
+            await api.post(
+                "/v1/responses", json={"model": "fake-model", "input": [output], "previous_response_id": first["id"]}
+            )
+        ).json()
+        url = f"/v1/responses/{second['id']}/input_items"
+        listed = (await api.get(url, params={"order": "asc"})).json()
+        assert [(item["type"], item.get("role")) for item in listed["data"]] == [
+            ("message", "system"),
+            ("message", "user"),
+            ("function_call", None),
+            ("function_call_output", None),
+        ]
+        system, user, called, answered = listed["data"]
+        assert system["content"] == [{"type": "input_text", "text": "Be brief."}]
+        assert user["content"] == [{"type": "input_text", "text": "weather?"}] and user["status"] == "completed"
+        assert {k: called[k] for k in ("call_id", "name", "arguments")} == {
+            k: call[k] for k in ("call_id", "name", "arguments")
+        }
+        assert {k: answered[k] for k in ("call_id", "output")} == {
+            "call_id": call["call_id"],
+            "output": '{"temp_c": 18}',
+        }
+        ids = [item["id"] for item in listed["data"]]
+        assert len(set(ids)) == 4 and [i.split("_")[0] for i in ids] == ["msg", "msg", "fc", "fco"]
+        assert listed["first_id"] == ids[0] and listed["last_id"] == ids[-1] and listed["has_more"] is False
+        newest = (await api.get(url)).json()
+        assert [item["id"] for item in newest["data"]] == ids[::-1]  # default: desc, and the same ids again
+        page = (await api.get(url, params={"limit": 2, "after": ids[-1]})).json()
+        assert [item["id"] for item in page["data"]] == ids[-2:-4:-1] and page["has_more"] is True
+        last = (await api.get(url, params={"limit": 2, "after": page["last_id"]})).json()
+        assert [item["id"] for item in last["data"]] == ids[:1] and last["has_more"] is False
+        assert (await api.get(url, headers={"Authorization": f"Bearer {OTHER_KEY}"})).status_code == 404
+        assert (await api.get(f"/v1/responses/{uuid.uuid4()}/input_items")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"limit": 0}, "limit must be an integer between 1 and 100, got '0'."),
+        ({"limit": 101}, "limit must be"),
+        ({"limit": "ten"}, "limit must be"),
+        ({"order": "newest"}, "order must be asc or desc, got 'newest'."),
+        ({"after": "msg_nope"}, "has no input item 'msg_nope'"),
+    ],
+)
+async def test_input_items_bad_queries_are_400_in_xai_format(
+    api: httpx.AsyncClient, params: dict[str, Any], needle: str
+) -> None:
+    created = (await api.post("/v1/responses", json={"model": "fake-model", "input": "hi"})).json()
+    r = await api.get(f"/v1/responses/{created['id']}/input_items", params=params)
+    assert r.status_code == 400 and r.json()["code"] == INVALID and needle in r.json()["error"], r.text

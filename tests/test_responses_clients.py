@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import uuid
 from pathlib import Path
 
 import openai
@@ -54,6 +55,33 @@ def test_three_turns_with_previous_response_id_reuse_the_cache(client: openai.Op
     # The continued prompt starts with what the engine saw last time: the prefix cache holds it.
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 1
     assert third.usage.input_tokens_details.cached_tokens >= second.usage.input_tokens - 1
+
+
+def test_input_items_with_the_openai_client(client: openai.OpenAI) -> None:
+    first = client.responses.create(model=MODEL, instructions="Be brief.", input="Name a color.", max_output_tokens=4)
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, input="Another?", max_output_tokens=4)
+    listed = client.responses.input_items.list(second.id, order="asc")
+    assert [(item.type, getattr(item, "role", None)) for item in listed.data] == [
+        ("message", "system"),
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]
+    texts = [item.content[0].text for item in listed.data if item.type == "message"]
+    assert texts == ["Be brief.", "Name a color.", first.output_text, "Another?"]
+    assert listed.has_more is False
+    # Auto-pagination one item a page, newest first (the default order): `after` is the last id of a page.
+    assert [item.id for item in client.responses.input_items.list(second.id, limit=1)] == [
+        item.id for item in reversed(listed.data)
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.input_items.list(second.id, limit=0)
+    assert refused.value.response.json() == {
+        "code": "Client specified an invalid argument",
+        "error": "limit must be an integer between 1 and 100, got '0'.",
+    }
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(str(uuid.uuid4()))
 
 
 class City(BaseModel):

@@ -232,6 +232,14 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         stored = await runtime.conversations.get(response_id, request.state.api_key)
         return responses.response_body(stored, runtime.sealer)
 
+    @app.get("/v1/responses/{response_id}/input_items")
+    async def response_input_items(
+        response_id: str, request: Request, limit: str = "20", order: str = "desc", after: str | None = None
+    ) -> dict[str, Any]:
+        count, descending = responses.input_items_query(limit, order)  # strings: a bad value is xAI's 400
+        stored = await runtime.conversations.get(response_id, request.state.api_key)
+        return responses.input_items_body(stored, count, descending, after)
+
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
         await runtime.conversations.delete(response_id, request.state.api_key)

@@ -596,6 +596,79 @@ async def response_events(
             await stream.events.aclose()
 
 
+# -- input items ------------------------------------------------------------------------------------
+
+MAX_INPUT_ITEMS_PAGE = 100
+ID_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco"}
+
+
+def input_items_query(limit: str, order: str) -> tuple[int, bool]:
+    """`?limit=1..100&order=asc|desc` of GET /v1/responses/{id}/input_items: (limit, descending)."""
+    try:
+        count = int(limit)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_INPUT_ITEMS_PAGE:
+        raise InvalidArgument(f"limit must be an integer between 1 and {MAX_INPUT_ITEMS_PAGE}, got {limit!r}.")
+    if order not in ("asc", "desc"):
+        raise InvalidArgument(f"order must be asc or desc, got {order!r}.")
+    return count, order == "desc"
+
+
+def input_items_body(stored: StoredResponse, limit: int, descending: bool, after: str | None) -> dict[str, Any]:
+    """One page of the response's input items (OpenAI's list shape), after the item `after`."""
+    items = input_items(stored)
+    if descending:
+        items.reverse()
+    start = 0
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise InvalidArgument(f"after: response {stored.id} has no input item {after!r}.")
+        start = ids.index(after) + 1
+    page = items[start : start + limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + limit < len(items),
+    }
+
+
+def input_items(stored: StoredResponse) -> list[dict[str, Any]]:
+    """The resolved input the response ran on (the chain's history with its answers, `instructions` as the
+    system message it became, then the request's own input), oldest first, as input items. The store keeps
+    messages, not items: an item's id is derived from the response id and the item's position, the same
+    on every read."""
+    items = [item for message in stored.request.messages for item in _input_items(message)]
+    return [
+        {**item, "id": f"{ID_PREFIXES[item['type']]}_{uuid.uuid5(uuid.NAMESPACE_URL, f'{stored.id}/{i}')}"}
+        for i, item in enumerate(items)
+    ]
+
+
+def _input_items(message: Message) -> list[dict[str, Any]]:
+    """One message as the input items that stand for it (an assistant turn: reasoning, text, calls); the
+    output builders' ids are replaced by `input_items`."""
+    if message.role in (Role.TOOL, Role.FUNCTION):
+        call_id = message.tool_call_id or ""
+        return [{"type": "function_call_output", "call_id": call_id, "output": message.text, "status": "completed"}]
+    if message.role is not Role.ASSISTANT:
+        content = [_input_part(part) for part in message.content]
+        return [{"type": "message", "role": message.role.value, "content": content, "status": "completed"}]
+    items = [_reasoning_item("", message.reasoning, "completed")] if message.reasoning else []
+    if message.text or not message.tool_calls:
+        items.append(_message_item("", message.text, "completed"))
+    return items + [_call_item(call, "completed") for call in message.tool_calls]
+
+
+def _input_part(part: Part) -> dict[str, Any]:
+    if isinstance(part, ImagePart):
+        return {"type": "input_image", "image_url": part.url, "detail": part.detail.value}
+    return {"type": "input_text", "text": part.text}
+
+
 # -- compaction -------------------------------------------------------------------------------------
 
 
