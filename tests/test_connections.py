@@ -9,22 +9,25 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
 from localxai.errors import ConfigError
 from localxai.httpapi.connections import ConnectionLimits, LimitedHttpToolsProtocol, connection_limits
 
-from conftest import Server
+from conftest import API_KEY, Server, start_server, stop_server
 
 pytestmark = pytest.mark.timeout(30)
 
 HEADER_TIMEOUT_S = 0.5
 KEEP_ALIVE_S = 0.5
 MAX_HEADER_BYTES = 8 * 1024
-LIMITS = connection_limits(ConnectionLimits(HEADER_TIMEOUT_S, MAX_HEADER_BYTES, KEEP_ALIVE_S))
+BODY_TIMEOUT_S = 2.5  # more than the slow-body test's pause of three header timeouts
+LIMITS = connection_limits(ConnectionLimits(HEADER_TIMEOUT_S, MAX_HEADER_BYTES, KEEP_ALIVE_S, BODY_TIMEOUT_S))
 CLOSED_WITHIN_S = 3.0  # six times the limits: a generous margin, still well under uvicorn's 5 s keep-alive
 STREAM_EVENTS, STREAM_GAP_S = 5, 0.4  # a 2 s stream: four header timeouts
 
@@ -270,6 +273,70 @@ def test_a_connection_idle_after_the_body_of_an_early_answer_is_closed(port: int
     assert received == b""
 
 
+def trickle_until_answered(conn: Connection, limit_s: float) -> float:
+    """Send one body byte every 0.2 s (an inactivity timer would never fire) until the server answers or
+    closes; the seconds that took."""
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < limit_s and not select.select([conn.sock], [], [], 0.2)[0]:
+            conn.send(b"x")
+    except OSError:  # reset by the server while sending
+        pass
+    return time.monotonic() - start
+
+
+def test_a_trickled_body_gets_408_at_the_body_deadline_and_the_connection_closed(port: int) -> None:
+    with Connection(port) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\n12345")
+        elapsed = trickle_until_answered(conn, BODY_TIMEOUT_S + CLOSED_WITHIN_S)
+        status, headers, body = conn.response()
+        closed, _ = conn.wait_closed()
+    assert BODY_TIMEOUT_S - 0.5 < elapsed < BODY_TIMEOUT_S + CLOSED_WITHIN_S
+    assert (status, headers["connection"]) == (408, "close") and closed < CLOSED_WITHIN_S
+    assert json.loads(body) == {
+        "code": "Client specified an invalid argument",
+        "error": "The request body did not arrive in time.",
+    }
+
+
+def test_a_body_trickled_after_an_early_answer_is_cut_at_the_deadline(port: int) -> None:
+    """The app answered without the body (a 401, a 413): the deadline only closes the connection."""
+    with Connection(port) as conn:
+        conn.send(b"POST /early HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\n12345")
+        assert conn.response()[::2] == (200, b"/early 0")
+        elapsed = trickle_until_answered(conn, BODY_TIMEOUT_S + CLOSED_WITHIN_S)
+        closed, received = conn.wait_closed()
+    assert elapsed < BODY_TIMEOUT_S + CLOSED_WITHIN_S and closed < CLOSED_WITHIN_S
+    assert received == b""
+
+
+def test_localxai_serve_has_a_body_deadline_flag(tmp_path: Path) -> None:
+    """`--body-timeout-s 1`: a chat request whose body stalls is answered 408 after about a second, in
+    xAI's format, counted as 408, and the server goes on serving."""
+    server = start_server(
+        tmp_path, "--engine", "fake", "--api-key", API_KEY, "--data-dir", str(tmp_path), "--body-timeout-s", "1"
+    )
+    try:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {API_KEY}\r\nContent-Length: 100\r\n\r\n"
+        )
+        with Connection(port) as conn:
+            start = time.monotonic()
+            conn.send(head.encode() + b'{"model": "fake-model", ')
+            status, headers, body = conn.response()
+            elapsed = time.monotonic() - start
+            closed, _ = conn.wait_closed()
+        assert 0.8 < elapsed < 1 + CLOSED_WITHIN_S and closed < CLOSED_WITHIN_S
+        assert (status, headers["connection"]) == (408, "close")
+        assert json.loads(body)["error"] == "The request body did not arrive in time."
+        metrics = httpx.get(server.base_url + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
+        assert 'status="408"' in metrics  # (route "unmatched": the body is read before routing, as for a 413)
+    finally:
+        stop_server(server)
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="header_timeout_s"):
         ConnectionLimits(header_timeout_s=0)
@@ -278,7 +345,9 @@ def test_limits_must_be_positive() -> None:
 def test_defaults_are_documented_values() -> None:
     kwargs = connection_limits()
     assert issubclass(kwargs["http"], LimitedHttpToolsProtocol)
-    assert kwargs["http"].limits == ConnectionLimits(header_timeout_s=10.0, max_header_bytes=65536, keep_alive_s=5.0)
+    assert kwargs["http"].limits == ConnectionLimits(
+        header_timeout_s=10.0, max_header_bytes=65536, keep_alive_s=5.0, body_timeout_s=30.0
+    )
     assert kwargs["timeout_keep_alive"] == 5.0
 
 

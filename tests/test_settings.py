@@ -62,6 +62,8 @@ def test_mmproj_goes_with_a_model_file(tmp_path: Path) -> None:
         ({"model_id": "a b"}, "--model-id"),
         ({"parallel": 0}, "--parallel"),
         ({"max_body_mb": 0}, "--max-body-mb"),
+        ({"body_timeout_s": 0}, "--body-timeout-s (LOCALXAI_BODY_TIMEOUT_S) must be more than 0"),
+        ({"body_timeout_s": float("inf")}, "--body-timeout-s"),
         ({"request_timeout_s": float("nan")}, "--request-timeout-s"),
         ({"log_level": "loud"}, "--log-level"),
     ],

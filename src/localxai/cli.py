@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default 64; larger: 413)")
     serve.add_argument(
+        "--body-timeout-s", type=float, help="the whole request body must arrive within this (default 30; else 408)"
+    )
+    serve.add_argument(
         "--server-tools",
         choices=["refuse", "drop"],
         help="xAI's server-side tools (web_search, x_search, ...) in a Responses request: refuse with a 400 "
@@ -361,7 +364,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from localxai.httpapi.app import create_app
-    from localxai.httpapi.connections import connection_limits
+    from localxai.httpapi.connections import ConnectionLimits, connection_limits
     from localxai.listen import bind_http, check_grpc_port
     from localxai.runtime import Runtime
 
@@ -396,7 +399,8 @@ def serve(settings: Settings) -> None:
         access_log=False,
         log_config=None,  # keep our logging (request ids) for uvicorn's messages too
         timeout_graceful_shutdown=max(1, round(grace)),
-        **connection_limits(),  # header deadline and size cap, idle keep-alive: no slowloris
+        # Header deadline and size cap, body deadline, idle keep-alive: no slowloris.
+        **connection_limits(ConnectionLimits(body_timeout_s=settings.body_timeout_s)),
     )
 
     class Server(uvicorn.Server):

@@ -61,6 +61,7 @@ class Settings:
     max_images: int = 64
     request_timeout_s: float = 600.0  # 0: no limit
     max_body_mb: float = 64.0
+    body_timeout_s: float = 30.0  # the whole request body must arrive this long after its request starts
     allow_private_image_urls: bool = False  # let image URLs reach loopback/private addresses
     shutdown_grace_s: float = 30.0  # on SIGTERM, how long in-flight requests may run on
     log_level: str = "info"
@@ -92,8 +93,8 @@ class Settings:
             _check_range("--parallel", self.parallel, 1, None)
         if not (self.deferred_lease_s > 0 and math.isfinite(self.deferred_lease_s)):
             raise ConfigError(f"LOCALXAI_DEFERRED_LEASE_S must be more than 0, got {self.deferred_lease_s}")
-        if not (self.max_body_mb > 0 and math.isfinite(self.max_body_mb)):
-            raise ConfigError(f"--max-body-mb (LOCALXAI_MAX_BODY_MB) must be more than 0, got {self.max_body_mb}")
+        _check_positive("--max-body-mb", self.max_body_mb)
+        _check_positive("--body-timeout-s", self.body_timeout_s)
         if self.model_id is not None and not MODEL_ID.fullmatch(self.model_id):
             raise ConfigError(f"--model-id must be 1-128 letters, digits or ._:/- characters, got {self.model_id!r}")
         if self.speculation not in ("ngram", "off"):
@@ -126,8 +127,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def _check_range(flag: str, value: float, low: float, high: float | None) -> None:
     if not math.isfinite(value) or value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        env = "LOCALXAI_" + flag.removeprefix("--").replace("-", "_").upper()
-        raise ConfigError(f"{flag} ({env}) must be {bound}, got {value}")
+        raise ConfigError(f"{flag} ({_env_name(flag)}) must be {bound}, got {value}")
+
+
+def _check_positive(flag: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{flag} ({_env_name(flag)}) must be more than 0, got {value}")
+
+
+def _env_name(flag: str) -> str:
+    return "LOCALXAI_" + flag.removeprefix("--").replace("-", "_").upper()
 
 
 def parse_alias(text: str) -> tuple[str, str]:
@@ -167,6 +176,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "max_images": int,
         "request_timeout_s": float,
         "max_body_mb": float,
+        "body_timeout_s": float,
         "shutdown_grace_s": float,
         "log_level": str,
         "database_url": str,

@@ -23,6 +23,7 @@ from localxai.conversations import new_response_id
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
 from localxai.httpapi import completions, convert, playground, responses
 from localxai.httpapi import errors as http_errors
+from localxai.httpapi.connections import BODY_TIMED_OUT
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
 from localxai.runtime import Runtime
@@ -65,7 +66,8 @@ class GatewayMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")  # the route's template, never the raw path
             model = self.runtime.service.model_label(state.get("model"))
-            code = "499" if state.get("client_left") else str(status["code"])
+            # A body that did not arrive in time was answered 408 by the connection, not by the app.
+            code = "408" if state.get(BODY_TIMED_OUT) else "499" if state.get("client_left") else str(status["code"])
             self.runtime.metrics.requests.labels(path, code, model).inc()
             if path not in QUIET_PATHS:
                 record.model = record.model or model or None

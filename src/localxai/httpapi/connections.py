@@ -1,7 +1,8 @@
-"""HTTP connection limits uvicorn lacks: a deadline and a size cap on each request's line + headers.
+"""HTTP connection limits uvicorn lacks: a deadline and a size cap on each request's line + headers, and
+a deadline on its body.
 
 `connection_limits()` returns the extra `uvicorn.Config` keyword arguments: httptools (uvicorn's fast parser)
-with a header deadline and size cap, and the idle keep-alive timeout.
+with the header deadline and size cap, the body deadline, and the idle keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from localxai.errors import ConfigError, Status
+
+BODY_TIMED_OUT = "body_timed_out"  # in the request's scope state: the gateway counts the request as 408
 
 
 @dataclass(frozen=True)
@@ -23,14 +26,18 @@ class ConnectionLimits:
     or after the previous response (and request body) on a keep-alive connection; else 408 (or a silent
     close when nothing arrived). Not applied while a request body is read or a response is sent.
     max_header_bytes: most bytes of request line + headers, the final blank line included; more: 431.
-    keep_alive_s: an idle keep-alive connection is closed this long after its last response."""
+    keep_alive_s: an idle keep-alive connection is closed this long after its last response.
+    body_timeout_s: the whole request body must arrive this long after its request starts to run (at once,
+    unless it waits behind pipelined ones); else 408 and the connection closed (closed only, when the app
+    already answered)."""
 
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
     keep_alive_s: float = 5.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout_s", "max_header_bytes", "keep_alive_s"):
+        for name in ("header_timeout_s", "max_header_bytes", "keep_alive_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -42,7 +49,7 @@ def connection_limits(limits: ConnectionLimits = ConnectionLimits()) -> dict[str
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus the header deadline and size cap of `limits`.
+    """uvicorn's httptools protocol, plus the header deadline and size cap and the body deadline of `limits`.
 
     `_head_bytes` counts the bytes of the request head being received; it is None from the end of the
     headers to the end of that request's body, when the head limits do not apply. (A pipelined request's
@@ -55,6 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,6 +70,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._cancel_body_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -85,7 +94,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         super().on_headers_complete()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """A request starts to run (at once, or after the pipelined ones before it): its body is now read."""
+        super()._start_asgi_task(cycle, app)
+        if cycle.more_body:  # still to come (a queued request may have had it whole already)
+            self._body_deadline = self.loop.call_later(self.limits.body_timeout_s, self._on_body_timeout, cycle)
+
     def on_message_complete(self) -> None:
+        self._cancel_body_deadline()
         super().on_message_complete()
         self._head_bytes = 0  # the next bytes start the next request
         self._await_head()
@@ -104,6 +120,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def _cancel_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _on_body_timeout(self, cycle: RequestResponseCycle) -> None:
+        self._body_deadline = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:  # closed or upgraded
+            return
+        answered = cycle.response_started
+        # The app waiting for the body gets http.disconnect now and whatever it sends is dropped.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        cycle.scope["state"][BODY_TIMED_OUT] = True
+        if answered:  # the app answered early (a refusal): a second answer cannot follow
+            self.transport.close()
+        else:
+            self._refuse(HTTPStatus.REQUEST_TIMEOUT, "The request body did not arrive in time.")
 
     def _on_head_timeout(self) -> None:
         self._head_deadline = None
