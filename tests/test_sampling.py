@@ -34,3 +34,27 @@ def test_greedy_fast_path_picks_what_the_chain_picks() -> None:
         assert len(prompt) > 15 and picked == expected
     finally:
         model.close()
+
+
+def test_shortlisted_sampling_draws_what_the_chain_draws() -> None:
+    """Seeded, the chain over a shortlist and llama.cpp's own entry point over the whole vocabulary
+    draw the same tokens, with a top-p cut and penalties too."""
+    model = LlamaModel(default_model_path(Path.home() / ".cache" / "localxai" / "models"), ContextShape(256, 2, 1))
+    try:
+        prompt = model.tokenize("Once upon a time, in a village by the sea, there lived a baker who", True, False)
+        model.batch_clear()
+        for pos, token in enumerate(prompt):
+            model.batch_add(token, pos, 0, True)
+        model.batch_decode()
+        for sampling in (Sampling(temperature=1.5), Sampling(temperature=0.7, top_p=0.9, presence_penalty=1.0)):
+            ours = Sampler(sampling, seed=7, top_k=40, n_vocab=model.n_vocab)
+            theirs = Sampler(sampling, seed=7, top_k=40, n_vocab=model.n_vocab)
+            try:
+                picked = [ours.sample(model.ctx, i) for i in range(len(prompt))]
+                expected = [int(ll.llama_sampler_sample(theirs._chain, model.ctx, i)) for i in range(len(prompt))]
+            finally:
+                ours.close()
+                theirs.close()
+            assert len(set(picked)) > 5 and picked == expected
+    finally:
+        model.close()
