@@ -55,6 +55,7 @@ def test_a_guess_fills_the_last_row_group_of_its_pass() -> None:
         assert guess == list(range(200, 240))[: len(guess)]
         assert (len(guess) + beside) % ROW_GROUP == 0  # ...and lengthened: the extra rows are about free
     assert sizes[0] > 0 and sizes[1] == sizes[0] - 1
+    assert drafter.draft(100, busy, 0, least=sizes[0]) == []  # the least counts before the lengthening
     assert len(drafter.draft(100, 0.0, 1)) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
     assert len(drafter.draft(5, 0.0, 1)) == 5  # the room still caps it
 

@@ -268,11 +268,11 @@ class Scheduler:
         room = model.shape.n_batch - len(generating)
         bar = worth(len(generating))
         # Alone, a guess shares its llama.cpp pass with the sequence's next token; beside others it
-        # gets a pass of its own (below).
-        beside = 1 if len(generating) == 1 else 0
+        # gets a pass of its own (below), worth it only for a long guess.
+        beside, least = (1, 1) if len(generating) == 1 else (0, OWN_PASS_DRAFT)
         drafts = {}
         for seq in generating:
-            drafts[seq] = self._draft(seq, room, bar, beside)
+            drafts[seq] = self._draft(seq, room, bar, beside, least)
             room -= len(drafts[seq])
         if len(generating) > 1:
             # One KV stream per sequence: llama.cpp decodes the guesses in passes of their own (a pass
@@ -318,12 +318,13 @@ class Scheduler:
             else:
                 self._verify(seq, indices, draft)
 
-    def _draft(self, seq: Sequence, room: int, bar: float, beside: int) -> list[int]:
+    def _draft(self, seq: Sequence, room: int, bar: float, beside: int, least: int) -> list[int]:
         """Guessed next tokens for speculative decoding (none for a prompt's last token)."""
         if seq.drafter is None or seq.in_prompt:
             return []
         room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
-        return seq.drafter.draft(room, bar, beside)  # the next token is the context's last: its sample made it so
+        # The next token is the context's last: its sample made it so.
+        return seq.drafter.draft(room, bar, beside, least)
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the

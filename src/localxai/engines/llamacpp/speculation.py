@@ -99,9 +99,10 @@ class Drafter:
         """A generated token, now part of the context."""
         self._own.push(token)
 
-    def draft(self, room: int, bar: float = 0.0, beside: int = 0) -> list[int]:
-        """Guessed tokens to follow the context: at most `room`, each likelier than `bar` to be right,
-        then as many more as fill the last row group of a pass that `beside` other rows share."""
+    def draft(self, room: int, bar: float = 0.0, beside: int = 0, least: int = 1) -> list[int]:
+        """Guessed tokens to follow the context: at most `room`, each likelier than `bar` to be right
+        and at least `least` of them (else none), then as many more as fill the last row group of a
+        pass that `beside` other rows share."""
         end = len(self)
         offset = len(self._prompt.tokens)
         for n in NGRAM_SIZES:
@@ -115,6 +116,8 @@ class Drafter:
                 continue
             best, reach = max(((e, self._reach(e, end)) for e in candidates), key=lambda pair: (pair[1], pair[0]))
             length = self._length(reach, bar, MAX_PASS_ROWS - beside)
+            if length < least:
+                return []
             if length:
                 length = -(-(length + beside) // ROW_GROUP) * ROW_GROUP - beside
             limit = min(room, length)
