@@ -33,10 +33,9 @@ class Sampler:
     So the candidates are shortlisted first: greedy choices (temperature 0, no penalties) take the
     arg-max of the logits, and the others hand the chain a few more than the `top_k` best tokens
     (`_shortlist`; the cut then keeps the same `top_k` tokens as from the whole vocabulary, and the
-    chain's draws are the same). With a grammar, the token is first
-    sampled so and only checked against the grammar; the grammar is applied to the whole vocabulary
-    (slow) only when that token breaks it — llama.cpp's own strategy. The sampler owns its chain and
-    grammar and frees them.
+    chain's draws are the same). With a grammar, the token is first sampled so and only checked
+    against the grammar; the grammar is applied to the whole vocabulary (slow) only when that token
+    breaks it — llama.cpp's own strategy. The sampler owns its chain and grammar and frees them.
     """
 
     def __init__(
