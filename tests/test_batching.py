@@ -152,18 +152,20 @@ def test_full_queue_answers_429_with_retry_after(tiny_server: Server) -> None:
             # The second request takes the only queue place; the server's gauges say when.
             waiting = threading.Thread(target=wait_in_the_queue)
             waiting.start()
-            deadline = time.monotonic() + 30
-            while gauges(client, tiny_server) != (1.0, 1.0):
-                assert time.monotonic() < deadline, "the second request never queued"
-                time.sleep(0.02)
-            r = client.post(url, json=body("hi", max_tokens=1))
-            assert r.status_code == 429
-            assert r.json() == {
-                "code": "Some resource has been exhausted",
-                "error": "The service is temporarily at capacity. Please retry your request shortly.",
-            }
-            assert int(r.headers["Retry-After"]) >= 1
-            abandon.set()
+            try:
+                deadline = time.monotonic() + 30
+                while gauges(client, tiny_server) != (1.0, 1.0):
+                    assert time.monotonic() < deadline, "the second request never queued"
+                    time.sleep(0.02)
+                r = client.post(url, json=body("hi", max_tokens=1))
+                assert r.status_code == 429
+                assert r.json() == {
+                    "code": "Some resource has been exhausted",
+                    "error": "The service is temporarily at capacity. Please retry your request shortly.",
+                }
+                assert int(r.headers["Retry-After"]) >= 1
+            finally:
+                abandon.set()  # a failed check does not leave the queued request waiting out its minute
         waiting.join()
         # Both streams were abandoned: their sequence and queue place come free (as soon as the
         # server has seen the disconnects).
