@@ -30,7 +30,7 @@ from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_pr
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.speculation import Drafter, NgramIndex, worth
+from localxai.engines.llamacpp.speculation import OWN_PASS_DRAFT, Drafter, NgramIndex, worth
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 AT_CAPACITY = "The service is temporarily at capacity. Please retry your request shortly."
 IDLE_WAIT_S = 0.5
-OWN_PASS_DRAFT = 8  # the shortest guess worth a llama.cpp pass of its own
 
 
 @dataclass(eq=False)

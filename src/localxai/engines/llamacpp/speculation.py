@@ -26,6 +26,7 @@ NGRAM_SIZES = (4, 3)  # longest first: a longer match predicts better
 # rows are about free) and a pass holds at most MAX_PASS_ROWS.
 ROW_GROUP = 4
 MAX_PASS_ROWS = 16
+OWN_PASS_DRAFT = 8  # the shortest guess worth a llama.cpp pass of its own (beside other sequences)
 CANDIDATES = 8  # latest occurrences of an n-gram compared by how far their match reaches back
 MATCH_WINDOW = 96  # how far back a match is measured
 # Cost of one more row with logits in a decode step, relative to the rest of a one-token step
