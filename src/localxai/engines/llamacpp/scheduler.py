@@ -30,7 +30,7 @@ from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_pr
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.speculation import OWN_PASS_DRAFT, Drafter, NgramIndex, worth
+from localxai.engines.llamacpp.speculation import ALONE_BAR, MAX_SPECULATING, Drafter, NgramIndex, PassCosts
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
@@ -111,6 +111,7 @@ class Scheduler:
         self._max_queue = max_queue
         self._prefill_chunk = prefill_chunk
         self._host = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
+        self._costs = PassCosts()
         # Drafted/accepted tokens and host cache restores; every key exists from the start, so a
         # metrics read from another thread never sees the dict change size.
         self._counts = dict.fromkeys(("draft_tokens", "draft_tokens_accepted", "host_cache_restores"), 0)
@@ -264,26 +265,12 @@ class Scheduler:
         prefilling: list[tuple[Sequence, list[int]]] = []
         active = [s.seq for s in self._slots if s.seq is not None]
         generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
-        room = model.shape.n_batch - len(generating)
-        bar = worth(len(generating))
-        # Alone, a guess shares its llama.cpp pass with the sequence's next token; beside others it
-        # gets a pass of its own (below), worth it only for a long guess.
-        beside, least = (1, 1) if len(generating) == 1 else (0, OWN_PASS_DRAFT)
-        drafts = {}
-        for seq in generating:
-            drafts[seq] = self._draft(seq, room, bar, beside, least)
-            room -= len(drafts[seq])
-        if len(generating) > 1:
-            # One KV stream per sequence: llama.cpp decodes the guesses in passes of their own (a pass
-            # takes one sequence's tokens when the counts differ), so only the longest guess, and
-            # only a long one (a confident copy), is worth its pass.
-            longest = max(generating, key=lambda seq: len(drafts[seq]))
-            drafts = {seq: (d if seq is longest and len(d) >= OWN_PASS_DRAFT else []) for seq, d in drafts.items()}
-            room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
+        drafts = self._drafts(generating, model.shape.n_batch - len(generating))
+        room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
         for seq in generating:
             assert seq.next_token is not None
             pos, seq_id = len(seq.slot.tokens), seq.slot.seq_id
-            draft = drafts[seq]
+            draft = drafts.get(seq, [])
             indices = [model.batch_add(seq.next_token, pos, seq_id, True)]
             indices += [model.batch_add(t, pos + 1 + i, seq_id, True) for i, t in enumerate(draft)]
             decoding.append((seq, indices, draft))
@@ -302,7 +289,10 @@ class Scheduler:
             budget -= len(chunk)
         if model.batch_size() == 0:
             return
+        began = time.perf_counter()
         model.batch_decode()
+        if decoding and not prefilling:
+            self._measure(decoding, time.perf_counter() - began)
         for seq, _, _ in decoding:
             assert seq.next_token is not None
             seq.slot.tokens.append(seq.next_token)
@@ -317,13 +307,43 @@ class Scheduler:
             else:
                 self._verify(seq, indices, draft)
 
-    def _draft(self, seq: Sequence, room: int, bar: float, beside: int, least: int) -> list[int]:
-        """Guessed next tokens for speculative decoding (none for a prompt's last token)."""
-        if seq.drafter is None or seq.in_prompt:
-            return []
-        room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
-        # The next token is the context's last: its sample made it so.
-        return seq.drafter.draft(room, bar, beside, least)
+    def _drafts(self, generating: list[Sequence], room: int) -> dict[Sequence, list[int]]:
+        """Guessed next tokens for speculative decoding, by sequence (none for a prompt's last token).
+
+        Alone, a guess shares its llama.cpp pass with the sequence's next token. Beside others it gets
+        a pass of its own (one KV stream per sequence: llama.cpp passes take one sequence's tokens when
+        the counts differ), so at most the one guess that gains most by it is decoded, and only when it
+        gains; the others are handed back as unsent, to keep their sequences' acceptance rates current."""
+        drafters = {seq: seq.drafter for seq in generating if seq.drafter is not None and not seq.in_prompt}
+        if not drafters or len(generating) > MAX_SPECULATING:
+            return {}
+        ctx_size = self._model.shape.ctx_size
+        # The next token is the context's last (its sample made it so); the guess follows it.
+        rooms = {seq: min(room, seq.limit - seq.generated - 1, ctx_size - len(seq.slot.tokens) - 1) for seq in drafters}
+        if len(generating) == 1:
+            return {seq: drafter.draft(rooms[seq], ALONE_BAR, beside=1) for seq, drafter in drafters.items()}
+        offers = {seq: drafter.own_pass(rooms[seq], len(generating), self._costs) for seq, drafter in drafters.items()}
+        best = max(offers, key=lambda seq: offers[seq][0])
+        gain, guess = offers[best]
+        for seq, drafter in drafters.items():
+            if seq is not best or gain <= 0:
+                drafter.unsent(offers[seq][1])
+        return {best: guess} if gain > 0 else {}
+
+    def _measure(self, decoding: list[tuple[Sequence, list[int], list[int]]], seconds: float) -> None:
+        """Record how long the llama.cpp passes of a step took: a sequence alone with its guess is one
+        pass, and so are one-token rows of sequences with consecutive ids (a gap splits them); a guess
+        beside them is one more pass, which took the step's time less theirs."""
+        ids = [seq.slot.seq_id for seq, _, _ in decoding]
+        guessed = [len(draft) for _, _, draft in decoding if draft]
+        ms = seconds * 1000
+        if len(ids) == 1:
+            self._costs.record(1 + sum(guessed), ms)
+        elif ids == list(range(ids[0], ids[0] + len(ids))) and len(guessed) <= 1:
+            if not guessed:
+                self._costs.record(len(ids), ms)
+            elif (shared := self._costs.ms(len(ids))) is not None:
+                self._costs.record(guessed[0], ms - shared)
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the

@@ -33,20 +33,39 @@ MATCH_WINDOW = 96  # how far back a match is measured
 # (measured on 2 cores with the default model: about 6 ms against 21 ms; the output layer dominates).
 ROW_COST = 0.29
 DECAY = 0.8  # weight of earlier verifications in a sequence's acceptance rate
+# With more sequences generating, no guesses at all: the batch keeps the machine busy, and an own pass
+# would need nearly every guessed token right (measured: guesses lost 14-22% at 8 and 16).
+MAX_SPECULATING = 4
 
 
-MAX_SPECULATING = 4  # with more sequences generating, no guesses at all (measured: they lost 14-22%)
+# Alone, a guessed token shares the pass of the sequence's next token, and a step of one row yields one
+# token: one more row pays when the guessed token is right more often than ROW_COST / (1 + ROW_COST),
+# about one time in four.
+ALONE_BAR = ROW_COST / (1 + ROW_COST)
+COST_WEIGHT = 0.1  # weight of the latest measurement of a pass's time
 
 
-def worth(generating: int) -> float:
-    """The acceptance probability a guessed token needs to pay for its row, with `generating`
-    sequences in the step: a step of B rows costs 1 + ROW_COST * B and yields B tokens, so one more
-    row must yield more than B * ROW_COST / (1 + ROW_COST * B) tokens. Alone, a guess right one time
-    in four pays. Past MAX_SPECULATING sequences the batch already keeps the machine busy and
-    guesses measurably lost on the untuned fresh-prompt workload (0.78x at 8, 0.86x at 16): none."""
-    if generating > MAX_SPECULATING:
-        return 1.0
-    return generating * ROW_COST / (1 + ROW_COST * generating)
+class PassCosts:
+    """How long one llama.cpp pass of a given number of rows with logits takes on this machine, measured
+    as the server runs (a moving average of the steps that were one such pass). How these costs grow
+    with the rows differs from CPU to CPU by a factor of two (docs/engine.md), so a guess's own pass is
+    weighed with this machine's numbers."""
+
+    def __init__(self) -> None:
+        self._ms: dict[int, float] = {}
+
+    def record(self, rows: int, ms: float) -> None:
+        known = self._ms.get(rows)
+        self._ms[rows] = ms if known is None else known + COST_WEIGHT * (ms - known)
+
+    def ms(self, rows: int) -> float | None:
+        return self._ms.get(rows)
+
+
+def kept_on_average(p: float, length: int) -> float:
+    """Guessed tokens kept out of `length` when each is right with probability `p` (a token counts only
+    if the ones before it were right): p + p**2 + ... + p**length."""
+    return length if p >= 1 else p * (1 - p**length) / (1 - p)
 
 
 class NgramIndex:
@@ -78,9 +97,9 @@ class Drafter:
 
     Of the earlier occurrences of the context's last n-gram, the one whose match with the context
     reaches furthest back is followed. How many tokens to guess follows from the chance that each is
-    right — the sequence's own acceptance rate so far, or the match length when that says more (a long
-    copy tends to go on) — against what a row costs in the current batch (`worth`): the j-th guessed
-    token is right with probability p**j, so guessing stops where p**j falls below the bar.
+    right against what its row costs: the j-th guessed token is right with probability p**j. Alone
+    (`draft`), guessing stops where p**j falls below the bar; beside other sequences (`own_pass`), the
+    guess's pass must yield more tokens than the shared pass would in the same time.
     """
 
     def __init__(self, prompt: NgramIndex) -> None:
@@ -88,6 +107,7 @@ class Drafter:
         self._own = NgramIndex()
         self._hits = 0.0  # decayed counts of guessed tokens that were right, and of guesses tried
         self._tries = 0.0
+        self._shadow: tuple[int, list[int]] | None = None  # (own tokens then, guess) of an unsent guess
 
     def __len__(self) -> int:
         return len(self._prompt.tokens) + len(self._own.tokens)
@@ -100,10 +120,64 @@ class Drafter:
         """A generated token, now part of the context."""
         self._own.push(token)
 
-    def draft(self, room: int, bar: float = 0.0, beside: int = 0, least: int = 1) -> list[int]:
+    def draft(self, room: int, bar: float = 0.0, beside: int = 0) -> list[int]:
         """Guessed tokens to follow the context: at most `room`, each likelier than `bar` to be right
-        and at least `least` of them (else none), then as many more as fill the last row group of a
-        pass that `beside` other rows share."""
+        (by the acceptance rate so far, or the match length when that says more: a long copy tends to
+        go on), then as many more as fill the last row group of a pass that `beside` other rows share."""
+        self._settle_shadow()
+        found = self._follow()
+        if found is None:
+            return []
+        best, reach = found
+        length = self._length(max(self._rate(), reach / (reach + 2)), bar, MAX_PASS_ROWS - beside)
+        if length:
+            length = -(-(length + beside) // ROW_GROUP) * ROW_GROUP - beside
+        return self._copy(best, min(room, length))
+
+    def own_pass(self, room: int, generating: int, costs: PassCosts) -> tuple[float, list[int]]:
+        """A guess for a llama.cpp pass of its own, after the one-token rows of `generating` sequences
+        (one KV stream per sequence: llama.cpp passes the tokens a sequence has beyond the others'
+        separately), and what it is expected to gain: the guessed tokens kept on average, less the
+        tokens the shared pass would have made in the time the own pass takes. The guess is worth its
+        pass when that is positive; the scheduler hands back the others with `unsent`.
+
+        The chance that a guessed token is right is the sequence's acceptance rate alone — its real and
+        unsent guesses — not the match length, which is too confident for sampled text."""
+        self._settle_shadow()
+        found = self._follow()
+        shared = costs.ms(generating)
+        lengths = range(OWN_PASS_DRAFT, min(room, MAX_PASS_ROWS) + 1, ROW_GROUP)
+        if found is None or not lengths:
+            return 0.0, []
+        if shared is None:
+            return 0.0, self._copy(found[0], OWN_PASS_DRAFT)  # not proposed, but it counts as unsent
+        p = self._rate()
+        # A pass never measured is tried once as if it were free: from then on its time is known.
+        gain, length = max((kept_on_average(p, n) - generating * (costs.ms(n) or 0.0) / shared, n) for n in lengths)
+        return gain, self._copy(found[0], length)
+
+    def unsent(self, guess: list[int]) -> None:
+        """A guess that was not decoded: the tokens generated next tell whether it would have been
+        right, and count as a verification. Beside other sequences guesses are rarely decoded, so this
+        is what keeps a sequence's acceptance rate current there."""
+        if guess and self._shadow is None:
+            self._shadow = (len(self._own.tokens), guess)
+
+    def _settle_shadow(self) -> None:
+        if self._shadow is None:
+            return
+        start, guess = self._shadow
+        since = self._own.tokens[start:]
+        kept = 0
+        while kept < min(len(since), len(guess)) and since[kept] == guess[kept]:
+            kept += 1
+        if kept == len(guess) or kept < len(since):  # all of it came, or a token differed
+            self._shadow = None
+            self._count(len(guess), kept)
+
+    def _follow(self) -> tuple[int, int] | None:
+        """Of the earlier occurrences of the context's last n-gram, the position after the one whose
+        match with the context reaches furthest back, and how far (None: no occurrence)."""
         end = len(self)
         offset = len(self._prompt.tokens)
         for n in NGRAM_SIZES:
@@ -113,29 +187,28 @@ class Drafter:
             if None in gram:
                 continue
             candidates = [*self._prompt.ends(gram), *(offset + e for e in self._own.ends(gram))]  # type: ignore[arg-type]
-            if not candidates:
-                continue
-            best, reach = max(((e, self._reach(e, end)) for e in candidates), key=lambda pair: (pair[1], pair[0]))
-            length = self._length(reach, bar, MAX_PASS_ROWS - beside)
-            if length < least:
-                return []
-            if length:
-                length = -(-(length + beside) // ROW_GROUP) * ROW_GROUP - beside
-            limit = min(room, length)
-            out: list[int] = []
-            for position in range(best, best + limit):
-                # Past the end of the context the guess copies itself: a loop goes on looping.
-                token = self._token(position) if position < end else out[position - end]
-                if token is None:
-                    break
-                out.append(token)
-            return out
-        return []
+            if candidates:
+                return max(((e, self._reach(e, end)) for e in candidates), key=lambda pair: (pair[1], pair[0]))
+        return None
 
-    def _length(self, reach: int, bar: float, most: int) -> int:
+    def _copy(self, start: int, limit: int) -> list[int]:
+        """Up to `limit` tokens of the context from `start`, up to an image position."""
+        end = len(self)
+        out: list[int] = []
+        for position in range(start, start + limit):
+            # Past the end of the context the guess copies itself: a loop goes on looping.
+            token = self._token(position) if position < end else out[position - end]
+            if token is None:
+                break
+            out.append(token)
+        return out
+
+    def _rate(self) -> float:
+        return (self._hits + 1) / (self._tries + 2)  # Laplace: an unknown sequence starts at 1/2
+
+    def _length(self, p: float, bar: float, most: int) -> int:
         """How many tokens are worth guessing (at most `most`): while p**j stays above `bar`."""
-        rate = (self._hits + 1) / (self._tries + 2)  # Laplace: an unknown sequence starts at 1/2
-        p = min(0.98, max(rate, reach / (reach + 2)))
+        p = min(0.98, p)
         if p <= bar:
             return 0
         length, chance = 0, p
@@ -156,7 +229,12 @@ class Drafter:
 
     def accepted(self, drafted: int, kept: int) -> None:
         """Feedback after a verification: `kept` of `drafted` guessed tokens were right (a token is
-        tried only if the ones before it were right)."""
+        tried only if the ones before it were right). An unsent guess still waiting for its tokens is
+        dropped: they are the ones just verified."""
+        self._shadow = None
+        self._count(drafted, kept)
+
+    def _count(self, drafted: int, kept: int) -> None:
         if drafted == 0:
             return
         self._hits = DECAY * self._hits + kept
