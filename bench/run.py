@@ -2,7 +2,8 @@
 
 Same model file, threads, parallel slots and per-slot context; the same streaming workload at
 concurrency 1, 2, 4, 8 and 16. Also a one-request-at-a-time localxai (--parallel 1) and warm vs
-cold prefix TTFT with a ~1,000-token shared system prompt. Writes bench/results/*.json and a PNG.
+cold prefix TTFT with a ~1,000-token shared system prompt. The servers are up at once and each level
+runs on all of them in turn. Writes bench/results/*.json and a PNG.
 Not a test: run it on demand.
 """
 
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,20 @@ def server(cmd: list[str], port: int, log: Path) -> Iterator[str]:
                 proc.kill()
 
 
+@contextmanager
+def servers(commands: dict[str, list[str]], logs: Path) -> Iterator[dict[str, tuple[str, list[str]]]]:
+    """All the servers up at once, each on a free port: by name, its chat URL and full command line.
+    An idle server costs the others nothing measurable (no thread spins), so runs can alternate."""
+    with ExitStack() as stack:
+        up = {}
+        for name, cmd in commands.items():
+            port = free_port()
+            full = [*cmd, "--port", str(port)]
+            print(f"{name}: {' '.join(full)}", flush=True)
+            up[name] = (stack.enter_context(server(full, port, logs / f"{name.replace(' ', '_')}.log")), full)
+        yield up
+
+
 def workload(n: int, max_tokens: int, offset: int = 0) -> list[dict[str, Any]]:
     topics = ["a lighthouse", "a dragon", "the ocean", "a city at night", "an old robot", "a garden"]
     return [
@@ -85,17 +100,24 @@ def workload(n: int, max_tokens: int, offset: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def run_levels(url: str, levels: list[int], max_tokens: int) -> list[dict[str, Any]]:
-    asyncio.run(run_level(url, HEADERS, workload(2, 16, offset=1000), 2))  # warm-up
-    rows = []
-    for c in levels:
-        row = asyncio.run(run_level(url, HEADERS, workload(max(4, 2 * c), max_tokens, offset=100 * c), c))
-        print(
-            f"  concurrency {c:>2}: {row['output_tok_s']:7.1f} tok/s  ttft p50 {row['ttft_p50_ms']:7.1f} ms  "
-            f"itl p50 {row['itl_p50_ms']:6.1f} ms  p99 {row['itl_p99_ms']:6.1f} ms",
-            flush=True,
-        )
-        rows.append(row)
+def run_levels(urls: dict[str, str], levels: dict[str, list[int]], max_tokens: int) -> dict[str, list[dict[str, Any]]]:
+    """The fresh-prompt workload at each concurrency level, on every server in turn before the next
+    level: the machine's speed drifts during a run (by 15% within minutes on the shared 2-core
+    machines), and alternating makes the drift weigh on the servers compared alike."""
+    for url in urls.values():
+        asyncio.run(run_level(url, HEADERS, workload(2, 16, offset=1000), 2))  # warm-up
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+    for c in sorted({c for wanted in levels.values() for c in wanted}):
+        for name, url in urls.items():
+            if c not in levels[name]:
+                continue
+            row = asyncio.run(run_level(url, HEADERS, workload(max(4, 2 * c), max_tokens, offset=100 * c), c))
+            print(
+                f"  {name}, concurrency {c:>2}: {row['output_tok_s']:7.1f} tok/s  ttft p50 {row['ttft_p50_ms']:7.1f} ms"
+                f"  itl p50 {row['itl_p50_ms']:6.1f} ms  p99 {row['itl_p99_ms']:6.1f} ms",
+                flush=True,
+            )
+            rows[name].append(row)
     return rows
 
 
@@ -173,12 +195,13 @@ def main() -> None:
             MODEL,
             "--api-key",
             KEY,
+            "--grpc-port",
+            str(free_port()),
             "--parallel",
             str(parallel),
             "--max-queue",
             "256",
             *common,
-            "--port",
         ]
 
     llama = [
@@ -197,28 +220,20 @@ def main() -> None:
         "--no-webui",
         "--api-key",
         KEY,
-        "--port",
     ]
-
-    servers: dict[str, list[dict[str, Any]]] = {}
+    plan = {"localxai": localxai(args.parallel), "llama-server": llama, "localxai --parallel 1": localxai(1)}
+    wanted = {"localxai": levels, "llama-server": levels, "localxai --parallel 1": [1, 8]}
     prefix: dict[str, dict[str, float]] = {}
-    plan = [
-        ("localxai", localxai(args.parallel), levels),
-        ("llama-server", llama, levels),
-        ("localxai --parallel 1", localxai(1), [1, 8]),
-    ]
-    for name, cmd, server_levels in plan:
-        print(f"{name}:", flush=True)
-        port = free_port()
-        with server([*cmd, str(port)], port, logs / f"{name.replace(' ', '_')}.log") as url:
-            servers[name] = run_levels(url, server_levels, args.max_tokens)
-            if name != "localxai --parallel 1":
-                prefix[name] = prefix_ttft(url)
-                print(f"  prefix TTFT: {prefix[name]}", flush=True)
+    with servers(plan, logs) as up:
+        commands = {name: full for name, (_, full) in up.items()}
+        servers_rows = run_levels({name: url for name, (url, _) in up.items()}, wanted, args.max_tokens)
+        for name in ("localxai", "llama-server"):
+            prefix[name] = prefix_ttft(up[name][0])
+            print(f"  {name} prefix TTFT: {prefix[name]}", flush=True)
 
-    ours = {r["concurrency"]: r for r in servers["localxai"]}
-    anchor = {r["concurrency"]: r for r in servers["llama-server"]}
-    serial = {r["concurrency"]: r for r in servers["localxai --parallel 1"]}
+    ours = {r["concurrency"]: r for r in servers_rows["localxai"]}
+    anchor = {r["concurrency"]: r for r in servers_rows["llama-server"]}
+    serial = {r["concurrency"]: r for r in servers_rows["localxai --parallel 1"]}
     ratios = {str(c): ours[c]["output_tok_s"] / anchor[c]["output_tok_s"] for c in levels if c in anchor}
     targets = {
         "tok_s_vs_llama_server_ge_1.0_every_level": all(v >= 1.0 for v in ratios.values()),
@@ -230,7 +245,8 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "config": {**vars(args), "model": MODEL},
-        "servers": servers,
+        "commands": commands,
+        "servers": servers_rows,
         "prefix_ttft": prefix,
         "ratios_tok_s_localxai_over_llama_server": ratios,
         "targets": targets,

@@ -8,7 +8,9 @@
 - W-defaults: both servers with no tuning flags, the fresh-prompt workload at 1, 4, 8, 16.
 - Ceiling: raw llama_decode tokens/s for batches of 1, 8 and 16 one-token sequences, no server.
 
-Every result keeps both sides' exact command lines and prompt token counts.
+Every result keeps both sides' exact command lines and prompt token counts. The servers of W-quote
+and of W-defaults are up at once and each level runs on all of them in turn, so that the machine's
+speed, which drifts during a run, weighs on the servers compared alike.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import RequestResult, client, percentile, stream_one
-from run import HEADERS, MODEL, free_port, server
+from run import HEADERS, MODEL, free_port, server, servers
 
 CONVERSATIONS, TURNS, CLIENTS = 32, 4, 8
 QUOTE_TOKENS = 256
@@ -262,33 +264,45 @@ def main() -> None:
             "localxai": serve("localxai conv", conv_ours, lambda u: asyncio.run(w_conv(u))),
             "llama-server": serve("llama-server conv", conv_theirs, lambda u: asyncio.run(w_conv(u))),
         }
-    if "quote" in suites:
-        levels = (1, 4)
 
-        def quote(url: str) -> list[dict[str, Any]]:
-            return [asyncio.run(w_quote(url, c)) for c in levels]
+    def grpc(cmd: list[str]) -> list[str]:
+        """Several localxai servers run at once: each needs a gRPC port of its own (a listener, not tuning)."""
+        return [*cmd, "--grpc-port", str(free_port())]
+
+    def side_by_side(commands: dict[str, list[str]], work: Any) -> dict[str, Any]:
+        """The servers up at once, `work` alternating between them (see run.run_levels)."""
+        with servers(commands, logs) as up:
+            out = work({name: url for name, (url, _) in up.items()})
+        return {name: {"command": up[name][1], "result": out[name]} for name in commands}
+
+    if "quote" in suites:
+
+        def quote(urls: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+            for c in (1, 4):
+                for name, url in urls.items():
+                    rows[name].append(asyncio.run(w_quote(url, c)))
+                    print(f"  {name}, concurrency {c}: {rows[name][-1]['output_tok_s']:.1f} tok/s", flush=True)
+            return rows
 
         base_ours = [*tuned_ours, "--parallel", "4", "--ctx-size", "2048"]
         base_theirs = [*tuned_theirs, "-np", "4", "-c", str(4 * 2048)]
-        runs = {
-            "localxai": serve("localxai quote", [*base_ours, "--speculation", "ngram"], quote),
-            "localxai --speculation off": serve("localxai quote nospec", [*base_ours, "--speculation", "off"], quote),
+        plan = {
+            "localxai": grpc([*base_ours, "--speculation", "ngram"]),
+            "localxai --speculation off": grpc([*base_ours, "--speculation", "off"]),
         }
         for mode in ("none", "ngram-simple", "ngram-map-k", "ngram-mod"):
-            runs[f"llama-server --spec-type {mode}"] = serve(
-                f"llama-server quote {mode}", [*base_theirs, "--spec-type", mode], quote
-            )
-        results["w_quote"] = runs
+            plan[f"llama-server --spec-type {mode}"] = [*base_theirs, "--spec-type", mode]
+        results["w_quote"] = side_by_side(plan, quote)
     if "defaults" in suites:
         levels = [1, 4, 8, 16]
-        results["w_defaults"] = {
-            "localxai": serve("localxai defaults", ours, lambda u: run_levels(u, levels, 128)),
-            "llama-server": serve("llama-server defaults", theirs, lambda u: run_levels(u, levels, 128)),
+        plan = {
+            "localxai": grpc(ours),
+            "llama-server": theirs,
             # Speculation is on by default only if it does not lose here: the same server without it.
-            "localxai --speculation off": serve(
-                "localxai defaults nospec", [*ours, "--speculation", "off"], lambda u: run_levels(u, levels, 128)
-            ),
+            "localxai --speculation off": grpc([*ours, "--speculation", "off"]),
         }
+        results["w_defaults"] = side_by_side(plan, lambda urls: run_levels(urls, dict.fromkeys(urls, levels), 128))
     results["targets"] = targets(results)
     out = here / "results"
     out.mkdir(exist_ok=True)
