@@ -342,7 +342,7 @@ class Scheduler:
         elif ids == list(range(ids[0], ids[0] + len(ids))) and len(guessed) <= 1:
             if not guessed:
                 self._costs.record(len(ids), ms)
-            elif (shared := self._costs.ms(len(ids))) is not None:
+            elif (shared := self._costs.ms(len(ids))) is not None and ms > shared:  # else noise hid it
                 self._costs.record(guessed[0], ms - shared)
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
