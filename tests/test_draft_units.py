@@ -130,14 +130,14 @@ def test_unsent_guesses_that_fail_lower_the_rate() -> None:
         drafter.push(1000 + turn)  # a new token: one of the guessed tokens would have been kept
         for token in loop(20, 2):
             drafter.push(token)
-    rate_then = drafter.own_pass(100, 2, COSTS)[0]
-    assert rate_then < 0
+    gain_then = drafter.own_pass(100, 2, COSTS)[0]
+    assert gain_then < 0
     for _ in range(4):
         _, guess = drafter.own_pass(100, 2, COSTS)
         drafter.unsent(guess)
         for token in guess:
             drafter.push(token)
-    assert drafter.own_pass(100, 2, COSTS)[0] > rate_then  # the latest guesses weigh most
+    assert drafter.own_pass(100, 2, COSTS)[0] > gain_then  # the latest guesses weigh most
 
 
 def test_a_verified_guess_settles_a_pending_unsent_one_without_counting_it_twice() -> None:

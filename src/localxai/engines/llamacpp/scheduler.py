@@ -325,24 +325,26 @@ class Scheduler:
         offers = {seq: drafter.own_pass(rooms[seq], len(generating), self._costs) for seq, drafter in drafters.items()}
         best = max(offers, key=lambda seq: offers[seq][0])
         gain, guess = offers[best]
+        # With a gap between the sequences the shared pass is split, the costs weighed do not hold, and
+        # the pass would not be measured (an untried length would stay "free"): nothing is decoded.
+        decoded = gain > 0 and _one_run(generating)
         for seq, drafter in drafters.items():
-            if seq is not best or gain <= 0:
+            if seq is not best or not decoded:
                 drafter.unsent(offers[seq][1])
-        return {best: guess} if gain > 0 else {}
+        return {best: guess} if decoded else {}
 
     def _measure(self, decoding: list[tuple[Sequence, list[int], list[int]]], seconds: float) -> None:
         """Record how long the llama.cpp passes of a step took: a sequence alone with its guess is one
         pass, and so are one-token rows of sequences with consecutive ids (a gap splits them); a guess
         beside them is one more pass, which took the step's time less theirs."""
-        ids = [seq.slot.seq_id for seq, _, _ in decoding]
         guessed = [len(draft) for _, _, draft in decoding if draft]
         ms = seconds * 1000
-        if len(ids) == 1:
+        if len(decoding) == 1:
             self._costs.record(1 + sum(guessed), ms)
-        elif ids == list(range(ids[0], ids[0] + len(ids))) and len(guessed) <= 1:
+        elif _one_run([seq for seq, _, _ in decoding]) and len(guessed) <= 1:
             if not guessed:
-                self._costs.record(len(ids), ms)
-            elif (shared := self._costs.ms(len(ids))) is not None and ms > shared:  # else noise hid it
+                self._costs.record(len(decoding), ms)
+            elif (shared := self._costs.ms(len(decoding))) is not None and ms > shared:  # else noise hid it
                 self._costs.record(guessed[0], ms - shared)
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
@@ -468,6 +470,12 @@ class Scheduler:
         if job in self._running:
             self._running.remove(job)
         job.emit(error)
+
+
+def _one_run(sequences: list[Sequence]) -> bool:
+    """The sequences (in slot order) have consecutive ids: llama.cpp decodes their one-token rows in one pass."""
+    first = sequences[0].slot.seq_id
+    return [seq.slot.seq_id for seq in sequences] == list(range(first, first + len(sequences)))
 
 
 def _leading_tokens(units: list[Unit], limit: int) -> list[int]:
