@@ -235,3 +235,14 @@ async def test_a_restart_never_runs_a_request_twice(tmp_path: Path) -> None:
         finally:
             await deferred.close()
         assert engine.starts == len(ids)
+
+
+async def test_close_stops_the_worker_when_a_wake_arrives_with_the_cancel(tmp_path: Path) -> None:
+    """A request finishing wakes the worker; close() right after must still stop it. Python 3.11's
+    asyncio.wait_for returned the wake's result and dropped the cancellation, so close() hung (CI, once)."""
+    deferred = DeferredCompletions(ChatService([FakeEngine()]), Store(sqlite_url(tmp_path / "db")), "w")
+    await deferred.start()
+    await asyncio.sleep(0.1)  # the worker found nothing and waits for a wake
+    deferred._wake.set()  # as a finishing request does, in the same tick as the cancel below
+    async with asyncio.timeout(10):
+        await deferred.close()

@@ -138,8 +138,11 @@ class DeferredCompletions:
             except Exception:
                 log.exception("deferred worker: database error; retrying")
             self._wake.clear()
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the wake
+            # fires, and close() then waited forever for this loop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self._lease_s / 3))
+                async with asyncio.timeout(min(1.0, self._lease_s / 3)):
+                    await self._wake.wait()
 
     async def _run(self, request_id: str, payload: str) -> None:
         try:
