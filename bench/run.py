@@ -3,7 +3,7 @@
 Same model file, threads, parallel slots and per-slot context; the same streaming workload at
 concurrency 1, 2, 4, 8 and 16. Also a one-request-at-a-time localxai (--parallel 1) and warm vs
 cold prefix TTFT with a ~1,000-token shared system prompt. The servers are up at once and each level
-runs on all of them in turn. Writes bench/results/*.json and a PNG.
+runs on all of them in turn, three times; the median counts. Writes bench/results/*.json and a PNG.
 Not a test: run it on demand.
 """
 
@@ -37,6 +37,7 @@ HERE = Path(__file__).parent
 KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 MODEL = "gemma-3-270m"
+ROUNDS = 3  # of each level on each server (run_levels)
 
 
 def free_port() -> int:
@@ -100,25 +101,43 @@ def workload(n: int, max_tokens: int, offset: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def run_levels(urls: dict[str, str], levels: dict[str, list[int]], max_tokens: int) -> dict[str, list[dict[str, Any]]]:
-    """The fresh-prompt workload at each concurrency level, on every server in turn before the next
-    level: the machine's speed drifts during a run (by 15% within minutes on the shared 2-core
-    machines), and alternating makes the drift weigh on the servers compared alike."""
+def run_levels(
+    urls: dict[str, str], levels: dict[str, list[int]], max_tokens: int, rounds: int = ROUNDS
+) -> dict[str, list[dict[str, Any]]]:
+    """The fresh-prompt workload at each concurrency level, `rounds` times on every server in turn
+    before the next level, each round starting with the next server; a row holds each metric's median
+    over the rounds (and every round's tok/s). The machine's speed drifts during a run, by up to 1.8x
+    within minutes on the shared 2-core machines: alternating makes the drift weigh on the servers
+    alike, and the median drops the round that a swing hit. Each round has prompts of its own, so no
+    server answers from a cache what it saw in an earlier round."""
     for url in urls.values():
         asyncio.run(run_level(url, HEADERS, workload(2, 16, offset=1000), 2))  # warm-up
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+    names = list(urls)
     for c in sorted({c for wanted in levels.values() for c in wanted}):
-        for name, url in urls.items():
-            if c not in levels[name]:
-                continue
-            row = asyncio.run(run_level(url, HEADERS, workload(max(4, 2 * c), max_tokens, offset=100 * c), c))
-            print(
-                f"  {name}, concurrency {c:>2}: {row['output_tok_s']:7.1f} tok/s  ttft p50 {row['ttft_p50_ms']:7.1f} ms"
-                f"  itl p50 {row['itl_p50_ms']:6.1f} ms  p99 {row['itl_p99_ms']:6.1f} ms",
-                flush=True,
-            )
-            rows[name].append(row)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names if c in levels[name]}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                if name not in runs:
+                    continue
+                bodies = workload(max(4, 2 * c), max_tokens, offset=100 * c + 10_000 * r)
+                row = asyncio.run(run_level(urls[name], HEADERS, bodies, c))
+                print(
+                    f"  {name}, concurrency {c:>2}, round {r + 1}: {row['output_tok_s']:7.1f} tok/s"
+                    f"  ttft p50 {row['ttft_p50_ms']:7.1f} ms  itl p50 {row['itl_p50_ms']:6.1f} ms"
+                    f"  p99 {row['itl_p99_ms']:6.1f} ms",
+                    flush=True,
+                )
+                runs[name].append(row)
+        for name, done in runs.items():
+            rows[name].append(median_row(done))
     return rows
+
+
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's median over the rounds of one level on one server, and every round's tok/s."""
+    row = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "concurrency"}
+    return {"concurrency": runs[0]["concurrency"], **row, "rounds_tok_s": [r["output_tok_s"] for r in runs]}
 
 
 def prefix_ttft(url: str, trials: int = 3) -> dict[str, float]:
@@ -175,6 +194,7 @@ def main() -> None:
     parser.add_argument("--ctx-size", type=int, default=2048)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--levels", default="1,2,4,8,16")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="of each level on each server; the median counts")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     model = default_model_path(Path.home() / ".cache" / "localxai" / "models")
@@ -226,7 +246,7 @@ def main() -> None:
     prefix: dict[str, dict[str, float]] = {}
     with servers(plan, logs) as up:
         commands = {name: full for name, (_, full) in up.items()}
-        servers_rows = run_levels({name: url for name, (url, _) in up.items()}, wanted, args.max_tokens)
+        servers_rows = run_levels({name: url for name, (url, _) in up.items()}, wanted, args.max_tokens, args.rounds)
         for name in ("localxai", "llama-server"):
             prefix[name] = prefix_ttft(up[name][0])
             print(f"  {name} prefix TTFT: {prefix[name]}", flush=True)

@@ -10,7 +10,8 @@
 
 Every result keeps both sides' exact command lines and prompt token counts. The servers of W-quote
 and of W-defaults are up at once and each level runs on all of them in turn, so that the machine's
-speed, which drifts during a run, weighs on the servers compared alike.
+speed, which drifts during a run, weighs on the servers compared alike. W-defaults runs each level
+three times and the median counts (see run.run_levels).
 """
 
 from __future__ import annotations
@@ -220,13 +221,14 @@ def main() -> None:
     import platform
 
     from anchors import llama_server_binary
-    from run import KEY, run_levels
+    from run import KEY, ROUNDS, run_levels
 
     from localxai.engines.llamacpp.default_model import default_model_path
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--suites", default="ceiling,conv,quote,defaults")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="of each W-defaults level; the median counts")
     args = parser.parse_args()
     suites = set(args.suites.split(","))
     here = Path(__file__).parent
@@ -302,7 +304,9 @@ def main() -> None:
             # Speculation is on by default only if it does not lose here: the same server without it.
             "localxai --speculation off": grpc([*ours, "--speculation", "off"]),
         }
-        results["w_defaults"] = side_by_side(plan, lambda urls: run_levels(urls, dict.fromkeys(urls, levels), 128))
+        results["w_defaults"] = side_by_side(
+            plan, lambda urls: run_levels(urls, dict.fromkeys(urls, levels), 128, args.rounds)
+        )
     results["targets"] = targets(results)
     out = here / "results"
     out.mkdir(exist_ok=True)
