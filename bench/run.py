@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,17 +101,15 @@ def workload(n: int, max_tokens: int, offset: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def run_levels(
-    urls: dict[str, str], levels: dict[str, list[int]], max_tokens: int, rounds: int = ROUNDS
+def alternate(
+    urls: dict[str, str], levels: dict[str, list[int]], run: Callable[[str, int, int], dict[str, Any]], rounds: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """The fresh-prompt workload at each concurrency level, `rounds` times on every server in turn
-    before the next level, each round starting with the next server; a row holds each metric's median
-    over the rounds (and every round's tok/s). The machine's speed drifts during a run, by up to 1.8x
-    within minutes on the shared 2-core machines: alternating makes the drift weigh on the servers
-    alike, and the median drops the round that a swing hit. Each round has prompts of its own, so no
+    """`run(url, concurrency, round)` at each level, `rounds` times on every server in turn before the
+    next level, each round starting with the next server; a row holds each metric's median over the
+    rounds (and every round's tok/s). The machine's speed drifts during a run, by up to 1.8x within
+    minutes on the shared 2-core machines: alternating makes the drift weigh on the servers alike, and
+    the median drops the round that a swing hit. `run` gives each round prompts of its own, so no
     server answers from a cache what it saw in an earlier round."""
-    for url in urls.values():
-        asyncio.run(run_level(url, HEADERS, workload(2, 16, offset=1000), 2))  # warm-up
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     names = list(urls)
     for c in sorted({c for wanted in levels.values() for c in wanted}):
@@ -120,24 +118,42 @@ def run_levels(
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 if name not in runs:
                     continue
-                bodies = workload(max(4, 2 * c), max_tokens, offset=100 * c + 10_000 * r)
-                row = asyncio.run(run_level(urls[name], HEADERS, bodies, c))
-                print(
-                    f"  {name}, concurrency {c:>2}, round {r + 1}: {row['output_tok_s']:7.1f} tok/s"
-                    f"  ttft p50 {row['ttft_p50_ms']:7.1f} ms  itl p50 {row['itl_p50_ms']:6.1f} ms"
-                    f"  p99 {row['itl_p99_ms']:6.1f} ms",
-                    flush=True,
+                row = run(urls[name], c, r)
+                timings = "".join(
+                    f"  {label} {row[key]:7.1f} ms"
+                    for key, label in (("ttft_p50_ms", "ttft p50"), ("itl_p50_ms", "itl p50"), ("itl_p99_ms", "p99"))
+                    if key in row
                 )
+                tok_s = row["output_tok_s"]
+                print(f"  {name}, concurrency {c:>2}, round {r + 1}: {tok_s:7.1f} tok/s{timings}", flush=True)
                 runs[name].append(row)
         for name, done in runs.items():
             rows[name].append(median_row(done))
     return rows
 
 
+def run_levels(
+    urls: dict[str, str], levels: dict[str, list[int]], max_tokens: int, rounds: int = ROUNDS
+) -> dict[str, list[dict[str, Any]]]:
+    """The fresh-prompt workload at each concurrency level, alternating between the servers (see
+    `alternate`)."""
+    for url in urls.values():
+        asyncio.run(run_level(url, HEADERS, workload(2, 16, offset=1000), 2))  # warm-up
+
+    def level(url: str, c: int, r: int) -> dict[str, Any]:
+        return asyncio.run(run_level(url, HEADERS, workload(max(4, 2 * c), max_tokens, offset=100 * c + 10_000 * r), c))
+
+    return alternate(urls, levels, level, rounds)
+
+
 def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each metric's median over the rounds of one level on one server, and every round's tok/s."""
-    row = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "concurrency"}
-    return {"concurrency": runs[0]["concurrency"], **row, "rounds_tok_s": [r["output_tok_s"] for r in runs]}
+    """Each number's median over the rounds of one level on one server (other fields: the first
+    round's), and every round's tok/s."""
+    row = {
+        key: statistics.median(r[key] for r in runs) if isinstance(value, (int, float)) else value
+        for key, value in runs[0].items()
+    }
+    return {**row, "concurrency": runs[0]["concurrency"], "rounds_tok_s": [r["output_tok_s"] for r in runs]}
 
 
 def prefix_ttft(url: str, trials: int = 3) -> dict[str, float]:

@@ -10,8 +10,8 @@
 
 Every result keeps both sides' exact command lines and prompt token counts. The servers of W-quote
 and of W-defaults are up at once and each level runs on all of them in turn, so that the machine's
-speed, which drifts during a run, weighs on the servers compared alike. W-defaults runs each level
-three times and the median counts (see run.run_levels).
+speed, which drifts during a run, weighs on the servers compared alike. W-quote at 1 and each W-defaults
+level run three times and the median counts (see run.alternate).
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def quote_body(variant: int) -> dict[str, Any]:
     return {"model": MODEL, "messages": messages, "max_tokens": QUOTE_TOKENS, "temperature": 0}
 
 
-async def w_quote(url: str, concurrency: int) -> dict[str, Any]:
-    bodies = [quote_body(v + 10 * concurrency) for v in range(max(3, 2 * concurrency))]
+async def w_quote(url: str, concurrency: int, round_: int = 0) -> dict[str, Any]:
+    bodies = [quote_body(v + 10 * concurrency + 100 * round_) for v in range(max(3, 2 * concurrency))]
     results: list[RequestResult] = []
     async with client(concurrency, HEADERS) as http:
         await stream_one(http, url, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
@@ -221,14 +221,16 @@ def main() -> None:
     import platform
 
     from anchors import llama_server_binary
-    from run import KEY, ROUNDS, run_levels
+    from run import KEY, ROUNDS, alternate, run_levels
 
     from localxai.engines.llamacpp.default_model import default_model_path
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--suites", default="ceiling,conv,quote,defaults")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="of each W-defaults level; the median counts")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help="of W-quote at 1 and each W-defaults level; the median counts"
+    )
     args = parser.parse_args()
     suites = set(args.suites.split(","))
     here = Path(__file__).parent
@@ -280,12 +282,13 @@ def main() -> None:
     if "quote" in suites:
 
         def quote(urls: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
-            for c in (1, 4):
-                for name, url in urls.items():
-                    rows[name].append(asyncio.run(w_quote(url, c)))
-                    print(f"  {name}, concurrency {c}: {rows[name][-1]['output_tok_s']:.1f} tok/s", flush=True)
-            return rows
+            def level(url: str, c: int, r: int) -> dict[str, Any]:
+                return asyncio.run(w_quote(url, c, r))
+
+            # The targets are at c = 1: its rounds take seconds, c = 4's minutes.
+            one = alternate(urls, {name: [1] for name in urls}, level, args.rounds)
+            four = alternate(urls, {name: [4] for name in urls}, level, 1)
+            return {name: one[name] + four[name] for name in urls}
 
         base_ours = [*tuned_ours, "--parallel", "4", "--ctx-size", "2048"]
         base_theirs = [*tuned_theirs, "-np", "4", "-c", str(4 * 2048)]
