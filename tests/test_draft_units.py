@@ -12,12 +12,9 @@ from localxai.engines.llamacpp.prompt import Key
 from localxai.engines.llamacpp.speculation import (
     ALONE_BAR,
     MAX_PASS_ROWS,
-    OWN_PASS_DRAFT,
     ROW_GROUP,
     Drafter,
     NgramIndex,
-    PassCosts,
-    kept_on_average,
 )
 
 
@@ -65,90 +62,6 @@ def test_a_guess_fills_the_last_row_group_of_its_pass() -> None:
     assert sizes[0] > 0 and sizes[1] == sizes[0] - 1
     assert len(drafter.draft(100, 0.0, 1)) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
     assert len(drafter.draft(5, 0.0, 1)) == 5  # the room still caps it
-
-
-def test_kept_on_average_is_the_sum_of_the_chances_of_each_run() -> None:
-    for p in (0.0, 0.3, 0.9, 1.0):
-        for length in (1, 8, 16):
-            assert abs(kept_on_average(p, length) - sum(p**j for j in range(1, length + 1))) < 1e-9
-
-
-def loop(period: int, times: int) -> list[int]:
-    return [*range(100, 100 + period)] * times
-
-
-def measured(table: dict[int, float]) -> PassCosts:
-    costs = PassCosts()
-    for rows, ms in table.items():
-        costs.record(rows, ms)
-    return costs
-
-
-# One pass's time by its rows with logits, as measured on an Intel machine of 2 cores.
-COSTS = measured({2: 44, 3: 55, 4: 60, 8: 106, 12: 150, 16: 190})
-
-
-def test_pass_costs_follow_the_latest_measurements() -> None:
-    costs = measured({4: 60})
-    assert costs.ms(4) == 60 and costs.ms(8) is None
-    for _ in range(60):
-        costs.record(4, 40)
-    assert abs(costs.ms(4) - 40) < 0.1  # type: ignore[operator]
-
-
-def test_an_own_pass_needs_a_rate_earned_by_guesses_that_came_true() -> None:
-    drafter = Drafter(NgramIndex(loop(20, 3)))  # a context that loops: the guess is the loop
-    gain, guess = drafter.own_pass(100, 2, COSTS)
-    assert len(guess) >= OWN_PASS_DRAFT and len(guess) % ROW_GROUP == 0
-    assert guess == loop(20, 1)[: len(guess)]
-    assert gain < 0  # the match reaches far back, but no guess of this sequence came true yet
-    for _ in range(4):  # the guesses were not decoded, yet the tokens generated next agree with them
-        gain, guess = drafter.own_pass(100, 2, COSTS)
-        drafter.unsent(guess)
-        for token in guess:
-            drafter.push(token)
-    beside_one, _ = drafter.own_pass(100, 2, COSTS)
-    beside_three, _ = drafter.own_pass(100, 4, COSTS)
-    assert beside_one > 0  # now worth a pass of its own beside one other sequence...
-    assert beside_three < beside_one  # ...and a pass is worth less the more sequences it holds up
-    assert drafter.own_pass(7, 2, COSTS) == (0.0, [])  # no room for a pass worth its cost
-    dear = measured({2: 44, 8: 1000, 12: 1000, 16: 1000})
-    assert drafter.own_pass(100, 2, dear)[0] < 0
-    untried = measured({2: 44, 8: 1000, 12: 1000})
-    gain, guess = drafter.own_pass(100, 2, untried)
-    assert gain > 0 and len(guess) == 16  # a pass never measured is tried (once: then its time is known)
-    gain, guess = drafter.own_pass(100, 2, measured({}))
-    assert gain == 0 and len(guess) == OWN_PASS_DRAFT  # the shared pass not measured: a guess only to check
-
-
-def test_unsent_guesses_that_fail_lower_the_rate() -> None:
-    drafter = Drafter(NgramIndex(loop(20, 3)))
-    for turn in range(6):
-        _, guess = drafter.own_pass(100, 2, COSTS)
-        drafter.unsent(guess)
-        drafter.push(guess[0])
-        drafter.push(1000 + turn)  # a new token: one of the guessed tokens would have been kept
-        for token in loop(20, 2):
-            drafter.push(token)
-    gain_then = drafter.own_pass(100, 2, COSTS)[0]
-    assert gain_then < 0
-    for _ in range(4):
-        _, guess = drafter.own_pass(100, 2, COSTS)
-        drafter.unsent(guess)
-        for token in guess:
-            drafter.push(token)
-    assert drafter.own_pass(100, 2, COSTS)[0] > gain_then  # the latest guesses weigh most
-
-
-def test_a_verified_guess_settles_a_pending_unsent_one_without_counting_it_twice() -> None:
-    drafter = Drafter(NgramIndex(loop(20, 3)))
-    _, guess = drafter.own_pass(100, 2, COSTS)
-    drafter.unsent(guess)
-    drafter.push(guess[0])
-    drafter.accepted(8, 0)  # a real verification: the pending guess is dropped, not counted as right
-    for token in guess[1:]:
-        drafter.push(token)
-    assert drafter.own_pass(100, 2, COSTS)[0] < 0
 
 
 def test_a_loop_is_drafted_past_the_end_of_the_context() -> None:

@@ -30,7 +30,7 @@ from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_pr
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.speculation import ALONE_BAR, MAX_SPECULATING, Drafter, NgramIndex, PassCosts
+from localxai.engines.llamacpp.speculation import ALONE_BAR, Drafter, NgramIndex
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
@@ -111,7 +111,6 @@ class Scheduler:
         self._max_queue = max_queue
         self._prefill_chunk = prefill_chunk
         self._host = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
-        self._costs = PassCosts()
         # Drafted/accepted tokens and host cache restores; every key exists from the start, so a
         # metrics read from another thread never sees the dict change size.
         self._counts = dict.fromkeys(("draft_tokens", "draft_tokens_accepted", "host_cache_restores"), 0)
@@ -289,10 +288,7 @@ class Scheduler:
             budget -= len(chunk)
         if model.batch_size() == 0:
             return
-        began = time.perf_counter()
         model.batch_decode()
-        if decoding and not prefilling:
-            self._measure(decoding, time.perf_counter() - began)
         for seq, _, _ in decoding:
             assert seq.next_token is not None
             seq.slot.tokens.append(seq.next_token)
@@ -308,44 +304,18 @@ class Scheduler:
                 self._verify(seq, indices, draft)
 
     def _drafts(self, generating: list[Sequence], room: int) -> dict[Sequence, list[int]]:
-        """Guessed next tokens for speculative decoding, by sequence (none for a prompt's last token).
-
-        Alone, a guess shares its llama.cpp pass with the sequence's next token. Beside others it gets
-        a pass of its own (one KV stream per sequence: llama.cpp passes take one sequence's tokens when
-        the counts differ), so at most the one guess that gains most by it is decoded, and only when it
-        gains; the others are handed back as unsent, to keep their sequences' acceptance rates current."""
-        drafters = {seq: seq.drafter for seq in generating if seq.drafter is not None and not seq.in_prompt}
-        if not drafters or len(generating) > MAX_SPECULATING:
+        """Guessed next tokens for speculative decoding, by sequence: only for a sequence that generates
+        alone (not for a prompt's last token). Its guess shares the llama.cpp pass of its next token.
+        Beside other sequences a guess would need a pass of its own (one KV stream per sequence), which
+        the others wait for: on the bench's workloads that lost more than the guesses kept (docs/engine.md)."""
+        if len(generating) != 1:
             return {}
-        ctx_size = self._model.shape.ctx_size
+        seq = generating[0]
+        if seq.drafter is None or seq.in_prompt:
+            return {}
         # The next token is the context's last (its sample made it so); the guess follows it.
-        rooms = {seq: min(room, seq.limit - seq.generated - 1, ctx_size - len(seq.slot.tokens) - 1) for seq in drafters}
-        if len(generating) == 1:
-            return {seq: drafter.draft(rooms[seq], ALONE_BAR, beside=1) for seq, drafter in drafters.items()}
-        offers = {seq: drafter.own_pass(rooms[seq], len(generating), self._costs) for seq, drafter in drafters.items()}
-        best = max(offers, key=lambda seq: offers[seq][0])
-        gain, guess = offers[best]
-        # With a gap between the sequences the shared pass is split, the costs weighed do not hold, and
-        # the pass would not be measured (an untried length would stay "free"): nothing is decoded.
-        decoded = gain > 0 and _one_run(generating)
-        for seq, drafter in drafters.items():
-            if seq is not best or not decoded:
-                drafter.unsent(offers[seq][1])
-        return {best: guess} if decoded else {}
-
-    def _measure(self, decoding: list[tuple[Sequence, list[int], list[int]]], seconds: float) -> None:
-        """Record how long the llama.cpp passes of a step took: a sequence alone with its guess is one
-        pass, and so are one-token rows of sequences with consecutive ids (a gap splits them); a guess
-        beside them is one more pass, which took the step's time less theirs."""
-        guessed = [len(draft) for _, _, draft in decoding if draft]
-        ms = seconds * 1000
-        if len(decoding) == 1:
-            self._costs.record(1 + sum(guessed), ms)
-        elif _one_run([seq for seq, _, _ in decoding]) and len(guessed) <= 1:
-            if not guessed:
-                self._costs.record(len(decoding), ms)
-            elif (shared := self._costs.ms(len(decoding))) is not None and ms > shared:  # else noise hid it
-                self._costs.record(guessed[0], ms - shared)
+        room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
+        return {seq: seq.drafter.draft(room, ALONE_BAR, beside=1)}
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the
@@ -470,12 +440,6 @@ class Scheduler:
         if job in self._running:
             self._running.remove(job)
         job.emit(error)
-
-
-def _one_run(sequences: list[Sequence]) -> bool:
-    """The sequences (in slot order) have consecutive ids: llama.cpp decodes their one-token rows in one pass."""
-    first = sequences[0].slot.seq_id
-    return [seq.slot.seq_id for seq in sequences] == list(range(first, first + len(sequences)))
 
 
 def _leading_tokens(units: list[Unit], limit: int) -> list[int]:

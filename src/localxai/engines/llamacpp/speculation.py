@@ -26,46 +26,18 @@ NGRAM_SIZES = (4, 3)  # longest first: a longer match predicts better
 # rows are about free) and a pass holds at most MAX_PASS_ROWS.
 ROW_GROUP = 4
 MAX_PASS_ROWS = 16
-OWN_PASS_DRAFT = 8  # the shortest guess worth a llama.cpp pass of its own (beside other sequences)
 CANDIDATES = 8  # latest occurrences of an n-gram compared by how far their match reaches back
 MATCH_WINDOW = 96  # how far back a match is measured
 # Cost of one more row with logits in a decode step, relative to the rest of a one-token step
 # (measured on 2 cores with the default model: about 6 ms against 21 ms; the output layer dominates).
 ROW_COST = 0.29
 DECAY = 0.8  # weight of earlier verifications in a sequence's acceptance rate
-# With more sequences generating, no guesses at all: the batch keeps the machine busy, and an own pass
-# would need nearly every guessed token right (measured: guesses lost 14-22% at 8 and 16).
-MAX_SPECULATING = 4
 
 
 # Alone, a guessed token shares the pass of the sequence's next token, and a step of one row yields one
 # token: one more row pays when the guessed token is right more often than ROW_COST / (1 + ROW_COST),
 # about one time in four.
 ALONE_BAR = ROW_COST / (1 + ROW_COST)
-COST_WEIGHT = 0.1  # weight of the latest measurement of a pass's time
-
-
-class PassCosts:
-    """How long one llama.cpp pass of a given number of rows with logits takes on this machine, measured
-    as the server runs (a moving average of the steps that were one such pass). How these costs grow
-    with the rows differs from CPU to CPU by a factor of two (docs/engine.md), so a guess's own pass is
-    weighed with this machine's numbers."""
-
-    def __init__(self) -> None:
-        self._ms: dict[int, float] = {}
-
-    def record(self, rows: int, ms: float) -> None:
-        known = self._ms.get(rows)
-        self._ms[rows] = ms if known is None else known + COST_WEIGHT * (ms - known)
-
-    def ms(self, rows: int) -> float | None:
-        return self._ms.get(rows)
-
-
-def kept_on_average(p: float, length: int) -> float:
-    """Guessed tokens kept out of `length` when each is right with probability `p` (a token counts only
-    if the ones before it were right): p + p**2 + ... + p**length."""
-    return length if p >= 1 else p * (1 - p**length) / (1 - p)
 
 
 class NgramIndex:
@@ -97,9 +69,9 @@ class Drafter:
 
     Of the earlier occurrences of the context's last n-gram, the one whose match with the context
     reaches furthest back is followed. How many tokens to guess follows from the chance that each is
-    right against what its row costs: the j-th guessed token is right with probability p**j. Alone
-    (`draft`), guessing stops where p**j falls below the bar; beside other sequences (`own_pass`), the
-    guess's pass must yield more tokens than the shared pass would in the same time.
+    right against what its row costs: the j-th guessed token is right with probability p**j, and
+    guessing stops where p**j falls below the bar. The scheduler guesses only for a sequence that
+    generates alone (docs/engine.md, Speculative decoding).
     """
 
     def __init__(self, prompt: NgramIndex) -> None:
@@ -107,7 +79,6 @@ class Drafter:
         self._own = NgramIndex()
         self._hits = 0.0  # decayed counts of guessed tokens that were right, and of guesses tried
         self._tries = 0.0
-        self._shadow: tuple[int, list[int]] | None = None  # (own tokens then, guess) of an unsent guess
 
     def __len__(self) -> int:
         return len(self._prompt.tokens) + len(self._own.tokens)
@@ -124,7 +95,6 @@ class Drafter:
         """Guessed tokens to follow the context: at most `room`, each likelier than `bar` to be right
         (by the acceptance rate so far, or the match length when that says more: a long copy tends to
         go on), then as many more as fill the last row group of a pass that `beside` other rows share."""
-        self._settle_shadow()
         found = self._follow()
         if found is None:
             return []
@@ -133,47 +103,6 @@ class Drafter:
         if length:
             length = -(-(length + beside) // ROW_GROUP) * ROW_GROUP - beside
         return self._copy(best, min(room, length))
-
-    def own_pass(self, room: int, generating: int, costs: PassCosts) -> tuple[float, list[int]]:
-        """A guess for a llama.cpp pass of its own, after the one-token rows of `generating` sequences
-        (one KV stream per sequence: llama.cpp passes the tokens a sequence has beyond the others'
-        separately), and what it is expected to gain: the guessed tokens kept on average, less the
-        tokens the shared pass would have made in the time the own pass takes. The guess is worth its
-        pass when that is positive; the scheduler hands back the others with `unsent`.
-
-        The chance that a guessed token is right is the sequence's acceptance rate alone — its real and
-        unsent guesses — not the match length, which is too confident for sampled text."""
-        self._settle_shadow()
-        found = self._follow()
-        shared = costs.ms(generating)
-        lengths = range(OWN_PASS_DRAFT, min(room, MAX_PASS_ROWS) + 1, ROW_GROUP)
-        if found is None or not lengths:
-            return 0.0, []
-        if shared is None:
-            return 0.0, self._copy(found[0], OWN_PASS_DRAFT)  # not proposed, but it counts as unsent
-        p = self._rate()
-        # A pass never measured is tried once as if it were free: from then on its time is known.
-        gain, length = max((kept_on_average(p, n) - generating * (costs.ms(n) or 0.0) / shared, n) for n in lengths)
-        return gain, self._copy(found[0], length)
-
-    def unsent(self, guess: list[int]) -> None:
-        """A guess that was not decoded: the tokens generated next tell whether it would have been
-        right, and count as a verification. Beside other sequences guesses are rarely decoded, so this
-        is what keeps a sequence's acceptance rate current there."""
-        if guess and self._shadow is None:
-            self._shadow = (len(self._own.tokens), guess)
-
-    def _settle_shadow(self) -> None:
-        if self._shadow is None:
-            return
-        start, guess = self._shadow
-        since = self._own.tokens[start:]
-        kept = 0
-        while kept < min(len(since), len(guess)) and since[kept] == guess[kept]:
-            kept += 1
-        if kept == len(guess) or kept < len(since):  # all of it came, or a token differed
-            self._shadow = None
-            self._count(len(guess), kept)
 
     def _follow(self) -> tuple[int, int] | None:
         """Of the earlier occurrences of the context's last n-gram, the position after the one whose
@@ -229,12 +158,7 @@ class Drafter:
 
     def accepted(self, drafted: int, kept: int) -> None:
         """Feedback after a verification: `kept` of `drafted` guessed tokens were right (a token is
-        tried only if the ones before it were right). An unsent guess still waiting for its tokens is
-        dropped: they are the ones just verified."""
-        self._shadow = None
-        self._count(drafted, kept)
-
-    def _count(self, drafted: int, kept: int) -> None:
+        tried only if the ones before it were right)."""
         if drafted == 0:
             return
         self._hits = DECAY * self._hits + kept
