@@ -37,7 +37,7 @@ HERE = Path(__file__).parent
 KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 MODEL = "gemma-3-270m"
-ROUNDS = 3  # of each level on each server (run_levels)
+ROUNDS = 3  # of each level on each server (see alternate)
 
 
 def free_port() -> int:
