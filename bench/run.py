@@ -87,6 +87,11 @@ def servers(commands: dict[str, list[str]], logs: Path) -> Iterator[dict[str, tu
         yield up
 
 
+def grpc(cmd: list[str]) -> list[str]:
+    """A localxai command with a gRPC port of its own: several run at once (a listener, not tuning)."""
+    return [*cmd, "--grpc-port", str(free_port())]
+
+
 def workload(n: int, max_tokens: int, offset: int = 0) -> list[dict[str, Any]]:
     topics = ["a lighthouse", "a dragon", "the ocean", "a city at night", "an old robot", "a garden"]
     return [
@@ -231,8 +236,6 @@ def main() -> None:
             MODEL,
             "--api-key",
             KEY,
-            "--grpc-port",
-            str(free_port()),
             "--parallel",
             str(parallel),
             "--max-queue",
@@ -257,7 +260,11 @@ def main() -> None:
         "--api-key",
         KEY,
     ]
-    plan = {"localxai": localxai(args.parallel), "llama-server": llama, "localxai --parallel 1": localxai(1)}
+    plan = {
+        "localxai": grpc(localxai(args.parallel)),
+        "llama-server": llama,
+        "localxai --parallel 1": grpc(localxai(1)),
+    }
     wanted = {"localxai": levels, "llama-server": levels, "localxai --parallel 1": [1, 8]}
     prefix: dict[str, dict[str, float]] = {}
     with servers(plan, logs) as up:

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import RequestResult, client, percentile, stream_one
-from run import HEADERS, MODEL, free_port, server, servers
+from run import HEADERS, MODEL, free_port, grpc, server, servers
 
 CONVERSATIONS, TURNS, CLIENTS = 32, 4, 8
 QUOTE_TOKENS = 256
@@ -269,12 +269,8 @@ def main() -> None:
             "llama-server": serve("llama-server conv", conv_theirs, lambda u: asyncio.run(w_conv(u))),
         }
 
-    def grpc(cmd: list[str]) -> list[str]:
-        """Several localxai servers run at once: each needs a gRPC port of its own (a listener, not tuning)."""
-        return [*cmd, "--grpc-port", str(free_port())]
-
     def side_by_side(commands: dict[str, list[str]], work: Any) -> dict[str, Any]:
-        """The servers up at once, `work` alternating between them (see run.run_levels)."""
+        """The servers up at once, `work` alternating between them (see run.alternate)."""
         with servers(commands, logs) as up:
             out = work({name: url for name, (url, _) in up.items()})
         return {name: {"command": up[name][1], "result": out[name]} for name in commands}

@@ -9,13 +9,7 @@ from hypothesis import strategies as st
 
 from localxai.engines.llamacpp.hostcache import HostCache, common_prefix
 from localxai.engines.llamacpp.prompt import Key
-from localxai.engines.llamacpp.speculation import (
-    ALONE_BAR,
-    MAX_PASS_ROWS,
-    ROW_GROUP,
-    Drafter,
-    NgramIndex,
-)
+from localxai.engines.llamacpp.speculation import ALONE_BAR, MAX_PASS_ROWS, ROW_GROUP, Drafter, NgramIndex
 
 
 def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
