@@ -7,7 +7,7 @@ import gc
 import time
 from pathlib import Path
 
-from localxai.chat import ChatRequest, Message, Role, Sampling, TextPart
+from localxai.chat import ChatRequest, Finished, Message, Role, Sampling, TextPart
 from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.default_model import default_model_path
 from localxai.engines.llamacpp.engine import LlamaCppEngine
@@ -36,3 +36,36 @@ async def test_dropped_generation_is_cancelled() -> None:
             await asyncio.sleep(0.05)
     finally:
         await engine.close()
+
+
+async def test_a_step_wakes_the_event_loop_once() -> None:
+    """Every choice's token of one step reaches the loop in one wake-up: a wake-up per token made the
+    loop's work contend with the scheduler's sampling for the GIL (docs/engine.md, Profile)."""
+    path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
+    engine = LlamaCppEngine(path, "m", ContextShape(ctx_size=1024, threads=2, parallel=3), speculation=False)
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    original = loop.call_soon_threadsafe
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal wakeups
+        wakeups += 1
+        return original(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    try:
+        chat = ChatRequest(
+            model="m",
+            messages=(Message(Role.USER, (TextPart("Count from one to twenty."),)),),
+            sampling=Sampling(temperature=0.8, max_tokens=8, seed=1),
+            n=3,
+        )
+        events = [event async for event in await engine.generate(GenerationRequest(chat, model="m"))]
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        await engine.close()
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert sorted(e.index for e in finished) == [0, 1, 2]
+    # 3 choices x 8 tokens and their ends (27 events) in 8 sampling steps: a wake-up per step, plus
+    # the hand-back of the prompt's preparation (asyncio.to_thread).
+    assert wakeups <= 10, wakeups

@@ -65,9 +65,6 @@ class Job:
     def n(self) -> int:
         return self.request.n
 
-    def emit(self, item: Event | BaseException | None) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-
 
 @dataclass(eq=False)
 class Slot:
@@ -118,6 +115,7 @@ class Scheduler:
         self._waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
         self._running: list[Job] = []
+        self._outbox: list[tuple[Job, Event | BaseException | None]] = []  # sent at _flush
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llamacpp-scheduler", daemon=True)
         self._thread.start()
@@ -168,8 +166,27 @@ class Scheduler:
                 error = exc if isinstance(exc, LocalXAIError) else InternalError()
                 for job in list(self._running):
                     self._fail(job, error)
+            self._flush()
         for job in [*self._running, *self._waiting]:
             self._fail(job, InternalError("the server is shutting down"))
+        self._flush()
+
+    def _emit(self, job: Job, item: Event | BaseException | None) -> None:
+        self._outbox.append((job, item))
+
+    def _flush(self) -> None:
+        """Hand the step's events to their event loops, one wake-up per loop: the loop's work then
+        overlaps the next decode (which releases the GIL) instead of contending with this thread's
+        sampling for the GIL token by token."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event | BaseException | None]]] = {}
+        for job, item in self._outbox:
+            by_loop.setdefault(job.loop, []).append((job, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            if not loop.is_closed():  # a closed loop has no one left to hear
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _drop_cancelled(self) -> None:
         now = time.monotonic()
@@ -288,6 +305,7 @@ class Scheduler:
             budget -= len(chunk)
         if model.batch_size() == 0:
             return
+        self._flush()
         model.batch_decode()
         for seq, _, _ in decoding:
             assert seq.next_token is not None
@@ -377,7 +395,7 @@ class Scheduler:
         if self._model.is_eog(token):
             return self._finish(seq, FinishReason.STOP)
         for event in seq.output.feed(seq.assembler.feed(self._model.piece(token)), logprob):
-            seq.job.emit(event)
+            self._emit(seq.job, event)
         if seq.assembler.stopped:
             return self._finish(seq, FinishReason.STOP)
         if seq.generated >= seq.limit:
@@ -390,7 +408,7 @@ class Scheduler:
     def _finish(self, seq: Sequence, reason: FinishReason) -> bool:
         job = seq.job
         for event in seq.output.feed(seq.assembler.flush()) + seq.output.finish(reason):
-            job.emit(event)
+            self._emit(job, event)
         job.completion_tokens += seq.generated - seq.reasoning
         job.reasoning_tokens += seq.reasoning
         job.unfinished -= 1
@@ -404,8 +422,8 @@ class Scheduler:
                 image_tokens=image_tokens,
                 reasoning_tokens=job.reasoning_tokens,
             )
-            job.emit(UsageReport(usage))
-            job.emit(None)
+            self._emit(job, UsageReport(usage))
+            self._emit(job, None)
             self._running.remove(job)
         return False
 
@@ -439,7 +457,12 @@ class Scheduler:
             self._release(seq)
         if job in self._running:
             self._running.remove(job)
-        job.emit(error)
+        self._emit(job, error)
+
+
+def _deliver(items: list[tuple[Job, Event | BaseException | None]]) -> None:
+    for job, item in items:
+        job.events.put_nowait(item)
 
 
 def _leading_tokens(units: list[Unit], limit: int) -> list[int]:
