@@ -40,7 +40,7 @@ async def test_dropped_generation_is_cancelled() -> None:
 
 async def test_a_step_wakes_the_event_loop_once() -> None:
     """Every choice's token of one step reaches the loop in one wake-up: a wake-up per token made the
-    loop's work contend with the scheduler's sampling for the GIL (docs/engine.md, Profile)."""
+    loop's work contend with the scheduler's sampling for the GIL (docs/engine.md, Where a step's time goes)."""
     path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
     engine = LlamaCppEngine(path, "m", ContextShape(ctx_size=1024, threads=2, parallel=3), speculation=False)
     loop = asyncio.get_running_loop()

@@ -2,7 +2,8 @@
 
 Each step builds one batch holding the next token of every generating sequence plus a bounded chunk
 of pending prompt tokens (chunked prefill), decodes it once, and samples per sequence. Requests join
-between steps and leave as they finish or their client goes away.
+between steps and leave as they finish or their client goes away. A step's events reach the event
+loop together, just before the next decode.
 
 Sequences live in slots (llama.cpp sequence ids, each with a KV stream of its own). An idle slot keeps
 its KV as prefix cache: a new request starts from the longest prefix any slot holds (shared system
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -185,7 +187,7 @@ class Scheduler:
             by_loop.setdefault(job.loop, []).append((job, item))
         self._outbox = []
         for loop, items in by_loop.items():
-            if not loop.is_closed():  # a closed loop has no one left to hear
+            with contextlib.suppress(RuntimeError):  # the loop closed: no one is left to hear
                 loop.call_soon_threadsafe(_deliver, items)
 
     def _drop_cancelled(self) -> None:
