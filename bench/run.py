@@ -80,11 +80,20 @@ def servers(commands: dict[str, list[str]], logs: Path) -> Iterator[dict[str, tu
     with ExitStack() as stack:
         up = {}
         for name, cmd in commands.items():
-            port = free_port()
+            port = http_port(cmd)
             full = [*cmd, "--port", str(port)]
             print(f"{name}: {' '.join(full)}", flush=True)
             up[name] = (stack.enter_context(server(full, port, logs / f"{name.replace(' ', '_')}.log")), full)
         yield up
+
+
+def http_port(cmd: list[str]) -> int:
+    """A free port for the server `cmd` starts, other than a port it already names (its gRPC port,
+    chosen earlier: the kernel may hand a just-freed port out again)."""
+    port = free_port()
+    while str(port) in cmd:
+        port = free_port()
+    return port
 
 
 def grpc(cmd: list[str]) -> list[str]:

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import RequestResult, client, percentile, stream_one
-from run import HEADERS, MODEL, free_port, grpc, server, servers
+from run import HEADERS, MODEL, grpc, http_port, server, servers
 
 CONVERSATIONS, TURNS, CLIENTS = 32, 4, 8
 QUOTE_TOKENS = 256
@@ -250,7 +250,7 @@ def main() -> None:
     }
 
     def serve(name: str, cmd: list[str], work: Any) -> dict[str, Any]:
-        port = free_port()
+        port = http_port(cmd)
         full = [*cmd, "--port", str(port)]
         print(f"{name}: {' '.join(full)}", flush=True)
         with server(full, port, logs / f"{name.replace(' ', '_')}.log") as url:

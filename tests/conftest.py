@@ -95,6 +95,8 @@ def start_server(tmp: Path, *args: str, timeout: float = 120.0, env: dict[str, s
     port = int(args[args.index("--port") + 1]) if "--port" in args else free_port()
     args = tuple(a for i, a in enumerate(args) if a != "--port" and (i == 0 or args[i - 1] != "--port"))
     grpc_port = free_port()
+    while grpc_port == port:  # the kernel may hand out a just-freed port again
+        grpc_port = free_port()
     log = tmp / f"server-{port}-{time.monotonic_ns()}.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LOCALXAI_")}, **(env or {})}
     process = subprocess.Popen(

@@ -56,6 +56,7 @@ def test_mmproj_goes_with_a_model_file(tmp_path: Path) -> None:
         ({"max_n": 0}, "--max-n"),
         ({"port": 99999}, "--port (LOCALXAI_PORT) must be between 1 and 65535"),
         ({"grpc_port": -1}, "--grpc-port"),
+        ({"port": 8123, "grpc_port": 8123}, "--grpc-port must differ from --port (both are 8123)"),
         ({"threads": 0}, "--threads"),
         ({"top_k": -5}, "--top-k"),
         ({"model_id": ""}, "--model-id"),

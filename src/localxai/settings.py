@@ -91,6 +91,10 @@ class Settings:
             _check_range(flag, value, low, high)
         if self.parallel is not None:
             _check_range("--parallel", self.parallel, 1, None)
+        if self.grpc_port == self.port:
+            # Both listeners set SO_REUSEADDR and bind before either listens, so Linux lets them share
+            # the port: HTTP clients would then reach the gRPC server.
+            raise ConfigError(f"--grpc-port must differ from --port (both are {self.port}); 0 turns gRPC off")
         if not (self.deferred_lease_s > 0 and math.isfinite(self.deferred_lease_s)):
             raise ConfigError(f"LOCALXAI_DEFERRED_LEASE_S must be more than 0, got {self.deferred_lease_s}")
         _check_positive("--max-body-mb", self.max_body_mb)
