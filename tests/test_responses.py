@@ -256,12 +256,15 @@ async def test_compaction_summarises_and_the_blob_stands_in_for_the_history(tmp_
     from localxai.runtime import Runtime
     from localxai.store.store import Store, sqlite_url
 
-    engine = Spy(reply="The user likes Paris.")
+    engine = Spy(reply="The user likes Paris.", context_length=2048)
     runtime = Runtime.build([engine], (API_KEY,), Store(sqlite_url(tmp_path)))
     async with app_client(create_app(runtime)) as api:
         first = (await api.post("/v1/responses", json={"model": "fake-model", "input": "I like Paris."})).json()
         r = await api.post("/v1/responses/compact", json={"model": "fake-model", "previous_response_id": first["id"]})
         assert r.status_code == 200, r.text
+        # A summary leaves room to go on: at most a quarter of the context (a rambling one filled a
+        # 1,024-token context, and the next turn was refused as too long).
+        assert Spy.last.sampling.max_tokens == 2048 // 4
         compacted = r.json()
         assert compacted["object"] == "response.compaction" and compacted["usage"]["output_tokens"] > 0
         *users, item = compacted["output"]

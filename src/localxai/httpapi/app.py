@@ -253,7 +253,8 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
         history = await runtime.conversations.history(body.previous_response_id, caller)
-        chat = responses.compact_request(body, history, runtime.sealer)
+        context_length = service.get_model(body.model).context_length
+        chat = responses.compact_request(body, history, runtime.sealer, context_length)
 
         async def answer() -> dict[str, Any]:
             return responses.compaction_body(chat, await service.complete(chat, caller), runtime.sealer)

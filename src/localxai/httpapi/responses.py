@@ -109,6 +109,7 @@ COMPACT_PROMPT = (
     "decisions taken, the open questions and what the user wants. Write only the summary."
 )
 COMPACT_MAX_TOKENS = 1024
+COMPACT_CONTEXT_SHARE = 4  # a summary takes at most this fraction of the model's context
 
 
 # -- request ----------------------------------------------------------------------------------------
@@ -672,15 +673,19 @@ def _input_part(part: Part) -> dict[str, Any]:
 # -- compaction -------------------------------------------------------------------------------------
 
 
-def compact_request(body: CompactRequest, history: StoredResponse | None, sealer: Sealer) -> ChatRequest:
-    """The model is asked for a summary of the context, which then stands in for it."""
+def compact_request(
+    body: CompactRequest, history: StoredResponse | None, sealer: Sealer, context_length: int
+) -> ChatRequest:
+    """The model is asked for a summary of the context, which then stands in for it: at most a quarter
+    of the model's context (and COMPACT_MAX_TOKENS), so the compacted conversation has room to go on
+    (a small base model's summary can ramble to its limit)."""
     as_response = ResponsesRequest(
         model=body.model, input=body.input, previous_response_id=body.previous_response_id,
         instructions=body.instructions,
     )  # fmt: skip
     context = chat_request(as_response, history, sealer)
     ask = Message(Role.USER, (TextPart(COMPACT_PROMPT),))
-    sampling = Sampling(temperature=0.0, max_tokens=COMPACT_MAX_TOKENS)
+    sampling = Sampling(temperature=0.0, max_tokens=min(COMPACT_MAX_TOKENS, context_length // COMPACT_CONTEXT_SHARE))
     return ChatRequest(model=body.model, messages=(*context.messages, ask), sampling=sampling)
 
 
