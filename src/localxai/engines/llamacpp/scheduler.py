@@ -32,7 +32,7 @@ from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_pr
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.speculation import ALONE_BAR, MAX_PASS_ROWS, TOGETHER_BAR, Drafter, NgramIndex
+from localxai.engines.llamacpp.speculation import ALONE_BAR, Drafter, NgramIndex
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
@@ -324,36 +324,18 @@ class Scheduler:
                 self._verify(seq, indices, draft)
 
     def _drafts(self, generating: list[Sequence], room: int) -> dict[Sequence, list[int]]:
-        """Guessed next tokens for speculative decoding, by sequence (never for a prompt's last token).
-        A sequence that generates alone guesses when it pays for its rows (ALONE_BAR); its guess shares
-        the llama.cpp pass of its next token. Beside others, llama.cpp keeps the batch in one pass only
-        when every sequence brings the same number of tokens (one KV stream per sequence), so either all
-        of them guess, the same count each and only when each guess is near-certain (TOGETHER_BAR), or
-        none does: a guess in a pass of its own, which the others wait for, lost on the bench's
-        workloads (docs/engine.md, Speculative decoding)."""
-        if not generating or any(seq.drafter is None or seq.in_prompt for seq in generating):
+        """Guessed next tokens for speculative decoding, by sequence: only for a sequence that generates
+        alone (not for a prompt's last token). Its guess shares the llama.cpp pass of its next token.
+        Beside other sequences a guess would need a pass of its own (one KV stream per sequence), which
+        the others wait for: on the bench's workloads that lost more than the guesses kept (docs/engine.md)."""
+        if len(generating) != 1:
             return {}
-
-        def limit(seq: Sequence) -> int:
-            # The next token is the context's last (its sample made it so); the guess follows it.
-            return min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
-
-        if len(generating) == 1:
-            seq = generating[0]
-            assert seq.drafter is not None
-            return {seq: seq.drafter.draft(limit(seq), ALONE_BAR, beside=1)}
-        most = MAX_PASS_ROWS // len(generating) - 1
-        if most < 1:
+        seq = generating[0]
+        if seq.drafter is None or seq.in_prompt:
             return {}
-        guesses: dict[Sequence, list[int]] = {}
-        for seq in generating:
-            assert seq.drafter is not None
-            guess = seq.drafter.draft(min(most, limit(seq), room // len(generating)), TOGETHER_BAR)
-            if not guess:
-                return {}
-            guesses[seq] = guess
-        k = min(len(g) for g in guesses.values())
-        return {seq: g[:k] for seq, g in guesses.items()}
+        # The next token is the context's last (its sample made it so); the guess follows it.
+        room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
+        return {seq: seq.drafter.draft(room, ALONE_BAR, beside=1)}
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the

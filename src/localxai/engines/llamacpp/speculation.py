@@ -38,10 +38,6 @@ DECAY = 0.8  # weight of earlier verifications in a sequence's acceptance rate
 # token: one more row pays when the guessed token is right more often than ROW_COST / (1 + ROW_COST),
 # about one time in four.
 ALONE_BAR = ROW_COST / (1 + ROW_COST)
-# Beside other sequences every one guesses the same number of tokens, so that the batch stays one pass
-# (docs/engine.md): 4 sequences guessing 3 tokens each make 16 rows, 2.8x a 4-row step on the Intel bench
-# machine (1.7x on the AMD one), which pays when each guessed token is right about 9 times in 10.
-TOGETHER_BAR = 0.9
 
 
 class NgramIndex:
@@ -74,8 +70,8 @@ class Drafter:
     Of the earlier occurrences of the context's last n-gram, the one whose match with the context
     reaches furthest back is followed. How many tokens to guess follows from the chance that each is
     right against what its row costs: the j-th guessed token is right with probability p**j, and
-    guessing stops where p**j falls below the bar. Beside other sequences the bar is much higher
-    (docs/engine.md, Speculative decoding).
+    guessing stops where p**j falls below the bar. The scheduler guesses only for a sequence that
+    generates alone (docs/engine.md, Speculative decoding).
     """
 
     def __init__(self, prompt: NgramIndex) -> None:
