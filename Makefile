@@ -13,7 +13,7 @@ export CFLAGS := $(strip $(CFLAGS) $(NO_AMX))
 export CXXFLAGS := $(strip $(CXXFLAGS) $(NO_AMX))
 endif
 
-.PHONY: serve test test-fast smoke js-clients lint bench llama-server install install-test clean
+.PHONY: serve test test-fast smoke js-clients py-clients lint bench llama-server install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,15 @@ js-clients:
 	@if command -v npm >/dev/null; then cd tests/js && npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the JavaScript client tests will be skipped"; fi
 
-test: install-test llama-server js-clients
+# Python clients whose pins conflict with the test extras, in a venv of their own (tests/clients).
+.venv-clients/.installed: tests/clients/requirements.txt
+	$(PYTHON) -m venv .venv-clients
+	.venv-clients/bin/pip install -q -r tests/clients/requirements.txt
+	touch $@
+
+py-clients: .venv-clients/.installed
+
+test: install-test llama-server js-clients py-clients
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -68,4 +76,4 @@ lint: install-test
 	$(BIN)/mypy src
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) .venv-clients build src/*.egg-info

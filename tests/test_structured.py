@@ -14,8 +14,6 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from localxai.engines.toolcalls import FORCED_CALL_MIN_TOKENS
-
 from conftest import API_KEY, AUTH, Server, start_server, stop_server
 
 MODEL = "gemma-3-270m"
@@ -342,36 +340,22 @@ ESSAY = {
 }
 
 
-def test_forced_call_is_bounded_and_a_cut_call_leaks_no_wrapper(oai: openai.OpenAI) -> None:
-    """A call that cannot fit: it stops at max(max_tokens, FORCED_CALL_MIN_TOKENS) with finish_reason
-    "length", no calls and no text (not the calling convention's JSON)."""
-    c = oai.chat.completions.create(
-        model=MODEL,
-        messages=ASK,
-        tools=[ESSAY],
-        tool_choice="required",
-        max_tokens=24,
-        seed=1,  # type: ignore[list-item]
-    )
-    choice = c.choices[0]
-    assert choice.finish_reason == "length", choice
-    assert not choice.message.content and not choice.message.tool_calls
-    assert c.usage is not None and c.usage.completion_tokens == FORCED_CALL_MIN_TOKENS
-    stream = oai.chat.completions.create(
-        model=MODEL,
-        messages=ASK,
-        tools=[ESSAY],  # type: ignore[list-item]
-        tool_choice={"type": "function", "function": {"name": "write_essays"}},
-        max_tokens=FORCED_CALL_MIN_TOKENS + 8,
-        seed=2,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
-    assert not any(d.content or d.tool_calls for d in deltas)
-    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["length"]
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == FORCED_CALL_MIN_TOKENS + 8
+def test_a_forced_call_that_cannot_fit_its_budget_is_refused_before_generating(oai: openai.OpenAI) -> None:
+    """The shortest call ESSAY allows (40 essays of 1,000 characters) takes more than max_tokens: a 400
+    that names the limit, streaming or not (tests/test_forced_budget.py: calls that fit always end whole)."""
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            oai.chat.completions.create(
+                model=MODEL,
+                messages=ASK,
+                tools=[ESSAY],  # type: ignore[list-item]
+                tool_choice={"type": "function", "function": {"name": "write_essays"}},
+                max_tokens=300,
+                stream=stream,
+            )
+        message = caught.value.response.json()["error"]
+        assert "the 300 this request may generate (max_tokens)" in message, message
+        assert message.startswith("The shortest tool call the schema allows takes "), message
 
 
 def test_logprobs(oai: openai.OpenAI) -> None:

@@ -71,7 +71,9 @@ class ChoiceOutput:
         if self._buffering:
             text, self._buffered = self._buffered, ""
             calls = toolcalls.parse(text, self._tools)
-            if calls is not None and reason is FinishReason.STOP:
+            # A forced call that the budget closed is still a whole call (engines/llamacpp/budget.py).
+            ended = reason is FinishReason.STOP or (reason is FinishReason.LENGTH and self._calls_forced)
+            if calls is not None and ended:
                 events.append(ToolCallDelta(self.index, calls))
                 reason = FinishReason.TOOL_CALLS
             elif text and not self._calls_forced:  # a forced call cut short is not text: no wrapper leaks

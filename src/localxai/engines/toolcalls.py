@@ -17,10 +17,6 @@ from typing import Any
 from localxai.chat import Tool, ToolCall, ToolChoice, ToolMode
 
 MAX_PARALLEL_CALLS = 16  # per reply when a call is forced: bounds what a grammar lets a model emit
-# A forced call may use max_tokens, but at least this many tokens: a small max_tokens meant for text
-# does not cut every call short, and a call that cannot end still stops (without max_tokens it may
-# run to the context, as any reply).
-FORCED_CALL_MIN_TOKENS = 512
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
@@ -48,11 +44,6 @@ def preamble(tools: Sequence[Tool], choice: ToolChoice) -> str:
 def history_text(calls: Sequence[ToolCall]) -> str:
     """An earlier assistant turn's calls, written in the convention (for templates without tools)."""
     return json.dumps({"tool_calls": [{"name": c.name, "arguments": _loads(c.arguments)} for c in calls]})
-
-
-def forced_call_tokens(max_tokens: int | None) -> int | None:
-    """The most tokens a forced call may use (None: up to the context, as any reply)."""
-    return None if max_tokens is None else max(max_tokens, FORCED_CALL_MIN_TOKENS)
 
 
 def forced_schema(tools: Sequence[Tool], choice: ToolChoice, parallel: bool) -> dict[str, Any]:

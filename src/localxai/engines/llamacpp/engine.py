@@ -24,6 +24,7 @@ import llama_cpp as ll
 from localxai import __version__
 from localxai.chat import Event, FormatType, ImagePart, Message, ModelInfo, TextPart, Token, ToolMode
 from localxai.engines.base import Engine, GenerationRequest
+from localxai.engines.llamacpp.budget import Constraint, Grammar, GrammarSyntaxError
 from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.engines.llamacpp.model import ContextShape, LlamaModel
 from localxai.engines.llamacpp.prompt import Prompt, Unit
@@ -102,13 +103,15 @@ class LlamaCppEngine(Engine):
 
     async def check(self, request: GenerationRequest) -> None:
         self._check_n(request)
-        prompt, _ = await asyncio.to_thread(self._prepare, request)
+        prompt, constraint = await asyncio.to_thread(self._prepare, request)
         self._check_length(prompt)
+        self._check_budget(request, prompt, constraint)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
         self._check_n(request)
-        prompt, grammar = await asyncio.to_thread(self._prepare, request)
+        prompt, constraint = await asyncio.to_thread(self._prepare, request)
         self._check_length(prompt)
+        self._check_budget(request, prompt, constraint)
         ngrams = await asyncio.to_thread(NgramIndex, prompt.keys) if self._speculation else None
         loop = asyncio.get_running_loop()
         job = Job(
@@ -116,8 +119,7 @@ class LlamaCppEngine(Engine):
             request,
             loop,
             asyncio.Queue(),
-            grammar=grammar,
-            capped=not calls_forced(request),
+            constraint=constraint,
             reasoning=self._reasoning,
             ngrams=ngrams,
         )
@@ -139,8 +141,24 @@ class LlamaCppEngine(Engine):
         if len(prompt) > self.max_prompt_tokens:
             raise ContextLengthExceeded(self.max_prompt_tokens, len(prompt))
 
-    def _prepare(self, request: GenerationRequest) -> tuple[Prompt, str | None]:
-        """Prompt and grammar (images are preprocessed here; the scheduler thread encodes them)."""
+    def _check_budget(self, request: GenerationRequest, prompt: Prompt, constraint: Constraint | None) -> None:
+        """Constrained output always ends as a whole document within its budget (budget.py): refused
+        before generating when even the shortest one does not fit."""
+        if constraint is None:
+            return
+        limit, which = self._model.shape.ctx_size - len(prompt), "the context left after the prompt"
+        max_tokens = request.sampling.max_tokens
+        if max_tokens is not None and max_tokens <= limit:
+            limit, which = max_tokens, "max_tokens"
+        if constraint.shortest_tokens > limit:
+            what = "tool call" if calls_forced(request) else "output"
+            raise InvalidArgument(
+                f"The shortest {what} the schema allows takes {constraint.shortest_tokens} tokens, more than the "
+                f"{limit} this request may generate ({which}). Raise max_tokens or relax the schema."
+            )
+
+    def _prepare(self, request: GenerationRequest) -> tuple[Prompt, Constraint | None]:
+        """Prompt and output constraint (images are preprocessed here; the scheduler thread encodes them)."""
         if request.prompt is not None:  # legacy completions: the text as it is, after BOS
             segments = [Segment(request.prompt, special=False)]
         else:
@@ -149,7 +167,7 @@ class LlamaCppEngine(Engine):
             segments = self._template.render(conversation)
         prompt = Prompt.of(self._tokenize(segments, request.images))
         schema = output_schema(request)
-        return prompt, None if schema is None else self._grammar(json.dumps(schema, sort_keys=True))
+        return prompt, None if schema is None else self._constraint(json.dumps(schema, sort_keys=True))
 
     def _marked(self, message: Message) -> Message:
         """The message with each image replaced by the marker, so templates place it like text."""
@@ -181,14 +199,20 @@ class LlamaCppEngine(Engine):
         return units
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one engine per model, for the process lifetime
-    def _grammar(self, schema: str) -> str:
-        """GBNF enforcing `schema`; a schema llama.cpp cannot enforce is refused (fail closed)."""
+    def _constraint(self, schema: str) -> Constraint:
+        """The grammar enforcing `schema`; a schema llama.cpp cannot enforce is refused (fail closed)."""
         gbnf = schema_to_gbnf(schema)
         sampler = self._model.grammar_sampler(gbnf)
         if sampler is None:
             raise InvalidArgument("The schema cannot be enforced by this server: its grammar does not compile.")
         ll.llama_sampler_free(sampler)
-        return gbnf
+        try:
+            grammar = Grammar(gbnf)
+        except GrammarSyntaxError:  # a converter grammar this parser misreads: a bug, but not the client's
+            log.exception("the output budget cannot follow this grammar; output may be cut by max_tokens")
+            return Constraint(gbnf, None, 1)
+        tokens = self._model.continuation(grammar.shortest())
+        return Constraint(gbnf, grammar, len(tokens) if tokens is not None else len(grammar.shortest().encode()))
 
     async def _events(self, job: Job) -> AsyncGenerator[Event, None]:
         try:

@@ -156,6 +156,22 @@ class LlamaModel:
                 return list(buf[:n])
             capacity = -n
 
+    def continuation(self, text: str) -> list[int] | None:
+        """Tokens whose pieces are exactly `text`, to write after other output; None when this
+        vocabulary cannot say it so. SentencePiece tokenizers may put a space before a text: it is
+        then tokenized after a newline, and the tokens up to the newline dropped."""
+        tokens = self.tokenize(text, add_bos=False, special=False)
+        if b"".join(map(self.piece, tokens)) == text.encode():
+            return tokens
+        tokens = self.tokenize("\n" + text, add_bos=False, special=False)
+        written = b""
+        for i, token in enumerate(tokens):
+            written += self.piece(token)
+            if written.endswith(b"\n") and written.strip() == b"":
+                rest = tokens[i + 1 :]
+                return rest if b"".join(map(self.piece, rest)) == text.encode() else None
+        return None
+
     def tokenize_segments(self, segments: list[Segment], bos: bool = True) -> list[int]:
         """Segments tokenized one by one; `bos`: they start the prompt (BOS first, if the model wants one)."""
         add_bos = bos and ll.llama_vocab_get_add_bos(self._vocab)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from localxai.chat import Event, FinishReason, TokenLogprob, Usage, UsageReport
 from localxai.engines.base import GenerationRequest
+from localxai.engines.llamacpp.budget import Constraint, Tracker
 from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_prefix
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
@@ -36,7 +37,6 @@ from localxai.engines.llamacpp.speculation import ALONE_BAR, Drafter, NgramIndex
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput, ReasoningSpec
 from localxai.engines.stops import TextAssembler
-from localxai.engines.toolcalls import forced_call_tokens
 from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ class Job:
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[Event | BaseException | None]
-    grammar: str | None = None  # GBNF every choice must follow
-    capped: bool = True  # max_tokens applies as is; a forced call (False) gets toolcalls.forced_call_tokens
+    constraint: Constraint | None = None  # the grammar every choice must follow
     reasoning: ReasoningSpec | None = None
     ngrams: NgramIndex | None = None  # the prompt's n-grams: speculative decoding is on
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -92,6 +91,7 @@ class Sequence:
     generated: int = 0
     reasoning: int = 0  # of the generated tokens, those inside the model's thinking
     drafter: Drafter | None = None
+    tracker: Tracker | None = None  # where constrained output is in its grammar, to end it within `limit`
 
 
 class Scheduler:
@@ -250,11 +250,11 @@ class Scheduler:
         request = job.request
         sampling = request.sampling
         limit = model.shape.ctx_size - len(prompt)
-        cap = sampling.max_tokens if job.capped else forced_call_tokens(sampling.max_tokens)
-        if cap is not None:
-            limit = min(limit, cap)
+        if sampling.max_tokens is not None:
+            limit = min(limit, sampling.max_tokens)
+        constraint = job.constraint
         for index, slot in enumerate([first, *others]):
-            grammar = model.grammar_sampler(job.grammar) if job.grammar else None
+            grammar = model.grammar_sampler(constraint.gbnf) if constraint is not None else None
             slot.seq = Sequence(
                 job=job,
                 index=index,
@@ -264,6 +264,7 @@ class Scheduler:
                 output=ChoiceOutput(index, request.tools, request.tool_choice, job.reasoning),
                 limit=limit,
                 drafter=Drafter(job.ngrams) if job.ngrams is not None else None,
+                tracker=self._tracker(constraint),
             )
             if index == 0:
                 # The last prompt token is decoded on its own, like a generated token, so its logits
@@ -382,9 +383,19 @@ class Scheduler:
         for seq in [first, *siblings]:
             self._sample(seq, batch_index)
 
+    def _tracker(self, constraint: Constraint | None) -> Tracker | None:
+        if constraint is None or constraint.grammar is None:
+            return None
+        return Tracker(constraint.grammar, lambda text: len(self._model.continuation(text) or text.encode()))
+
     def _sample(self, seq: Sequence, batch_index: int) -> int | None:
         """Sample the sequence's next token; None when that ended the sequence."""
         token = seq.sampler.sample(self._model.ctx, batch_index)
+        if seq.tracker is not None and not self._model.is_eog(token):
+            ending = seq.tracker.take(self._model.piece(token), seq.limit - seq.generated)
+            if ending is not None:
+                self._close(seq, ending)
+                return None
         request = seq.job.request
         logprob = self._model.logprob(batch_index, token, request.top_logprobs) if request.logprobs else None
         return token if self._accept(seq, token, logprob) else None
@@ -406,6 +417,19 @@ class Scheduler:
         if seq.drafter is not None:
             seq.drafter.push(token)
         return True
+
+    def _close(self, seq: Sequence, ending: str) -> None:
+        """End constrained output whose budget is running out with the shortest text that makes it a
+        whole document (it fits what is left). Its tokens are written, not sampled: no logprobs."""
+        tokens = self._model.continuation(ending)
+        if tokens is None:  # not seen with any vocabulary: the output ends cut, as without a budget
+            log.warning("this vocabulary cannot write the completion %r; the output ends cut", ending)
+            tokens = []
+        for token in tokens:
+            seq.generated += 1
+            for event in seq.output.feed(seq.assembler.feed(self._model.piece(token))):
+                self._emit(seq.job, event)
+        self._finish(seq, FinishReason.LENGTH)
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> bool:
         job = seq.job
