@@ -129,3 +129,13 @@ def test_repetitions_and_groups_as_llama_cpp_reads_them() -> None:
         stacks = grammar.advance(stacks, char)
     assert grammar.completion(stacks) == ""
     assert not grammar.advance(stacks, "c")  # at most three of the group
+
+
+def test_the_deepest_groups_the_converter_writes_are_read_without_recursion() -> None:
+    """maxLength 1,000 is a thousand nested groups: parsed on a list, not the Python stack."""
+    grammar = Grammar(schema_to_gbnf(json.dumps({"type": "array", "items": {"type": "string", "maxLength": 1000}})))
+    tracker = Tracker(grammar)
+    assert tracker.take(b'["', 600) is None
+    for left in range(599, 299, -1):
+        assert tracker.take(b"ab", left) is None
+    assert tracker.take(b"c", 2) == '"]'

@@ -262,7 +262,7 @@ class _Parser:
                 raise GrammarSyntaxError(f"expected '::=' at {self.pos}")
             self.pos += 3
             self._space(newlines=True)
-            self._define(self.rule_id(name), nested=False)
+            self._define(self.rule_id(name))
             self._space(newlines=True)
 
     def rule_id(self, name: str) -> int:
@@ -282,27 +282,24 @@ class _Parser:
             self.alternatives.append(tuple(alt))
         return rule
 
-    def _define(self, rule: int, nested: bool) -> None:
+    def _define(self, rule: int) -> None:
         if self.rules[rule]:
             raise GrammarSyntaxError(f"rule defined twice at {self.pos}")
-        for alt in self._alternates(nested):
+        for alt in self._alternates():
             self.rules[rule].append(len(self.alternatives))
             self.alternatives.append(tuple(alt))
 
-    def _alternates(self, nested: bool) -> list[list[Element]]:
-        alts = [self._sequence(nested)]
-        while self.pos < len(self.text) and self.text[self.pos] == "|":
-            self.pos += 1
-            self._space(newlines=True)
-            alts.append(self._sequence(nested))
-        return alts
-
-    def _sequence(self, nested: bool) -> list[Element]:
+    def _alternates(self) -> list[list[Element]]:
+        """One rule's body. Groups nest up to the converter's limit (a thousand deep): they are kept on
+        a list rather than parsed by recursion."""
         text = self.text
+        outer: list[tuple[list[list[Element]], list[Element], int]] = []  # the groups around this one
+        alts: list[list[Element]] = []
         out: list[Element] = []
         last = 0  # where the last symbol starts in `out`, for a repetition
-        while self.pos < len(text):
-            char = text[self.pos]
+        while True:
+            self._space(newlines=bool(outer))  # a newline ends a rule, except inside a group
+            char = text[self.pos] if self.pos < len(text) else ""
             if char == '"':
                 self.pos += 1
                 last = len(out)
@@ -320,21 +317,30 @@ class _Parser:
                 out.append(Chars(((0, 0x10FFFF),)))
             elif char == "(":
                 self.pos += 1
+                outer.append((alts, out, len(out)))
+                alts, out, last = [], [], 0
+            elif char == ")" and outer:
+                self.pos += 1
+                group = self._new_rule([*alts, out])
+                alts, out, last = outer.pop()
+                out.append(group)
+            elif char == "|":
+                self.pos += 1
+                alts.append(out)
+                out, last = [], 0
                 self._space(newlines=True)
-                last = len(out)
-                out.append(self._new_rule(self._alternates(nested=True)))
-                self._expect(")")
-            elif char in "*+?{":
+            elif char and char in "*+?{":
                 symbol = out[last:]
                 del out[last:]
                 out += self._repetition(symbol)
-            elif _is_name_char(char):
+            elif char and _is_name_char(char):
                 last = len(out)
                 out.append(self.rule_id(self._name()))
             else:
                 break
-            self._space(newlines=nested)
-        return out
+        if outer:
+            raise GrammarSyntaxError(f"unclosed group at {self.pos}")
+        return [*alts, out]
 
     def _repetition(self, symbol: list[Element]) -> list[Element]:
         if not symbol:
