@@ -20,6 +20,7 @@ from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, models_pb2_grpc, tokenize_
 
 from localxai.engines.base import GenerationRequest
 from localxai.engines.fake import FakeEngine
+from localxai.engines.output import ReasoningSpec
 from localxai.grpcapi.server import grpc_server
 from localxai.runtime import Runtime
 from localxai.service import MAX_TOKENIZE_CHARS
@@ -197,3 +198,35 @@ async def test_a_database_that_goes_away_is_unavailable() -> None:
         error = await failure(chat.GetCompletion(chat_request(), metadata=served.limited))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error.details() == "The database is unavailable; try again shortly."
+
+
+async def test_sealed_thinking_goes_out_and_comes_back_as_over_rest() -> None:
+    """use_encrypted_content: the answer's thinking comes sealed (unary and streamed, as REST's
+    reasoning.encrypted_content), and sent back in a later turn it is the model's thinking again; a blob
+    this server did not seal is dropped, never an error."""
+    engine = FakeEngine(reply="<think>secret plan</think>done", reasoning=ReasoningSpec())
+    async with serving(engine) as served:
+        chat = chat_pb2_grpc.ChatStub(served.channel)
+        ask = chat_request(use_encrypted_content=True)
+        answer = (await chat.GetCompletion(ask, metadata=AUTH)).outputs[0].message
+        assert answer.reasoning_content == "secret plan" and answer.encrypted_content.startswith("lx1.")
+        assert "secret" not in answer.encrypted_content
+        streamed = [c async for c in chat.GetCompletionChunk(ask, metadata=AUTH)]
+        sealed = [o.delta.encrypted_content for c in streamed for o in c.outputs if o.delta.encrypted_content]
+        assert len(sealed) == 1 and sealed[0].startswith("lx1.")
+        seen: list[GenerationRequest] = []
+        original = engine.generate
+
+        async def recording(request: GenerationRequest) -> Any:
+            seen.append(request)
+            return await original(request)
+
+        engine.generate = recording  # type: ignore[method-assign]
+        for blob, thinking in ((answer.encrypted_content, "secret plan"), ("lx1.someone-else", None)):
+            back = chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, encrypted_content=blob)
+            back.content.add(text="done")
+            later = chat_request()
+            later.messages.append(back)
+            later.messages.add(role=chat_pb2.ROLE_USER).content.add(text="go on")
+            await chat.GetCompletion(later, metadata=AUTH)
+            assert seen[-1].messages[1].reasoning == thinking

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import pytest
 
-from localxai.chat import Completion, Event, Finished, FinishReason, StoredResponse, TextDelta, Usage
+from localxai.chat import TextDelta
 from localxai.engines.fake import FakeEngine
-from localxai.httpapi import responses
-from localxai.sealing import Sealer
-from localxai.service import ChatStream
 
 from conftest import API_KEY, app_client, fake_app
 
@@ -361,7 +357,6 @@ class Breaking(FakeEngine):
     """Answers a word, then its upstream goes away."""
 
     async def generate(self, request: Any) -> Any:
-        from localxai.chat import TextDelta
         from localxai.errors import Unavailable
 
         async def events() -> Any:
@@ -401,32 +396,6 @@ async def test_logprobs_in_the_output_text_and_its_deltas(api: httpx.AsyncClient
     assert [p["token"] for p in done["logprobs"]] == [p["token"] for p in part["logprobs"]]
     plain = (await api.post("/v1/responses", json={"model": "fake-model", "input": "hi"})).json()
     assert plain["output"][0]["content"][0]["logprobs"] == []
-
-
-async def test_a_stream_cut_at_shutdown_ends_incomplete_and_is_kept_with_zero_usage() -> None:
-    """At shutdown the core ends a stream with Finished(length) and no usage report: the answer so far
-    is still the final response, and is stored."""
-
-    async def cut() -> AsyncGenerator[Event, None]:
-        yield TextDelta(0, "so far")
-        yield Finished(0, FinishReason.LENGTH)
-
-    body = responses.ResponsesRequest(model="fake-model", input="hi", stream=True)
-    sealer = Sealer(bytes(32))
-    started = Completion("c", 1, "fake-model", "fp", (), Usage())
-    pending = responses.stored_response(str(uuid.uuid4()), 1, responses.chat_request(body, None, sealer), started, body)
-    kept: list[StoredResponse] = []
-
-    async def keep(stored: StoredResponse) -> None:
-        kept.append(stored)
-
-    stream = ChatStream("c", 1, "fake-model", "fp", cut())
-    frames = [frame async for frame in responses.response_events(stream, pending, keep, "request", sealer)]
-    final = events(b"".join(frames).decode())[-1]
-    assert final["type"] == "response.incomplete" and final["response"]["usage"]["total_tokens"] == 0
-    assert final["response"]["output"][0]["content"][0]["text"] == "so far"
-    [stored] = kept
-    assert stored.completion.choices[0].text == "so far" and stored.completion.usage == Usage()
 
 
 async def test_input_items_list_the_resolved_input_owner_only() -> None:

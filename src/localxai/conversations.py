@@ -1,5 +1,7 @@
-"""Stored responses: the one stored conversation resource (Responses API `store` and
-`previous_response_id`; later gRPC stored completions), kept 30 days, visible to its owner only.
+"""Stored conversations: the one stored-response resource of both wires (the Responses API's `store`
+and `previous_response_id`, gRPC's `store_messages` and `previous_response_id`), kept 30 days, visible
+to its owner only, and the lifecycle of a turn on it: load the chain -> continue it -> generate -> store
+the answer, or the cut or failed stream. The adapters only translate.
 
 A stored response keeps the request as it ran — its messages are the whole resolved context, the
 history of the chain included — and the completion. Continuing it starts from that context plus the
@@ -10,29 +12,148 @@ exactly the tokens the engine saw last time (its prefix cache reuses them).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, replace
 
-from localxai import codec
+import anyio
+
+from localxai import codec, logs
 from localxai.auth import ApiKey
-from localxai.chat import StoredResponse
-from localxai.errors import NotFound
-from localxai.ids import is_id, new_id
+from localxai.chat import (
+    ChatRequest,
+    Completion,
+    Event,
+    Message,
+    Role,
+    Sampling,
+    StoredResponse,
+    TextPart,
+    Usage,
+)
+from localxai.errors import InvalidArgument, LocalXAIError, NotFound
+from localxai.ids import is_id
+from localxai.service import ChatService, ChatStream, Collector
 from localxai.store.store import Store
 
 RESPONSE_TTL_S = 30 * 24 * 3600
 EXPIRY_EVERY_S = 3600.0  # how often saving also deletes what expired
+COMPACT_PROMPT = (
+    "Summarize the conversation so far for your own later use: the facts, names and numbers, the "
+    "decisions taken, the open questions and what the user wants. Write only the summary."
+)
+COMPACT_MAX_TOKENS = 1024
+COMPACT_CONTEXT_SHARE = 4  # a summary takes at most this fraction of the model's context
+log = logging.getLogger(__name__)
 
 
-def new_response_id() -> str:
-    """xAI's ids are bare UUIDs; output items reuse them (msg_<id>, rs_<id>)."""
-    return new_id()
+@dataclass(frozen=True)
+class Turn:
+    """One request on a stored conversation, as either wire asks it."""
+
+    request: ChatRequest  # this turn's own input and settings (the chain's history is added here)
+    previous_id: str | None = None
+    instructions: str | None = None  # system text; it starts a chain, so not with `previous_id`
+    store: bool = True
+    sealed_reasoning: bool = False  # the answer's thinking goes back to the client sealed
+
+
+class TurnStream:
+    """A turn being generated. Its `stream`'s events are the engine's; when they end, the response is
+    stored (finished, cut at shutdown, or failed after it started) before the iteration ends, so a
+    client that continues at once finds it. `response` is the response as it stands: without an
+    answer until then, afterwards as stored."""
+
+    def __init__(self, conversations: Conversations, stream: ChatStream, response: StoredResponse, caller: ApiKey):
+        self.response = response
+        self.collector = Collector(response.request.n)  # the answer as far as it has arrived
+        self.stream = replace(stream, events=conversations.kept(self, stream, caller))
 
 
 class Conversations:
-    def __init__(self, store: Store, ttl_s: float = RESPONSE_TTL_S) -> None:
+    def __init__(self, store: Store, service: ChatService, ttl_s: float = RESPONSE_TTL_S) -> None:
         self._store = store
+        self._service = service
         self._ttl_s = ttl_s
         self._expired_at = 0.0
+
+    # -- a turn ---------------------------------------------------------------------------------
+
+    async def context(self, turn: Turn, caller: ApiKey) -> ChatRequest:
+        """The turn's request with the whole context it runs on; raises the client's error."""
+        if turn.instructions is not None and turn.previous_id is not None:
+            raise InvalidArgument("instructions cannot be combined with previous_response_id: the chain keeps its own.")
+        if turn.store and turn.request.n != 1:
+            raise InvalidArgument("A stored conversation continues from one answer: n must be 1 when it is stored.")
+        history = await self.history(turn.previous_id, caller)
+        context = list(history.context()) if history is not None else []
+        if turn.instructions:
+            context.append(Message(Role.SYSTEM, (TextPart(turn.instructions),)))
+        messages = (*context, *turn.request.messages)
+        _check_call_results(messages)
+        return replace(turn.request, messages=messages)
+
+    async def stream(self, turn: Turn, caller: ApiKey, api: str = "rest") -> TurnStream:
+        """Start the turn; raises client errors before any output exists."""
+        request = await self.context(turn, caller)
+        stream = await self._service.generate(request, caller, api)
+        started = Completion(stream.id, stream.created, stream.model, stream.fingerprint, (), Usage())
+        response = StoredResponse(
+            id=stream.id,  # one id for the generation and the response (gRPC answers with it)
+            created=int(time.time()),
+            request=request,
+            completion=started,
+            instructions=turn.instructions,
+            previous_response_id=turn.previous_id,
+            stored=turn.store,
+            sealed_reasoning=turn.sealed_reasoning,
+        )
+        return TurnStream(self, stream, response, caller)
+
+    async def complete(self, turn: Turn, caller: ApiKey, api: str = "rest") -> StoredResponse:
+        """The turn run to its end: the response, stored if the turn asked for it."""
+        running = await self.stream(turn, caller, api)
+        async for _ in running.stream.events:
+            pass
+        return running.response
+
+    async def kept(self, turn: TurnStream, stream: ChatStream, caller: ApiKey) -> AsyncGenerator[Event, None]:
+        """`stream`'s events, collected as they pass, and the response stored when they end. A client
+        that goes away (the generator is closed) stores nothing: it asked for no answer any more."""
+        try:
+            async for event in stream.events:
+                turn.collector.add(event)
+                yield event
+        except Exception as exc:
+            message = exc.message if isinstance(exc, LocalXAIError) and exc.public else _internal_error()
+            turn.response = replace(turn.response, error=message)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.keep(turn.response, caller)
+            except LocalXAIError:  # the store is down too: the client still gets its error
+                log.warning("could not store the failure of response %s", turn.response.id)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.events.aclose()
+        # A stream cut at shutdown has no usage: it is stored as far as it arrived, as it was sent.
+        turn.response = replace(turn.response, completion=turn.collector.completion(stream, partial=True),
+                                completed=int(time.time()))  # fmt: skip
+        await self.keep(turn.response, caller)
+
+    async def compact(self, request: ChatRequest, caller: ApiKey) -> Completion:
+        """A summary of `request`'s context, to stand in for it: at most a quarter of the model's context
+        (and COMPACT_MAX_TOKENS), so the compacted conversation has room to go on (a small base model's
+        summary can ramble to its limit)."""
+        context_length = self._service.get_model(request.model).context_length
+        ask = Message(Role.USER, (TextPart(COMPACT_PROMPT),))
+        budget = min(COMPACT_MAX_TOKENS, context_length // COMPACT_CONTEXT_SHARE)
+        sampling = Sampling(temperature=0.0, max_tokens=budget)
+        summarise = ChatRequest(model=request.model, messages=(*request.messages, ask), sampling=sampling)
+        return await self._service.complete(summarise, caller)
+
+    # -- the store ------------------------------------------------------------------------------
 
     async def save(self, response: StoredResponse, caller: ApiKey) -> None:
         if time.monotonic() - self._expired_at > EXPIRY_EVERY_S:
@@ -72,3 +193,17 @@ class Conversations:
 
     async def expire(self) -> int:
         return await asyncio.to_thread(self._store.expire_responses, time.time() - self._ttl_s)
+
+
+def _check_call_results(messages: tuple[Message, ...]) -> None:
+    """Every tool result answers a call made before it in the conversation."""
+    calls: set[str] = set()
+    for message in messages:
+        calls.update(call.id for call in message.tool_calls)
+        if message.role is Role.TOOL and message.tool_call_id is not None and message.tool_call_id not in calls:
+            raise InvalidArgument(f"No function call with call_id {message.tool_call_id!r} precedes its output.")
+
+
+def _internal_error() -> str:
+    rid = logs.request_id.get()
+    return f"internal error (request id {rid})" if rid != "-" else "internal error"

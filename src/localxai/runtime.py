@@ -66,7 +66,7 @@ class Runtime:
         if open_access is None:
             open_access = is_open_access(keys, store)
         auth = Authenticator(keys, store, open_access)
-        conversations = Conversations(store)
+        conversations = Conversations(store, service)
         sealer = Sealer(store.secret("sealed-blobs"))
         return cls(
             service, deferred, auth, store, metrics, conversations, sealer, max_body_bytes, shutdown, drop_server_tools

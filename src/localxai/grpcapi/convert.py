@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from xai_sdk.proto.v5 import chat_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
+from localxai import sealing
 from localxai.chat import (
     ChatRequest,
     Choice,
@@ -37,6 +38,7 @@ from localxai.chat import (
     UsageReport,
 )
 from localxai.errors import InvalidArgument
+from localxai.sealing import Sealer
 from localxai.service import ChatStream
 
 ROLES = {
@@ -87,7 +89,10 @@ def _enum(mapping: Mapping[int, T], value: int, field: str) -> T:
     return mapping[value]
 
 
-def chat_request(req: chat_pb2.GetCompletionsRequest, stream: bool = False) -> ChatRequest:
+def chat_request(
+    req: chat_pb2.GetCompletionsRequest, stream: bool = False, sealer: Sealer | None = None
+) -> ChatRequest:
+    """`sealer` opens the sealed thinking (`encrypted_content`) of earlier answers sent back."""
     def optional(name: str):  # type: ignore[no-untyped-def]
         return getattr(req, name) if req.HasField(name) else None
 
@@ -102,7 +107,7 @@ def chat_request(req: chat_pb2.GetCompletionsRequest, stream: bool = False) -> C
     )
     return ChatRequest(
         model=req.model,
-        messages=tuple(_message(i, m) for i, m in enumerate(req.messages)),
+        messages=tuple(_message(i, m, sealer) for i, m in enumerate(req.messages)),
         sampling=sampling,
         n=req.n if req.HasField("n") else 1,
         stream=stream,
@@ -146,7 +151,7 @@ def _response_format(req: chat_pb2.GetCompletionsRequest) -> ResponseFormat:
     return ResponseFormat(kind, fmt.schema if kind is FormatType.JSON_SCHEMA and fmt.HasField("schema") else None)
 
 
-def _message(index: int, m: chat_pb2.Message) -> Message:
+def _message(index: int, m: chat_pb2.Message, sealer: Sealer | None) -> Message:
     if m.role == chat_pb2.INVALID_ROLE:
         raise InvalidArgument(f"messages[{index}]: a role is required.")
     role = _enum(ROLES, m.role, f"messages[{index}].role")
@@ -167,15 +172,19 @@ def _message(index: int, m: chat_pb2.Message) -> Message:
         name=m.name or None,
         tool_calls=calls,
         tool_call_id=m.tool_call_id or None,
-        reasoning=m.reasoning_content or None,
+        reasoning=m.reasoning_content or _opened(m.encrypted_content, sealer),
     )
+
+
+def _opened(blob: str, sealer: Sealer | None) -> str | None:
+    """Our own sealed thinking; another server's blob is dropped, never an error (as over REST)."""
+    return sealer.open(blob, sealing.REASONING) if blob and sealer is not None else None
 
 
 def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
     checks = {
         "search_parameters": req.HasField("search_parameters")
         and req.search_parameters.mode != chat_pb2.OFF_SEARCH_MODE,
-        "use_encrypted_content": req.use_encrypted_content,
         "max_turns": req.HasField("max_turns"),
         "include": len(req.include) > 0,
         "agent_count": req.HasField("agent_count"),
@@ -227,12 +236,13 @@ def logprobs(entries: tuple[TokenLogprob, ...]) -> chat_pb2.LogProbs:
     )
 
 
-def _output(choice: Choice) -> chat_pb2.CompletionOutput:
+def _output(choice: Choice, sealer: Sealer | None) -> chat_pb2.CompletionOutput:
     message = chat_pb2.CompletionMessage(
         content=choice.text,
         reasoning_content=choice.reasoning or "",
         role=chat_pb2.ROLE_ASSISTANT,
         tool_calls=tool_calls(choice.tool_calls),
+        encrypted_content=_sealed(choice, sealer),
     )
     output = chat_pb2.CompletionOutput(
         finish_reason=FINISH_REASONS[choice.finish_reason], index=choice.index, message=message
@@ -242,10 +252,15 @@ def _output(choice: Choice) -> chat_pb2.CompletionOutput:
     return output
 
 
-def completion(c: Completion) -> chat_pb2.GetChatCompletionResponse:
+def _sealed(choice: Choice, sealer: Sealer | None) -> str:
+    """The choice's thinking sealed, when the client asked for it (`use_encrypted_content`)."""
+    return sealer.seal(choice.reasoning, sealing.REASONING) if sealer is not None and choice.reasoning else ""
+
+
+def completion(c: Completion, sealer: Sealer | None = None) -> chat_pb2.GetChatCompletionResponse:
     return chat_pb2.GetChatCompletionResponse(
         id=c.id,
-        outputs=[_output(choice) for choice in c.choices],
+        outputs=[_output(choice, sealer) for choice in c.choices],
         created=timestamp(c.created),
         model=c.model,
         system_fingerprint=c.fingerprint,
@@ -266,14 +281,28 @@ def language_model(info: ModelInfo) -> models_pb2.LanguageModel:
     )
 
 
-def chunk(stream: ChatStream, event: Event) -> chat_pb2.GetChatCompletionChunk:
-    """One stream event as a chunk. Every output carries role ASSISTANT: the SDK drops text without it."""
-    head = {
+def _head(stream: ChatStream) -> dict[str, Any]:
+    return {
         "id": stream.id,
         "created": timestamp(stream.created),
         "model": stream.model,
         "system_fingerprint": stream.fingerprint,
     }
+
+
+def sealed_chunk(stream: ChatStream, choice: Choice, sealer: Sealer) -> chat_pb2.GetChatCompletionChunk | None:
+    """The chunk that carries a finished choice's sealed thinking (None: it did not think)."""
+    sealed = _sealed(choice, sealer)
+    if not sealed:
+        return None
+    delta = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, encrypted_content=sealed)
+    return chat_pb2.GetChatCompletionChunk(**_head(stream), outputs=[chat_pb2.CompletionOutputChunk(
+        index=choice.index, delta=delta)])  # fmt: skip
+
+
+def chunk(stream: ChatStream, event: Event) -> chat_pb2.GetChatCompletionChunk:
+    """One stream event as a chunk. Every output carries role ASSISTANT: the SDK drops text without it."""
+    head = _head(stream)
     if isinstance(event, UsageReport):
         return chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage))
     delta = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT)

@@ -27,12 +27,13 @@ from xai_sdk.proto.v5 import (
 
 from localxai import errors as e
 from localxai.auth import ApiKey
-from localxai.chat import ChatRequest, Completion, StoredResponse
+from localxai.chat import Finished
+from localxai.conversations import Turn
 from localxai.grpcapi import convert
 from localxai.grpcapi.calls import lenient_bodies, streaming, unary
 from localxai.listen import grpc_addresses
 from localxai.runtime import Runtime
-from localxai.service import Collector
+from localxai.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -52,35 +53,36 @@ class _Base:
 class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     @unary
     async def GetCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey) -> Any:
-        chat = await self._continued(request, caller, stream=False)
-        completion = await self.runtime.service.complete(chat, caller, api="grpc")
-        await self.runtime.conversations.keep(_stored(request, chat, completion), caller)
-        return convert.completion(completion)
+        response = await self.runtime.conversations.complete(self._turn(request, stream=False), caller, api="grpc")
+        return convert.completion(response.completion, self._sealer(request))
 
     @streaming
     async def GetCompletionChunk(
         self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey
     ) -> AsyncIterator[chat_pb2.GetChatCompletionChunk]:
-        chat = await self._continued(request, caller, stream=True)
-        stream = await self.runtime.service.generate(chat, caller, api="grpc")
-        collector = Collector(chat.n) if request.store_messages else None
+        running = await self.runtime.conversations.stream(self._turn(request, stream=True), caller, api="grpc")
+        sealer = self._sealer(request)
         try:
-            async for event in stream.events:
-                if collector is not None:
-                    collector.add(event)
-                yield convert.chunk(stream, event)
+            async for event in running.stream.events:
+                if sealer is not None and isinstance(event, Finished):  # the thinking is whole: sealed, before the end
+                    sealed = convert.sealed_chunk(running.stream, running.collector.choice(event.index), sealer)
+                    if sealed is not None:
+                        yield sealed
+                yield convert.chunk(running.stream, event)
         finally:
-            await stream.events.aclose()  # client cancelled or done: stop the generation
-        if collector is not None and collector.finished:
-            await self.runtime.conversations.keep(_stored(request, chat, collector.completion(stream)), caller)
+            await running.stream.events.aclose()  # client cancelled or done: stop the generation
 
-    async def _continued(self, request: chat_pb2.GetCompletionsRequest, caller: ApiKey, stream: bool) -> ChatRequest:
-        """The request, after the stored conversation it continues (`previous_response_id`)."""
-        chat = convert.chat_request(request, stream=stream)
-        if request.store_messages and chat.n != 1:
-            raise e.InvalidArgument("store_messages takes n = 1: a stored conversation continues from one answer.")
-        history = await self.runtime.conversations.history(_previous_id(request), caller)
-        return chat if history is None else replace(chat, messages=(*history.context(), *chat.messages))
+    def _turn(self, request: chat_pb2.GetCompletionsRequest, stream: bool) -> Turn:
+        return Turn(
+            convert.chat_request(request, stream=stream, sealer=self.runtime.sealer),
+            previous_id=request.previous_response_id if request.HasField("previous_response_id") else None,
+            store=request.store_messages,
+            sealed_reasoning=request.use_encrypted_content,
+        )
+
+    def _sealer(self, request: chat_pb2.GetCompletionsRequest) -> Sealer | None:
+        """The sealer when the client asked for its thinking sealed (`use_encrypted_content`)."""
+        return self.runtime.sealer if request.use_encrypted_content else None
 
     @unary
     async def GetStoredCompletion(
@@ -113,22 +115,6 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         if completion is None:
             return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.PENDING)
         return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.DONE, response=convert.completion(completion))
-
-
-def _previous_id(request: chat_pb2.GetCompletionsRequest) -> str | None:
-    return request.previous_response_id if request.HasField("previous_response_id") else None
-
-
-def _stored(request: chat_pb2.GetCompletionsRequest, chat: ChatRequest, completion: Completion) -> StoredResponse:
-    """The completion as a stored response under its own id (shared with REST); kept if `store_messages`."""
-    return StoredResponse(
-        completion.id,
-        completion.created,
-        chat,
-        completion,
-        previous_response_id=_previous_id(request),
-        stored=request.store_messages,
-    )
 
 
 class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):

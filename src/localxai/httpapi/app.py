@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -18,8 +17,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from localxai import logs
 from localxai.auth import ApiKey
-from localxai.chat import Completion, StoredResponse, Usage
-from localxai.conversations import new_response_id
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
 from localxai.httpapi import completions, convert, playground, responses
 from localxai.httpapi import errors as http_errors
@@ -27,7 +24,7 @@ from localxai.httpapi.connections import BODY_TIMED_OUT
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
 from localxai.runtime import Runtime
-from localxai.service import ChatStream, Shutdown
+from localxai.service import Shutdown
 from localxai.tasks import all_or_nothing
 
 log = logging.getLogger(__name__)
@@ -209,25 +206,15 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        history = await runtime.conversations.history(body.previous_response_id, caller)
-        chat = responses.chat_request(body, history, runtime.sealer, runtime.drop_server_tools)
-        response_id, created = new_response_id(), int(time.time())
-
-        async def keep(stored: StoredResponse) -> None:
-            await runtime.conversations.keep(stored, caller)
-
+        turn = responses.turn(body, runtime.sealer, runtime.drop_server_tools)
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
-                completion = await service.complete(chat, caller)
-                stored = responses.stored_response(response_id, created, chat, completion, body)
-                await keep(stored)
-                return responses.response_body(stored, runtime.sealer)
+                return responses.response_body(await runtime.conversations.complete(turn, caller), runtime.sealer)
 
             return await until_disconnect(request, answer(), runtime.shutdown)
-        stream = await service.generate(chat, caller)
-        pending = responses.stored_response(response_id, created, chat, _started(stream), body)
-        return _sse(responses.response_events(stream, pending, keep, request.state.request_id, runtime.sealer))
+        running = await runtime.conversations.stream(turn, caller)
+        return _sse(responses.response_events(running, request.state.request_id, runtime.sealer))
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str, request: Request) -> dict[str, Any]:
@@ -252,12 +239,11 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        history = await runtime.conversations.history(body.previous_response_id, caller)
-        context_length = service.get_model(body.model).context_length
-        chat = responses.compact_request(body, history, runtime.sealer, context_length)
+        context = await runtime.conversations.context(responses.compact_turn(body, runtime.sealer), caller)
 
         async def answer() -> dict[str, Any]:
-            return responses.compaction_body(chat, await service.complete(chat, caller), runtime.sealer)
+            summary = await runtime.conversations.compact(context, caller)
+            return responses.compaction_body(context, summary, runtime.sealer)
 
         return await until_disconnect(request, answer(), runtime.shutdown)
 
@@ -350,11 +336,6 @@ def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
         body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-
-
-def _started(stream: ChatStream) -> Completion:
-    """The identity of a generation that has not finished yet (for the streamed envelope)."""
-    return Completion(stream.id, stream.created, stream.model, stream.fingerprint, (), Usage())
 
 
 def _rfc3339(ts: int) -> str:

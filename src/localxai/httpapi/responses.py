@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -45,13 +44,13 @@ from localxai.chat import (
     ToolMode,
     Usage,
 )
+from localxai.conversations import Turn, TurnStream
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, UnsupportedParameter
 from localxai.httpapi.convert import logprobs_body
 from localxai.httpapi.errors import error_body
 from localxai.httpapi.schema import RequestBody
 from localxai.httpapi.sse import with_pings
 from localxai.sealing import Sealer
-from localxai.service import ChatStream, Collector
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +103,21 @@ class CompactRequest(RequestBody):
     instructions: str | None = None
 
 
-COMPACT_PROMPT = (
-    "Summarize the conversation so far for your own later use: the facts, names and numbers, the "
-    "decisions taken, the open questions and what the user wants. Write only the summary."
-)
-COMPACT_MAX_TOKENS = 1024
-COMPACT_CONTEXT_SHARE = 4  # a summary takes at most this fraction of the model's context
-
-
 # -- request ----------------------------------------------------------------------------------------
 
 
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
-def chat_request(
-    body: ResponsesRequest, history: StoredResponse | None, sealer: Sealer, drop_server_tools: bool = False
-) -> ChatRequest:
-    """The chat request a Responses request amounts to; raises the client's error (before any byte)."""
+def turn(body: ResponsesRequest, sealer: Sealer, drop_server_tools: bool = False) -> Turn:
+    """The turn a Responses request amounts to; raises the client's error (before any byte)."""
     if body.background:
         raise UnsupportedParameter("Argument not supported: background")
     if body.search_parameters and body.search_parameters.get("mode") != "off":
         raise Gone(
             "Live search is deprecated. Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview"
         )
-    if body.instructions is not None and body.previous_response_id is not None:
-        raise InvalidArgument("instructions cannot be combined with previous_response_id: the chain keeps its own.")
-    context: list[Message] = list(history.context()) if history is not None else []
-    if body.instructions:
-        context.append(Message(Role.SYSTEM, (TextPart(body.instructions),)))
     items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
-    context += _messages(items, context, sealer)
     listed = body.tools or []
     if drop_server_tools:
         server = [t for t in listed if isinstance(t.get("type"), str) and t["type"] in SERVER_TOOLS]
@@ -142,9 +125,9 @@ def chat_request(
             log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(t["type"] for t in server))
         listed = [t for t in listed if t not in server]
     tools = tuple(_tool(i, t) for i, t in enumerate(listed))
-    return ChatRequest(
+    request = ChatRequest(
         model=body.model,
-        messages=tuple(context),
+        messages=tuple(_messages(items, sealer)),
         sampling=Sampling(
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
@@ -162,11 +145,17 @@ def chat_request(
         top_logprobs=body.top_logprobs if body.logprobs else None,
         reasoning_effort=(body.reasoning or {}).get("effort"),
     )
+    return Turn(
+        request,
+        previous_id=body.previous_response_id,
+        instructions=body.instructions,
+        store=body.store,
+        sealed_reasoning=ENCRYPTED_REASONING in (body.include or ()),
+    )
 
 
-def _messages(items: list[dict[str, Any]], context: list[Message], sealer: Sealer) -> list[Message]:
+def _messages(items: list[dict[str, Any]], sealer: Sealer) -> list[Message]:
     out: list[Message] = []
-    calls = {c.id for m in context for c in m.tool_calls}
     thinking: str | None = None  # an opened reasoning item, for the assistant turn that follows it
     for i, item in enumerate(items):
         where = f"input[{i}]"
@@ -179,16 +168,13 @@ def _messages(items: list[dict[str, Any]], context: list[Message], sealer: Seale
             out.append(Message(role, _parts(item.get("content"), where), reasoning=reasoning))
         elif kind == "function_call":
             call = ToolCall(_text(item, "call_id", where), _text(item, "name", where), _text(item, "arguments", where))
-            calls.add(call.id)
             if out and out[-1].role is Role.ASSISTANT and not out[-1].text:  # parallel calls: one turn
                 out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))
             else:
                 out.append(Message(Role.ASSISTANT, (), tool_calls=(call,), reasoning=thinking))
                 thinking = None
         elif kind == "function_call_output":
-            call_id = _text(item, "call_id", where)
-            if call_id not in calls:
-                raise InvalidArgument(f"{where}: no function_call with call_id {call_id!r} precedes this output.")
+            call_id = _text(item, "call_id", where)  # that a call precedes it is the core's check
             output = item.get("output")
             if isinstance(output, list):  # Codex sends parts
                 output = "".join(_text(p, "text", f"{where}.output") for p in output if isinstance(p, dict))
@@ -302,22 +288,6 @@ def _format(text: dict[str, Any] | None) -> ResponseFormat:
 
 
 # -- response ---------------------------------------------------------------------------------------
-
-
-def stored_response(
-    response_id: str, created: int, request: ChatRequest, completion: Completion, body: ResponsesRequest
-) -> StoredResponse:
-    return StoredResponse(
-        id=response_id,
-        created=created,
-        request=request,
-        completion=completion,
-        instructions=body.instructions,
-        previous_response_id=body.previous_response_id,
-        stored=body.store,
-        sealed_reasoning=ENCRYPTED_REASONING in (body.include or ()),
-        completed=int(time.time()),
-    )
 
 
 def response_body(stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
@@ -472,21 +442,15 @@ class _Events:
 
 
 async def response_events(
-    stream: ChatStream,
-    stored: StoredResponse,
-    keep: Callable[[StoredResponse], Awaitable[None]],
-    request_id: str,
-    sealer: Sealer,
-    ping_interval: float = 10.0,
+    running: TurnStream, request_id: str, sealer: Sealer, ping_interval: float = 10.0
 ) -> AsyncIterator[bytes]:
-    """The full Responses event sequence for one generation; `stored` is the response without its
-    answer yet. `keep` stores the finished response (before the last event, so a client that continues
-    at once finds it), or the failure of a stream that broke after its first byte."""
+    """The full Responses event sequence for one turn (the core stores the response as it ends: the
+    finished answer before the last event, or the failure of a stream that broke after its first byte)."""
     event = _Events()
+    stream, stored, collector = running.stream, running.response, running.collector
     rid = stored.id
     yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
     yield event("response.in_progress", response=_envelope(stored, "in_progress", None, [], None))
-    collector = Collector(1)  # the answer; the wire's own bookkeeping is only its output items
     output: list[dict[str, Any]] = []
     open_kind: ItemKind | None = None
 
@@ -544,7 +508,6 @@ async def response_events(
             if item is None:
                 yield b": keep-alive\n\n"
                 continue
-            collector.add(item)
             if isinstance(item, ReasoningDelta):
                 for frame in open_item("reasoning"):
                     yield frame
@@ -576,21 +539,15 @@ async def response_events(
                 yield frame
         for frame in close():
             yield frame
-        completion = collector.completion(stream, partial=True)  # a stream cut at shutdown has no usage
-        finished = replace(stored, completion=completion, completed=int(time.time()))
-        await keep(finished)
+        finished = running.response  # as stored
+        completion = finished.completion
         status, incomplete = _status(completion.choices[0])
         final = _envelope(finished, status, finished.completed, output, completion.usage, incomplete)
         yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
-    except Exception as exc:  # after the first byte: one error event (xAI's shape), stored as failed
+    except Exception as exc:  # after the first byte: one error event (xAI's shape); the core stored it as failed
         if not isinstance(exc, LocalXAIError):
             log.exception("response stream failed after the first byte (response %s)", rid)
         message = error_body(exc if isinstance(exc, LocalXAIError) else None, request_id)["error"]
-        try:
-            with anyio.CancelScope(shield=True):
-                await keep(replace(stored, error=message))
-        except LocalXAIError:  # the store is down too: the client still gets its error event
-            log.warning("could not store the failure of response %s", rid)
         yield event("error", code=None, message=message, param=None)
     finally:
         with anyio.CancelScope(shield=True):
@@ -673,26 +630,19 @@ def _input_part(part: Part) -> dict[str, Any]:
 # -- compaction -------------------------------------------------------------------------------------
 
 
-def compact_request(
-    body: CompactRequest, history: StoredResponse | None, sealer: Sealer, context_length: int
-) -> ChatRequest:
-    """The model is asked for a summary of the context, which then stands in for it: at most a quarter
-    of the model's context (and COMPACT_MAX_TOKENS), so the compacted conversation has room to go on
-    (a small base model's summary can ramble to its limit)."""
+def compact_turn(body: CompactRequest, sealer: Sealer) -> Turn:
+    """The conversation a compaction summarises (the core asks the model for the summary)."""
     as_response = ResponsesRequest(
         model=body.model, input=body.input, previous_response_id=body.previous_response_id,
         instructions=body.instructions,
     )  # fmt: skip
-    context = chat_request(as_response, history, sealer)
-    ask = Message(Role.USER, (TextPart(COMPACT_PROMPT),))
-    sampling = Sampling(temperature=0.0, max_tokens=min(COMPACT_MAX_TOKENS, context_length // COMPACT_CONTEXT_SHARE))
-    return ChatRequest(model=body.model, messages=(*context.messages, ask), sampling=sampling)
+    return replace(turn(as_response, sealer), store=False)
 
 
 def compaction_body(request: ChatRequest, completion: Completion, sealer: Sealer) -> dict[str, Any]:
     """OpenAI's CompactedResponse (what `responses.compact()` parses): every user message of the
     context, then one compaction item holding the sealed summary (spec A.7, D3)."""
-    users = [m for m in request.messages[:-1] if m.role is Role.USER]
+    users = [m for m in request.messages if m.role is Role.USER]
     output: list[dict[str, Any]] = [
         {
             "type": "message",
