@@ -230,3 +230,20 @@ async def test_sealed_thinking_goes_out_and_comes_back_as_over_rest() -> None:
             later.messages.add(role=chat_pb2.ROLE_USER).content.add(text="go on")
             await chat.GetCompletion(later, metadata=AUTH)
             assert seen[-1].messages[1].reasoning == thinking
+
+
+async def test_server_side_tools_are_refused_or_dropped_as_over_rest() -> None:
+    """The core decides for both wires: a 400 naming the tool, or, with `--server-tools drop`, ignored."""
+    ask = chat_request()
+    ask.tools.add().web_search.SetInParent()
+    ask.tools.add().function.name = "get_weather"
+    async with serving() as served:
+        error = await failure(chat_pb2_grpc.ChatStub(served.channel).GetCompletion(ask, metadata=AUTH))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "Tool type 'web_search' is not supported by this server" in (error.details() or "")
+    store = Store(sqlite_url(Path(tempfile.mkdtemp(prefix="localxai-test-"))))
+    runtime = Runtime.build([FakeEngine()], (API_KEY,), store, drop_server_tools=True)
+    port = free_port()
+    async with grpc_server(runtime, "127.0.0.1", port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = await chat_pb2_grpc.ChatStub(channel).GetCompletion(ask, metadata=AUTH)
+        assert answer.outputs[0].message.content

@@ -125,6 +125,7 @@ class ChatRequest:
     top_logprobs: int | None = None
     reasoning_effort: str | None = None
     unsupported: tuple[str, ...] = ()  # names of set fields localxai does not honour (-> 400)
+    server_tools: tuple[str, ...] = ()  # xAI's server-side tools named (refused, or dropped by conversations.py)
     prompt: str | None = None  # legacy /v1/completions: raw text continued as is, no chat template
 
 

@@ -34,7 +34,7 @@ from localxai.chat import (
 )
 from localxai.errors import InvalidArgument, LocalXAIError, NotFound
 from localxai.ids import is_id
-from localxai.service import ChatService, ChatStream, Collector
+from localxai.service import ChatService, ChatStream, Collector, server_tools_refused
 from localxai.store.store import Store
 
 RESPONSE_TTL_S = 30 * 24 * 3600
@@ -72,9 +72,12 @@ class TurnStream:
 
 
 class Conversations:
-    def __init__(self, store: Store, service: ChatService, ttl_s: float = RESPONSE_TTL_S) -> None:
+    def __init__(
+        self, store: Store, service: ChatService, drop_server_tools: bool = False, ttl_s: float = RESPONSE_TTL_S
+    ) -> None:
         self._store = store
         self._service = service
+        self._drop_server_tools = drop_server_tools  # `--server-tools drop`: ignore them rather than refuse
         self._ttl_s = ttl_s
         self._expired_at = 0.0
 
@@ -92,7 +95,12 @@ class Conversations:
             context.append(Message(Role.SYSTEM, (TextPart(turn.instructions),)))
         messages = (*context, *turn.request.messages)
         _check_call_results(messages)
-        return replace(turn.request, messages=messages)
+        server_tools = turn.request.server_tools
+        if server_tools and not self._drop_server_tools:
+            raise server_tools_refused(server_tools)
+        if server_tools:
+            log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(server_tools))
+        return replace(turn.request, messages=messages, server_tools=())
 
     async def stream(self, turn: Turn, caller: ApiKey, api: str = "rest") -> TurnStream:
         """Start the turn; raises client errors before any output exists."""

@@ -32,7 +32,6 @@ class Runtime:
     sealer: Sealer  # reasoning.encrypted_content: a blob only this server (or a replica) can open
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
-    drop_server_tools: bool = False  # Responses requests naming xAI's server-side tools: drop them, not 400
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
 
     @classmethod
@@ -66,10 +65,10 @@ class Runtime:
         if open_access is None:
             open_access = is_open_access(keys, store)
         auth = Authenticator(keys, store, open_access)
-        conversations = Conversations(store, service)
+        conversations = Conversations(store, service, drop_server_tools)
         sealer = Sealer(store.secret("sealed-blobs"))
         return cls(
-            service, deferred, auth, store, metrics, conversations, sealer, max_body_bytes, shutdown, drop_server_tools
+            service, deferred, auth, store, metrics, conversations, sealer, max_body_bytes, shutdown
         )
 
     @classmethod

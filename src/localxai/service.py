@@ -184,6 +184,8 @@ class ChatService:
         if request.unsupported:
             # Fields the client set that localxai does not honour: refused, never ignored.
             raise UnsupportedParameter(f"Argument not supported: {', '.join(request.unsupported)}")
+        if request.server_tools:
+            raise server_tools_refused(request.server_tools)
         info, engine = self._resolve(request.model)
         self._validate(request, info)
         await self._accounting.admit(caller, info.id)
@@ -395,6 +397,13 @@ async def collect(stream: ChatStream, n: int) -> Completion:
     async for event in stream.events:
         collector.add(event)
     return collector.completion(stream)
+
+
+def server_tools_refused(names: Sequence[str]) -> InvalidArgument:
+    return InvalidArgument(
+        f"Tool type {names[0]!r} is not supported by this server: server-side tools (web_search, x_search, "
+        "file_search, code_interpreter, mcp, …) are not available in localxai"
+    )
 
 
 def _check_range(name: str, value: float | None, low: float, high: float) -> None:

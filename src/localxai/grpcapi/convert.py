@@ -113,7 +113,7 @@ def chat_request(
         stream=stream,
         include_usage=True,
         user=req.user or None,
-        tools=tuple(_tool(i, t) for i, t in enumerate(req.tools)),
+        tools=tuple(_tool(t) for t in req.tools if _tool_kind(t) == "function"),
         tool_choice=_tool_choice(req),
         parallel_tool_calls=req.parallel_tool_calls if req.HasField("parallel_tool_calls") else True,
         response_format=_response_format(req),
@@ -123,12 +123,19 @@ def chat_request(
             _enum(EFFORTS, req.reasoning_effort, "reasoning_effort") if req.HasField("reasoning_effort") else None
         ),
         unsupported=_unsupported(req),
+        server_tools=tuple(kind for kind in map(_tool_kind, req.tools) if kind != "function"),
     )
 
 
-def _tool(index: int, tool: chat_pb2.Tool) -> Tool:
-    if tool.WhichOneof("tool") != "function":
-        raise InvalidArgument(f"tools[{index}]: only function tools are supported (server-side tools are not).")
+def _tool_kind(tool: chat_pb2.Tool) -> str:
+    """`function`, or the server-side tool it names (the core refuses or drops those)."""
+    kind = tool.WhichOneof("tool")
+    if kind is None:
+        raise InvalidArgument("tools: a tool must be a function or one of xAI's server-side tools.")
+    return str(kind)
+
+
+def _tool(tool: chat_pb2.Tool) -> Tool:
     f = tool.function
     return Tool(
         name=f.name, description=f.description, parameters=f.parameters or '{"type": "object", "properties": {}}'

@@ -206,7 +206,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        turn = responses.turn(body, runtime.sealer, runtime.drop_server_tools)
+        turn = responses.turn(body, runtime.sealer)
         if not body.stream:
 
             async def answer() -> dict[str, Any]:

@@ -109,7 +109,7 @@ class CompactRequest(RequestBody):
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
-def turn(body: ResponsesRequest, sealer: Sealer, drop_server_tools: bool = False) -> Turn:
+def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
     """The turn a Responses request amounts to; raises the client's error (before any byte)."""
     if body.background:
         raise UnsupportedParameter("Argument not supported: background")
@@ -119,12 +119,8 @@ def turn(body: ResponsesRequest, sealer: Sealer, drop_server_tools: bool = False
         )
     items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
     listed = body.tools or []
-    if drop_server_tools:
-        server = [t for t in listed if isinstance(t.get("type"), str) and t["type"] in SERVER_TOOLS]
-        if server:
-            log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(t["type"] for t in server))
-        listed = [t for t in listed if t not in server]
-    tools = tuple(_tool(i, t) for i, t in enumerate(listed))
+    server = [t for t in listed if isinstance(t.get("type"), str) and t["type"] in SERVER_TOOLS]
+    tools = tuple(_tool(i, t) for i, t in enumerate(t for t in listed if t not in server))
     request = ChatRequest(
         model=body.model,
         messages=tuple(_messages(items, sealer)),
@@ -144,6 +140,7 @@ def turn(body: ResponsesRequest, sealer: Sealer, drop_server_tools: bool = False
         logprobs=bool(body.logprobs),
         top_logprobs=body.top_logprobs if body.logprobs else None,
         reasoning_effort=(body.reasoning or {}).get("effort"),
+        server_tools=tuple(t["type"] for t in server),
     )
     return Turn(
         request,
