@@ -10,7 +10,7 @@ import pytest
 from test_httpapi import sse_events
 
 from localxai.engines.fake import FakeEngine
-from localxai.engines.output import ReasoningSpec
+from localxai.specs import ReasoningSpec
 
 from conftest import API_KEY, Server, app_client, fake_app
 

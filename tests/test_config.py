@@ -37,7 +37,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_good_config(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD), {"BIG_KEY": "s3cret"})
-    assert [m.id for m in config.embedded] == ["local"] and config.embedded[0].parallel == 2
+    assert [m.id for m in config.embedded] == ["local"] and config.embedded[0].tuning.parallel == 2
     [big] = config.upstream
     assert big.base_urls == ("http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1")
     assert big.api_key == "s3cret" and big.reasoning and big.vision and big.reasoning_efforts == ("low", "high")
@@ -61,7 +61,7 @@ def test_flags_and_config_files_give_the_same_models(tmp_path: Path) -> None:
     from_file = build_settings({"config": str(write(tmp_path, text)), "parallel": 3, "ctx_size": 1024}, environ={})
     assert flags.models == from_file.models
     [tiny] = flags.models.embedded
-    assert tiny.id == "tiny" and tiny.parallel == 3 and tiny.ctx_size == 1024 and tiny.reasoning is not None
+    assert tiny.id == "tiny" and tiny.tuning.parallel == 3 and tiny.tuning.ctx_size == 1024 and tiny.reasoning is not None
 
 
 def test_config_entries_are_checked(tmp_path: Path) -> None:

@@ -11,12 +11,13 @@ from localxai.chat import ChatRequest, Finished, Message, Role, Sampling, TextPa
 from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.default_model import default_model_path
 from localxai.engines.llamacpp.engine import LlamaCppEngine
-from localxai.engines.llamacpp.model import ContextShape
+from localxai.specs import EmbeddedModel, EngineTuning
 
 
 async def test_dropped_generation_is_cancelled() -> None:
     path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
-    engine = LlamaCppEngine(path, "m", ContextShape(ctx_size=2048, threads=2, parallel=1))
+    tuning = EngineTuning(ctx_size=2048, threads=2, parallel=1, cache_ram_mib=0)
+    engine = LlamaCppEngine(EmbeddedModel("m", tuning=tuning), path)
     try:
         chat = ChatRequest(
             model="m",
@@ -42,7 +43,8 @@ async def test_a_step_wakes_the_event_loop_once() -> None:
     """Every choice's token of one step reaches the loop in one wake-up: a wake-up per token made the
     loop's work contend with the scheduler's sampling for the GIL (docs/engine.md, Where a step's time goes)."""
     path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
-    engine = LlamaCppEngine(path, "m", ContextShape(ctx_size=1024, threads=2, parallel=3), speculation=False)
+    tuning = EngineTuning(ctx_size=1024, threads=2, parallel=3, speculation=False, cache_ram_mib=0)
+    engine = LlamaCppEngine(EmbeddedModel("m", tuning=tuning), path)
     loop = asyncio.get_running_loop()
     wakeups = 0
     original = loop.call_soon_threadsafe

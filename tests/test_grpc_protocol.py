@@ -20,10 +20,10 @@ from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, models_pb2_grpc, tokenize_
 
 from localxai.engines.base import GenerationRequest
 from localxai.engines.fake import FakeEngine
-from localxai.engines.output import ReasoningSpec
 from localxai.grpcapi.server import grpc_server
 from localxai.runtime import Runtime
 from localxai.service import MAX_TOKENIZE_CHARS
+from localxai.specs import ReasoningSpec
 from localxai.store.store import Store, sqlite_url
 
 from conftest import API_KEY, free_port

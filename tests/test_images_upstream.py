@@ -16,10 +16,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from localxai.engines.upstream import UpstreamEngine, UpstreamModel
+from localxai.engines.upstream import UpstreamEngine
 from localxai.httpapi.app import create_app
 from localxai.media.fetch import FetchPolicy
 from localxai.runtime import Runtime
+from localxai.specs import UpstreamModel
 from localxai.store.store import Store, sqlite_url
 
 from conftest import AUTH, http_server

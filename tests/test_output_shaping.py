@@ -9,8 +9,9 @@ import pytest
 from localxai.chat import FinishReason, ReasoningDelta, TextDelta, Tool, ToolCallDelta, ToolChoice, ToolMode
 from localxai.engines import toolcalls
 from localxai.engines.llamacpp.grammar import schema_to_gbnf, unenforceable
-from localxai.engines.output import ChoiceOutput, ReasoningSpec
+from localxai.engines.output import ChoiceOutput
 from localxai.errors import InvalidArgument
+from localxai.specs import ReasoningSpec
 
 TOOLS = (Tool("get_weather", "", '{"type": "object", "properties": {"city": {"type": "string"}}}'),)
 

@@ -293,10 +293,10 @@ class Spy(FakeEngine):
 
 
 async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp_path: Any) -> None:
-    from localxai.engines.output import ReasoningSpec
     from localxai.httpapi.app import create_app
     from localxai.runtime import Runtime
     from localxai.sealing import COMPACTION, REASONING
+    from localxai.specs import ReasoningSpec
     from localxai.store.store import Store, sqlite_url
 
     engine = Spy(reply="<think>Paris is in France.</think>Yes.", reasoning=ReasoningSpec())

@@ -28,8 +28,8 @@ from localxai.chat import (
 from localxai.engines.base import GenerationRequest
 from localxai.engines.llamacpp.default_model import default_model_path
 from localxai.engines.llamacpp.engine import LlamaCppEngine
-from localxai.engines.llamacpp.model import ContextShape
 from localxai.errors import ResourceExhausted
+from localxai.specs import EmbeddedModel, EngineTuning
 
 MODEL = "m"
 CODE = """def parse_config(path):
@@ -88,12 +88,9 @@ def model_path() -> Path:
 
 
 async def make_engine(path: Path, *, parallel: int = 2, **options: object) -> AsyncIterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(
-        path,
-        MODEL,
-        ContextShape(ctx_size=2048, threads=2, parallel=parallel),
-        **options,  # type: ignore[arg-type]
-    )
+    options = {"cache_ram_mib": 0, **options}
+    tuning = EngineTuning(ctx_size=2048, threads=2, parallel=parallel, **options)  # type: ignore[arg-type]
+    engine = LlamaCppEngine(EmbeddedModel(MODEL, tuning=tuning), path)
     try:
         yield engine
     finally:

@@ -9,7 +9,7 @@ import httpx
 from test_httpapi import sse_events
 
 from localxai.engines.fake import FakeEngine
-from localxai.engines.output import ReasoningSpec
+from localxai.specs import ReasoningSpec
 
 from conftest import AUTH, fake_app
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localxai.engines.upstream import UpstreamEngine, UpstreamModel
+from localxai.engines.upstream import UpstreamEngine
 from localxai.httpapi.app import create_app
 from localxai.runtime import Runtime
+from localxai.specs import UpstreamModel
 from localxai.store.store import Store, sqlite_url
 
 from conftest import API_KEY, AUTH, free_port, http_server

@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from localxai.chat import ChatRequest, FinishReason, Message, Role, TextPart, Tool, ToolChoice, ToolMode
-from localxai.engines.upstream import UpstreamEngine, UpstreamModel
+from localxai.engines.upstream import UpstreamEngine
 from localxai.errors import InvalidArgument, ResourceExhausted, Unavailable
 from localxai.service import ChatService, collect
+from localxai.specs import UpstreamModel
 
 TOOL = Tool("get_weather", "", '{"type": "object", "properties": {"city": {"type": "string"}}}')
 

@@ -28,11 +28,11 @@ from xai_sdk.chat import user as sdk_user
 
 from localxai.chat import Detail
 from localxai.engines.llamacpp.engine import LlamaCppEngine
-from localxai.engines.llamacpp.model import ContextShape
 from localxai.engines.llamacpp.prompt import ImageChunk
 from localxai.engines.llamacpp.vision import Vision
 from localxai.media.fetch import FetchPolicy
 from localxai.media.images import image_tokens
+from localxai.specs import EmbeddedModel, EngineTuning
 
 from conftest import API_KEY, AUTH, Server, fake_app, http_server, start_server, stop_server
 
@@ -65,10 +65,14 @@ def ask(*parts: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
     return {**body, **extra}
 
 
+def vision_engine(parallel: int, cache_ram_mib: int = 0) -> LlamaCppEngine:
+    tuning = EngineTuning(ctx_size=1024, threads=2, parallel=parallel, cache_ram_mib=cache_ram_mib)
+    return LlamaCppEngine(EmbeddedModel(MODEL, mmproj=FIXTURE / "mmproj.gguf", tuning=tuning), FIXTURE / "model.gguf")
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaCppEngine]:
-    shape = ContextShape(ctx_size=1024, threads=2, parallel=2)
-    engine = LlamaCppEngine(FIXTURE / "model.gguf", MODEL, shape, mmproj=FIXTURE / "mmproj.gguf")
+    engine = vision_engine(parallel=2)
     yield engine
     asyncio.run(engine.close())
 
@@ -295,8 +299,7 @@ def test_responses_api_with_images(vision_server: Server, image_host: str) -> No
 async def test_a_conversation_with_an_image_is_restored_from_host_memory() -> None:
     """Evicted from its only slot, the image's KV comes back from host memory: the same distribution,
     and the image (all but the last prompt token) counted as cached."""
-    shape = ContextShape(ctx_size=1024, threads=2, parallel=1)
-    engine = LlamaCppEngine(FIXTURE / "model.gguf", MODEL, shape, mmproj=FIXTURE / "mmproj.gguf", cache_ram_mib=64)
+    engine = vision_engine(parallel=1, cache_ram_mib=64)
     try:
         app = fake_app(engine)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:
@@ -328,8 +331,7 @@ async def test_the_vision_tower_runs_on_the_scheduler_thread(monkeypatch: pytest
         encode(self, image)
 
     monkeypatch.setattr(Vision, "encode", recorded)
-    shape = ContextShape(ctx_size=1024, threads=2, parallel=2)
-    engine = LlamaCppEngine(FIXTURE / "model.gguf", MODEL, shape, mmproj=FIXTURE / "mmproj.gguf")
+    engine = vision_engine(parallel=2)
     try:
         app = fake_app(engine)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH) as c:

@@ -32,13 +32,12 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from localxai.engines.output import ReasoningSpec
-from localxai.engines.upstream import UpstreamModel
 from localxai.errors import ConfigError
+from localxai.specs import EmbeddedModel, EngineTuning, ModelsConfig, ReasoningSpec, UpstreamModel
 
 HF_ID = re.compile(r"(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -48,72 +47,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-@dataclass(frozen=True)
-class EngineDefaults:
-    """What every embedded model takes unless its entry says otherwise (from flags or defaults)."""
-
-    parallel: int | None = None  # None: chosen from memory and the model (engines/llamacpp/model.py)
-    ctx_size: int = 8192
-    threads: int = 1
-    top_k: int = 40
-    max_queue: int = 64
-    speculation: bool = True
-    cache_ram_mib: int = 8192
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A GGUF model run in-process by llama.cpp."""
-
-    id: str
-    path: Path | None = None  # None: the embedded default model
-    mmproj: Path | None = None  # vision projector of `path`
-    parallel: int | None = None
-    ctx_size: int = 8192
-    threads: int = 1
-    top_k: int = 40
-    max_queue: int = 64
-    speculation: bool = True  # n-gram speculative decoding
-    cache_ram_mib: int = 8192  # host memory for evicted prompt KV (0: none)
-    reasoning: ReasoningSpec | None = None
-    reasoning_efforts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ManagedVllmModel:
-    """`vllm serve` started and stopped by localxai, routed like an upstream."""
-
-    id: str
-    model: str  # a Hugging Face id or a local model directory
-    tensor_parallel_size: int = 1
-    extra_args: tuple[str, ...] = ()
-    context_length: int = 8192
-
-
-@dataclass(frozen=True)
-class FakeModel:
-    """The scripted test engine (tests, benchmarks)."""
-
-    id: str = "fake-model"
-    context_length: int = 8192
-
-
-@dataclass(frozen=True)
-class ModelsConfig:
-    """Every model the server serves and which engine runs it: from --config, or from the flags."""
-
-    embedded: tuple[EmbeddedModel, ...] = ()
-    upstream: tuple[UpstreamModel, ...] = ()
-    managed: tuple[ManagedVllmModel, ...] = ()
-    fake: tuple[FakeModel, ...] = ()
-    aliases: tuple[tuple[str, str], ...] = field(default=())
-
-
 def load_config(
-    path: Path, environ: Mapping[str, str], defaults: EngineDefaults | None = None, offline: bool = False
+    path: Path, environ: Mapping[str, str], defaults: EngineTuning | None = None, offline: bool = False
 ) -> ModelsConfig:
-    """`offline`: hf: paths come from the local Hugging Face cache only."""
-    defaults = defaults or EngineDefaults()
+    """`defaults`: the tuning the flags give every embedded model (an entry may set `parallel` and
+    `ctx_size`). `offline`: hf: paths come from the local Hugging Face cache only."""
+    defaults = defaults or EngineTuning()
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -136,15 +75,13 @@ def load_config(
                     id=model_id,
                     path=model_path,
                     mmproj=mmproj,
-                    parallel=_optional(entry, "parallel", int, where, defaults.parallel)
-                    if "parallel" in entry
-                    else defaults.parallel,
-                    ctx_size=_optional(entry, "ctx_size", int, where, defaults.ctx_size),
-                    threads=defaults.threads,
-                    top_k=defaults.top_k,
-                    max_queue=defaults.max_queue,
-                    speculation=defaults.speculation,
-                    cache_ram_mib=defaults.cache_ram_mib,
+                    tuning=replace(
+                        defaults,
+                        parallel=_optional(entry, "parallel", int, where, defaults.parallel)
+                        if "parallel" in entry
+                        else defaults.parallel,
+                        ctx_size=_optional(entry, "ctx_size", int, where, defaults.ctx_size),
+                    ),
                     reasoning=reasoning_spec(
                         bool(entry.get("reasoning", False)),
                         tuple(entry.get("reasoning_tags", ("<think>", "</think>"))),  # type: ignore[arg-type]

@@ -13,19 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from localxai.config import (
-    EmbeddedModel,
-    EngineDefaults,
-    FakeModel,
-    ManagedVllmModel,
-    ModelsConfig,
-    check_gguf,
-    load_config,
-    reasoning_spec,
-)
+from localxai.config import check_gguf, load_config, reasoning_spec
 from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID
 from localxai.errors import ConfigError
 from localxai.hub import HubRef, is_hub_ref, pull
+from localxai.specs import EmbeddedModel, EngineTuning, FakeModel, ManagedVllmModel, ModelsConfig
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -253,7 +245,7 @@ def _pulled(settings: Settings) -> Settings:
 
 def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfig:
     """The models to serve: the --config file, or the one model the flags describe, in the same shape."""
-    defaults = EngineDefaults(
+    defaults = EngineTuning(
         parallel=settings.parallel,
         ctx_size=settings.ctx_size,
         threads=settings.threads,
@@ -281,13 +273,7 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
         id=model_id,
         path=settings.model,
         mmproj=settings.mmproj,
-        parallel=defaults.parallel,
-        ctx_size=defaults.ctx_size,
-        threads=defaults.threads,
-        top_k=defaults.top_k,
-        max_queue=defaults.max_queue,
-        speculation=defaults.speculation,
-        cache_ram_mib=defaults.cache_ram_mib,
+        tuning=defaults,
         reasoning=reasoning_spec(settings.reasoning, settings.reasoning_tags, settings.reasoning_open),
         reasoning_efforts=settings.reasoning_efforts,
     )

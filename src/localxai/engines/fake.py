@@ -13,9 +13,10 @@ from collections.abc import AsyncGenerator
 
 from localxai.chat import Event, FinishReason, ModelInfo, Token, TokenLogprob, TopLogprob, Usage, UsageReport
 from localxai.engines.base import Engine, GenerationRequest
-from localxai.engines.output import ChoiceOutput, ReasoningSpec
+from localxai.engines.output import ChoiceOutput
 from localxai.engines.stops import TextAssembler
 from localxai.errors import ContextLengthExceeded
+from localxai.specs import ReasoningSpec
 
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
 

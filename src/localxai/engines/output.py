@@ -7,7 +7,6 @@ cut at stop strings; this decides what kind of text it is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from localxai.chat import (
     Event,
@@ -22,15 +21,7 @@ from localxai.chat import (
     ToolMode,
 )
 from localxai.engines import toolcalls
-
-
-@dataclass(frozen=True)
-class ReasoningSpec:
-    """How a reasoning model delimits its thinking."""
-
-    start: str = "<think>"
-    end: str = "</think>"
-    starts_thinking: bool = False  # the template opens the thinking block: output begins inside it
+from localxai.specs import ReasoningSpec
 
 
 class ChoiceOutput:

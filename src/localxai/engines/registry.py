@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localxai.config import EmbeddedModel, ModelsConfig
 from localxai.engines.base import Engine
+from localxai.specs import EmbeddedModel, ModelsConfig
 
 
 def build_engines(models: ModelsConfig, data_dir: Path) -> list[Engine]:
@@ -43,18 +43,5 @@ def build_engines(models: ModelsConfig, data_dir: Path) -> list[Engine]:
 def _embedded(model: EmbeddedModel, data_dir: Path) -> Engine:
     from localxai.engines.llamacpp.default_model import default_model_path
     from localxai.engines.llamacpp.engine import LlamaCppEngine
-    from localxai.engines.llamacpp.model import ContextShape
 
-    path = model.path if model.path is not None else default_model_path(data_dir / "models")
-    return LlamaCppEngine(
-        path,
-        model.id,
-        ContextShape(ctx_size=model.ctx_size, threads=model.threads, parallel=model.parallel),
-        top_k=model.top_k,
-        speculation=model.speculation,
-        cache_ram_mib=model.cache_ram_mib,
-        max_queue=model.max_queue,
-        reasoning=model.reasoning,
-        reasoning_efforts=model.reasoning_efforts,
-        mmproj=model.mmproj,
-    )
+    return LlamaCppEngine(model, model.path if model.path is not None else default_model_path(data_dir / "models"))

@@ -35,24 +35,11 @@ from localxai.chat import (
 from localxai.engines import upstream_wire
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import InvalidArgument, Unavailable
+from localxai.specs import UpstreamModel
 
 log = logging.getLogger(__name__)
 
 EJECT_S = 10.0
-
-
-@dataclass(frozen=True)
-class UpstreamModel:
-    id: str  # the id clients use
-    base_urls: tuple[str, ...]  # OpenAI-compatible bases, e.g. http://10.0.0.5:8000/v1
-    upstream_model: str  # the model name the upstream knows
-    api_key: str | None = None
-    context_length: int = 8192
-    vision: bool = False
-    reasoning: bool = False
-    reasoning_efforts: tuple[str, ...] = ()
-    timeout_s: float = 600.0
-    connect_timeout_s: float = 5.0
 
 
 @dataclass

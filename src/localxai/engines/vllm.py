@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from localxai.engines.upstream import UpstreamEngine, UpstreamModel
+from localxai.engines.upstream import UpstreamEngine
 from localxai.errors import ConfigError
+from localxai.specs import UpstreamModel
 
 log = logging.getLogger(__name__)
 

@@ -32,55 +32,50 @@ from localxai.engines.llamacpp.scheduler import Job, Scheduler
 from localxai.engines.llamacpp.speculation import NgramIndex
 from localxai.engines.llamacpp.templates import Conversation, Segment, template_for
 from localxai.engines.llamacpp.vision import Vision
-from localxai.engines.output import ReasoningSpec
 from localxai.engines.toolcalls import forced_schema
 from localxai.errors import ContextLengthExceeded, InvalidArgument
 from localxai.media.images import LoadedImage
+from localxai.specs import EmbeddedModel
 
 log = logging.getLogger(__name__)
 
 
 class LlamaCppEngine(Engine):
-    def __init__(
-        self,
-        path: Path,
-        model_id: str,
-        shape: ContextShape,
-        top_k: int = 40,
-        max_queue: int = 64,
-        reasoning: ReasoningSpec | None = None,
-        reasoning_efforts: tuple[str, ...] = (),
-        mmproj: Path | None = None,
-        speculation: bool = True,
-        cache_ram_mib: int = 0,
-    ) -> None:
-        self.model_id = model_id
-        self._speculation = speculation
-        self._reasoning = reasoning
+    def __init__(self, spec: EmbeddedModel, path: Path) -> None:
+        """`path`: the spec's GGUF, resolved (the default model's when the spec names none)."""
+        tuning = spec.tuning
+        shape = ContextShape(ctx_size=tuning.ctx_size, threads=tuning.threads, parallel=tuning.parallel)
+        self.model_id = spec.id
+        self._speculation = tuning.speculation
+        self._reasoning = spec.reasoning
         self._model = LlamaModel(path, shape)
-        self._vision = Vision(mmproj, self._model) if mmproj is not None else None
+        self._vision = Vision(spec.mmproj, self._model) if spec.mmproj is not None else None
         # Where an image sits in the rendered conversation; random, so no message text can forge one.
         self._image_marker = f"<localxai-image-{secrets.token_hex(8)}>"
         self._template = template_for(self._model.metadata, self._model.bos_text, self._model.eos_text)
         stat = path.stat()
         digest = hashlib.sha256(f"{path.name}:{stat.st_size}:{__version__}".encode()).hexdigest()
         self._info = ModelInfo(
-            id=model_id,
+            id=spec.id,
             created=int(stat.st_mtime),
             context_length=shape.ctx_size,
             fingerprint=f"fp_{digest[:10]}",
-            reasoning=reasoning is not None,
-            reasoning_efforts=reasoning_efforts,
+            reasoning=spec.reasoning is not None,
+            reasoning_efforts=spec.reasoning_efforts,
             input_modalities=("text", "image") if self._vision is not None else ("text",),
         )
         self._scheduler = Scheduler(
-            self._model, top_k=top_k, max_queue=max_queue, vision=self._vision, host_cache_bytes=cache_ram_mib << 20
+            self._model,
+            top_k=tuning.top_k,
+            max_queue=tuning.max_queue,
+            vision=self._vision,
+            host_cache_bytes=tuning.cache_ram_mib << 20,
         )
         log.info(
             "model %s: %s%s; %d parallel sequences of %d context tokens each (trained for %d)",
-            model_id,
+            spec.id,
             path,
-            f" with projector {mmproj}" if mmproj is not None else "",
+            f" with projector {spec.mmproj}" if spec.mmproj is not None else "",
             self._model.parallel,
             shape.ctx_size,
             self._model.n_ctx_train,

@@ -35,9 +35,10 @@ from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
 from localxai.engines.llamacpp.speculation import ALONE_BAR, Drafter, NgramIndex
 from localxai.engines.llamacpp.vision import Vision
-from localxai.engines.output import ChoiceOutput, ReasoningSpec
+from localxai.engines.output import ChoiceOutput
 from localxai.engines.stops import TextAssembler
 from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
+from localxai.specs import ReasoningSpec
 
 log = logging.getLogger(__name__)
 
