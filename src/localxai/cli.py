@@ -1,4 +1,7 @@
-"""Command line: `localxai serve` builds Settings -> engine -> ChatService -> app and runs uvicorn."""
+"""Command line: `localxai serve` builds Settings -> engine -> ChatService -> app and runs uvicorn.
+
+Over 400 lines: every subcommand's flags are declared here (serve, keys, pull, models, rm, chat), each
+parser a few lines, so the whole command line reads in one place."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ Which file a reference means follows llama.cpp's `-hf` (docs/models.md): the qua
 Q4_K_M, else Q8_0, else the first GGUF; every part of a split GGUF; the repo's `mmproj` file closest in
 precision. Downloads go through `huggingface_hub` (progress bar, retries that resume with a Range
 request, the cache layout, HF_TOKEN); every file is then checked against the sha256 the Hub lists.
+Over 400 lines: the file choice, split GGUFs, projectors and the offline cache are one rule set, kept
+together so it can be read against llama.cpp's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""ChatService: the core both adapters call. Validates, resolves models, runs engines, collects."""
+"""ChatService: the core both adapters call. Validates, resolves models, runs engines, collects.
+
+Over 400 lines: the request checks (sampling, tools, schemas, reasoning) are small functions kept next
+to the service that applies them, so every refusal a client can get is in one file."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from localxai import logs
 from localxai.auth import ApiKey
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
-from localxai.httpapi import completions, convert, playground, responses
+from localxai.httpapi import completions, convert, playground, responses, responses_input
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.connections import BODY_TIMED_OUT
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
@@ -202,11 +202,11 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         return _sse(completions.completion_chunks(stream, chat, echo, request.state.request_id))
 
     @app.post("/v1/responses")
-    async def create_response(body: responses.ResponsesRequest, request: Request) -> Any:
+    async def create_response(body: responses_input.ResponsesRequest, request: Request) -> Any:
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        turn = responses.turn(body, runtime.sealer)
+        turn = responses_input.turn(body, runtime.sealer)
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
@@ -225,7 +225,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     async def response_input_items(
         response_id: str, request: Request, limit: str = "20", order: str = "desc", after: str | None = None
     ) -> dict[str, Any]:
-        count, descending = responses.input_items_query(limit, order)  # strings: a bad value is xAI's 400
+        count, descending = responses_input.input_items_query(limit, order)  # strings: a bad value is xAI's 400
         stored = await runtime.conversations.get(response_id, request.state.api_key)
         return responses.input_items_body(stored, count, descending, after)
 
@@ -235,11 +235,11 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         return {"id": response_id, "object": "response", "deleted": True}
 
     @app.post("/v1/responses/compact")
-    async def compact_response(body: responses.CompactRequest, request: Request) -> Any:
+    async def compact_response(body: responses_input.CompactRequest, request: Request) -> Any:
         require_json(request)
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
-        context = await runtime.conversations.context(responses.compact_turn(body, runtime.sealer), caller)
+        context = await runtime.conversations.context(responses_input.compact_turn(body, runtime.sealer), caller)
 
         async def answer() -> dict[str, Any]:
             summary = await runtime.conversations.compact(context, caller)

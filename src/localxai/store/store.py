@@ -1,6 +1,8 @@
 """Store: every read and write of persistent state, as methods named by intent.
 
-Methods block (database I/O): call them off the event loop (`asyncio.to_thread`).
+Methods block (database I/O): call them off the event loop (`asyncio.to_thread`). Over 400 lines: one
+method per intent for every stored resource (keys, usage, deferred requests, responses, secrets), all
+through the same `_read`/`_write` error translation.
 """
 
 from __future__ import annotations
