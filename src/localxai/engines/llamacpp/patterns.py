@@ -14,6 +14,7 @@ the schema allows, never one outside it).
 
 Refused, with a reason: lookarounds, backreferences, word boundaries, anchors inside groups, Unicode
 property escapes and flags.
+
 Over 400 lines: an ECMA-262 parser and its GBNF writer, with the formats as patterns; one job.
 """
 

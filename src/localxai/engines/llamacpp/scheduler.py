@@ -14,6 +14,7 @@ reused slot held goes to host memory first. `n > 1` choices decode the prompt on
 
 Images (vision models) are decoded in a llama.cpp call of their own when a sequence's prefill
 reaches them; a cached prefix never ends inside an image.
+
 Over 400 lines: admission, the step, speculation's verify, prompt sharing and the host cache all
 change the same slots within one step; split, each would reach into the others' state.
 """
