@@ -17,6 +17,7 @@ be valid JSON (`"` and `\\` in enum values and patterns). This converter reuses 
   reuse a declared name.
 
 Anything it cannot express exactly raises Refused, naming the keyword and where it is.
+
 Over 400 lines: one visitor per JSON Schema construct, each with its exact refusal; issue 27 weighs
 replacing it with a maintained compiler (docs/engine.md, Grammars).
 """
