@@ -80,7 +80,7 @@ async def test_a_finished_turn_is_stored_before_its_stream_ends_and_continues_wi
     assert stored == running.response and stored.completion.choices[0].text == "so far"
     assert stored.completion.usage == USAGE and stored.id == running.stream.id
     await core.complete(turn("and then?", previous_id=stored.id), CALLER)
-    roles = [(m.role, m.text) for m in engine.asked[-1].messages]
+    roles = [(m.role, m.text) for m in engine.asked[-1].chat.messages]
     asked = [(Role.SYSTEM, "Be brief."), (Role.USER, "hi"), (Role.ASSISTANT, "so far"), (Role.USER, "and then?")]
     assert roles == asked
     with pytest.raises(NotFound):
@@ -150,5 +150,5 @@ async def test_compaction_asks_for_a_summary_within_a_quarter_of_the_context() -
         summary = await core.compact(context, CALLER)
         assert summary.choices[0].text == "so far"
         [asked] = engine.asked
-        assert asked.sampling.max_tokens == budget and asked.sampling.temperature == 0
-        assert asked.messages[:-1] == context.messages and asked.messages[-1].role is Role.USER
+        assert asked.chat.sampling.max_tokens == budget and asked.chat.sampling.temperature == 0
+        assert asked.chat.messages[:-1] == context.messages and asked.chat.messages[-1].role is Role.USER

@@ -229,7 +229,7 @@ async def test_sealed_thinking_goes_out_and_comes_back_as_over_rest() -> None:
             later.messages.append(back)
             later.messages.add(role=chat_pb2.ROLE_USER).content.add(text="go on")
             await chat.GetCompletion(later, metadata=AUTH)
-            assert seen[-1].messages[1].reasoning == thinking
+            assert seen[-1].chat.messages[1].reasoning == thinking
 
 
 async def test_server_side_tools_are_refused_or_dropped_as_over_rest() -> None:

@@ -260,7 +260,7 @@ async def test_compaction_summarises_and_the_blob_stands_in_for_the_history(tmp_
         assert r.status_code == 200, r.text
         # A summary leaves room to go on: at most a quarter of the context (a rambling one filled a
         # 1,024-token context, and the next turn was refused as too long).
-        assert Spy.last.sampling.max_tokens == 2048 // 4
+        assert Spy.last.chat.sampling.max_tokens == 2048 // 4
         compacted = r.json()
         assert compacted["object"] == "response.compaction" and compacted["usage"]["output_tokens"] > 0
         *users, item = compacted["output"]
@@ -273,7 +273,7 @@ async def test_compaction_summarises_and_the_blob_stands_in_for_the_history(tmp_
             json={"model": "fake-model", "input": [*compacted["output"], {"role": "user", "content": "And now?"}]},
         )
         assert r.status_code == 200
-        assert any("The user likes Paris." in m.text for m in Spy.last.messages if m.role.value == "system")
+        assert any("The user likes Paris." in m.text for m in Spy.last.chat.messages if m.role.value == "system")
         # Another deployment's compaction blob is dropped, not an error.
         foreign = {"type": "compaction", "id": "cmp_x", "encrypted_content": "opaque"}
         r = await api.post(
@@ -344,7 +344,7 @@ async def test_encrypted_reasoning_round_trips_and_foreign_blobs_are_dropped(tmp
             ]
             r = await api.post("/v1/responses", json={"model": "fake-model", "input": history})
             assert r.status_code == 200, r.text
-            assert Spy.last.messages[1].role.value == "assistant" and Spy.last.messages[1].reasoning == opened
+            assert Spy.last.chat.messages[1].role.value == "assistant" and Spy.last.chat.messages[1].reasoning == opened
     # Another process on the same database opens it too (the secret lives in the store).
     again = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path)))
     assert again.sealer.open(blob, REASONING) == "Paris is in France."

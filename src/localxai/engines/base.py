@@ -9,12 +9,8 @@ from dataclasses import dataclass, field
 from localxai.chat import (
     ChatRequest,
     Event,
-    Message,
     ModelInfo,
-    ResponseFormat,
-    Sampling,
     Token,
-    Tool,
     ToolChoice,
     ToolMode,
 )
@@ -23,56 +19,14 @@ from localxai.media.images import LoadedImage
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What the core asks of an engine: the validated ChatRequest, plus what the engine needs beyond
-    it. The request's own fields are read through (`request.messages`, `request.sampling`, ...), so a
-    new request field reaches the engines without being copied here."""
+    """What the core asks of an engine: the validated ChatRequest (engines read it as `request.chat`),
+    plus what the engine needs beyond it."""
 
     chat: ChatRequest
     model: str  # the served id: aliases resolved
     tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice(ToolMode.NONE))  # resolved
     deadline: float | None = None  # time.monotonic() past which the generation stops (TIME_LIMIT)
     images: tuple[LoadedImage, ...] = ()  # every image part of `messages`, in order, fetched and checked
-
-    @property
-    def messages(self) -> tuple[Message, ...]:
-        return self.chat.messages
-
-    @property
-    def prompt(self) -> str | None:
-        """Legacy completions: raw text to continue, instead of messages through a chat template."""
-        return self.chat.prompt
-
-    @property
-    def sampling(self) -> Sampling:
-        return self.chat.sampling
-
-    @property
-    def n(self) -> int:
-        return self.chat.n
-
-    @property
-    def tools(self) -> tuple[Tool, ...]:
-        return self.chat.tools
-
-    @property
-    def parallel_tool_calls(self) -> bool:
-        return self.chat.parallel_tool_calls
-
-    @property
-    def response_format(self) -> ResponseFormat:
-        return self.chat.response_format
-
-    @property
-    def logprobs(self) -> bool:
-        return self.chat.logprobs
-
-    @property
-    def top_logprobs(self) -> int:
-        return self.chat.top_logprobs or 0
-
-    @property
-    def reasoning_effort(self) -> str | None:
-        return self.chat.reasoning_effort
 
 
 class Engine(abc.ABC):

@@ -65,7 +65,7 @@ class FakeEngine(Engine):
         return self._generate(request, self._prompt_tokens(request))
 
     def _prompt_tokens(self, request: GenerationRequest) -> int:
-        prompt = request.prompt or "\n".join(f"{m.role.value}: {m.text}" for m in request.messages)
+        prompt = request.chat.prompt or "\n".join(f"{m.role.value}: {m.text}" for m in request.chat.messages)
         prompt_tokens = len(_words(prompt))
         if prompt_tokens > self.context_length:
             raise ContextLengthExceeded(self.context_length, prompt_tokens)
@@ -75,13 +75,13 @@ class FakeEngine(Engine):
         finished = False
         completion_tokens = reasoning_tokens = 0
         try:
-            for index in range(request.n):
+            for index in range(request.chat.n):
                 budget = min(
-                    request.sampling.max_tokens or self.context_length,
+                    request.chat.sampling.max_tokens or self.context_length,
                     self.context_length - prompt_tokens,
                 )
-                assembler = TextAssembler(request.sampling.stop)
-                output = ChoiceOutput(index, request.tools, request.tool_choice, self.reasoning)
+                assembler = TextAssembler(request.chat.sampling.stop)
+                output = ChoiceOutput(index, request.chat.tools, request.tool_choice, self.reasoning)
                 reason = FinishReason.STOP
                 for i, word in enumerate(self._script(request, index)):
                     if i >= budget:
@@ -96,7 +96,7 @@ class FakeEngine(Engine):
                         reasoning_tokens += 1
                     else:
                         completion_tokens += 1
-                    logprob = _fake_logprob(word, request.top_logprobs) if request.logprobs else None
+                    logprob = _fake_logprob(word, request.chat.top_logprobs or 0) if request.chat.logprobs else None
                     for event in output.feed(assembler.feed(word.encode()), logprob):
                         yield event
                     if assembler.stopped:
@@ -116,7 +116,7 @@ class FakeEngine(Engine):
         if self.reply is not None:
             words = self.reply.split(" ")
             return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
-        seed = request.sampling.seed
+        seed = request.chat.sampling.seed
         rng = random.Random(None if seed is None else seed + index)
         count = rng.randint(8, 16)
         return [rng.choice(WORDS) + ("" if i == count - 1 else " ") for i in range(count)]

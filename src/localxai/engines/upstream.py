@@ -152,7 +152,7 @@ class UpstreamEngine(Engine):
         ]
 
     async def check(self, request: GenerationRequest) -> None:
-        if request.prompt is not None:
+        if request.chat.prompt is not None:
             raise InvalidArgument(
                 f"Legacy completions are not available for model {request.model}: it is served by an upstream "
                 "engine. Use chat completions or the Responses API."

@@ -40,21 +40,21 @@ def with_data_urls(request: GenerationRequest) -> GenerationRequest:
         replace(m, content=tuple(
             ImagePart(next(loaded).data_url, p.detail) if isinstance(p, ImagePart) else p for p in m.content
         ))
-        for m in request.messages
+        for m in request.chat.messages
     )  # fmt: skip
     return replace(request, chat=replace(request.chat, messages=messages))
 
 
 def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, Any]:
-    s = request.sampling
+    s = request.chat.sampling
     body: dict[str, Any] = {
         "model": upstream_model,
-        "messages": [openai_format.message(m) for m in request.messages],
+        "messages": [openai_format.message(m) for m in request.chat.messages],
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": s.temperature,
         "top_p": s.top_p,
-        "n": request.n,
+        "n": request.chat.n,
     }
     optional = {
         "max_tokens": s.max_tokens,
@@ -62,19 +62,19 @@ def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, An
         "stop": list(s.stop) or None,
         "presence_penalty": s.presence_penalty or None,
         "frequency_penalty": s.frequency_penalty or None,
-        "reasoning_effort": request.reasoning_effort,
+        "reasoning_effort": request.chat.reasoning_effort,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
-    if request.tools:
-        body["tools"] = [openai_format.tool_definition(t) for t in request.tools]
+    if request.chat.tools:
+        body["tools"] = [openai_format.tool_definition(t) for t in request.chat.tools]
         choice = request.tool_choice
         body["tool_choice"] = (
             {"type": "function", "function": {"name": choice.function}}
             if choice.mode is ToolMode.FUNCTION
             else choice.mode.value
         )
-        body["parallel_tool_calls"] = request.parallel_tool_calls
-    fmt = request.response_format
+        body["parallel_tool_calls"] = request.chat.parallel_tool_calls
+    fmt = request.chat.response_format
     if fmt.type is FormatType.JSON_OBJECT:
         body["response_format"] = {"type": "json_object"}
     elif fmt.type is FormatType.JSON_SCHEMA and fmt.schema is not None:
@@ -82,9 +82,9 @@ def openai_body(request: GenerationRequest, upstream_model: str) -> dict[str, An
             "type": "json_schema",
             "json_schema": {"name": "response", "schema": json.loads(fmt.schema), "strict": True},
         }
-    if request.logprobs:
+    if request.chat.logprobs:
         body["logprobs"] = True
-        body["top_logprobs"] = request.top_logprobs
+        body["top_logprobs"] = request.chat.top_logprobs or 0
     return body
 
 

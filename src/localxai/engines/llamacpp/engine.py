@@ -126,9 +126,9 @@ class LlamaCppEngine(Engine):
 
     def _check_n(self, request: GenerationRequest) -> None:
         parallel = self._model.parallel
-        if request.n > parallel:
+        if request.chat.n > parallel:
             raise InvalidArgument(
-                f"n={request.n} exceeds the {parallel} parallel sequences of this server "
+                f"n={request.chat.n} exceeds the {parallel} parallel sequences of this server "
                 "(the operator can raise --parallel)."
             )
 
@@ -142,7 +142,7 @@ class LlamaCppEngine(Engine):
         if constraint is None:
             return
         limit, which = self._model.shape.ctx_size - len(prompt), "the context left after the prompt"
-        max_tokens = request.sampling.max_tokens
+        max_tokens = request.chat.sampling.max_tokens
         if max_tokens is not None and max_tokens <= limit:
             limit, which = max_tokens, "max_tokens"
         if constraint.shortest_tokens > limit:
@@ -154,11 +154,12 @@ class LlamaCppEngine(Engine):
 
     def _prepare(self, request: GenerationRequest) -> tuple[Prompt, Constraint | None]:
         """Prompt and output constraint (images are preprocessed here; the scheduler thread encodes them)."""
-        if request.prompt is not None:  # legacy completions: the text as it is, after BOS
-            segments = [Segment(request.prompt, special=False)]
+        if request.chat.prompt is not None:  # legacy completions: the text as it is, after BOS
+            segments = [Segment(request.chat.prompt, special=False)]
         else:
-            messages = tuple(self._marked(m) for m in request.messages) if request.images else request.messages
-            conversation = Conversation(messages, request.tools, request.tool_choice, request.reasoning_effort)
+            chat = request.chat
+            messages = tuple(self._marked(m) for m in chat.messages) if request.images else chat.messages
+            conversation = Conversation(messages, chat.tools, request.tool_choice, chat.reasoning_effort)
             segments = self._template.render(conversation)
         prompt = Prompt.of(self._tokenize(segments, request.images))
         schema = output_schema(request)
@@ -232,14 +233,14 @@ class LlamaCppEngine(Engine):
 
 
 def calls_forced(request: GenerationRequest) -> bool:
-    return bool(request.tools) and request.tool_choice.mode in (ToolMode.REQUIRED, ToolMode.FUNCTION)
+    return bool(request.chat.tools) and request.tool_choice.mode in (ToolMode.REQUIRED, ToolMode.FUNCTION)
 
 
 def output_schema(request: GenerationRequest) -> dict[str, Any] | None:
     """The JSON Schema the output must follow: a required tool call, or the response format."""
     if calls_forced(request):
-        return forced_schema(request.tools, request.tool_choice, request.parallel_tool_calls)
-    fmt = request.response_format
+        return forced_schema(request.chat.tools, request.tool_choice, request.chat.parallel_tool_calls)
+    fmt = request.chat.response_format
     if fmt.type is FormatType.JSON_SCHEMA and fmt.schema is not None:
         return dict(json.loads(fmt.schema))
     if fmt.type is FormatType.JSON_OBJECT:

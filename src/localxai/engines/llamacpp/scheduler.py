@@ -68,7 +68,7 @@ class Job:
 
     @property
     def n(self) -> int:
-        return self.request.n
+        return self.request.chat.n
 
 
 @dataclass(eq=False)
@@ -252,7 +252,7 @@ class Scheduler:
         job.cached_tokens = common
         job.unfinished = job.n
         request = job.request
-        sampling = request.sampling
+        sampling = request.chat.sampling
         limit = model.shape.ctx_size - len(prompt)
         if sampling.max_tokens is not None:
             limit = min(limit, sampling.max_tokens)
@@ -265,7 +265,7 @@ class Scheduler:
                 slot=slot,
                 sampler=Sampler(sampling, choice_seed(sampling.seed, index), self._top_k, model.n_vocab, grammar),
                 assembler=TextAssembler(sampling.stop),
-                output=ChoiceOutput(index, request.tools, request.tool_choice, job.reasoning),
+                output=ChoiceOutput(index, request.chat.tools, request.tool_choice, job.reasoning),
                 limit=limit,
                 drafter=Drafter(job.ngrams) if job.ngrams is not None else None,
                 tracker=self._tracker(constraint),
@@ -400,8 +400,8 @@ class Scheduler:
             if ending is not None:
                 self._close(seq, ending)
                 return None
-        request = seq.job.request
-        logprob = self._model.logprob(batch_index, token, request.top_logprobs) if request.logprobs else None
+        chat = seq.job.request.chat
+        logprob = self._model.logprob(batch_index, token, chat.top_logprobs or 0) if chat.logprobs else None
         return token if self._accept(seq, token, logprob) else None
 
     def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> bool:
