@@ -65,7 +65,7 @@ def request(text: str, *, system: str | None = None, **sampling: object) -> Gene
 
 
 async def run(engine: LlamaCppEngine, req: GenerationRequest) -> tuple[list[str], list[str], Usage]:
-    return await collect(await engine.generate(req), req.n)
+    return await collect(await engine.generate(req), req.chat.n)
 
 
 async def collect(events: AsyncIterator[Event], n: int) -> tuple[list[str], list[str], Usage]:
@@ -129,7 +129,7 @@ NEAR_TIE = 0.5
 
 async def tokens(engine: LlamaCppEngine, req: GenerationRequest) -> tuple[list[list[TokenLogprob]], Usage]:
     """Each choice's generated tokens with their two likeliest alternatives, and the usage."""
-    out: list[list[TokenLogprob]] = [[] for _ in range(req.n)]
+    out: list[list[TokenLogprob]] = [[] for _ in range(req.chat.n)]
     usage = Usage()
     async for event in await engine.generate(req):
         if isinstance(event, TextDelta):
