@@ -94,3 +94,17 @@ def test_single_bracket_models_table_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text('[models]\nid = "m"\nengine = "llamacpp"\n')
     with pytest.raises(ConfigError, match=r"\[\[models\]\] table \(two brackets\)"):
         load_config(path, {})
+
+
+def test_building_the_settings_never_downloads(tmp_path: Path) -> None:
+    """An hf: model, from a flag or the config file, is a spec with a source: the runtime pulls it at
+    start (hub.pulled), so building the settings reads and checks only, offline or not."""
+
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "LOCALXAI_DATA_DIR": str(tmp_path)}
+    [flag] = build_settings({"model": "hf:acme/tiny-GGUF:Q4_K_M"}, env).models.embedded
+    assert flag.source == "hf:acme/tiny-GGUF:Q4_K_M" and flag.path is None and flag.id
+    text = '[[models]]\nid = "t"\npath = "hf:acme/tiny-GGUF"\n'
+    [entry] = load_config(write(tmp_path, text), {}).embedded
+    assert entry.source == "hf:acme/tiny-GGUF" and entry.path is None
+    with pytest.raises(ConfigError, match="expected hf:ORG/REPO"):
+        load_config(write(tmp_path, '[[models]]\nid = "t"\npath = "hf:a/b:c:d"\n'), {})

@@ -48,10 +48,10 @@ else:  # pragma: no cover
 
 
 def load_config(
-    path: Path, environ: Mapping[str, str], defaults: EngineTuning | None = None, offline: bool = False
+    path: Path, environ: Mapping[str, str], defaults: EngineTuning | None = None
 ) -> ModelsConfig:
     """`defaults`: the tuning the flags give every embedded model (an entry may set `parallel` and
-    `ctx_size`). `offline`: hf: paths come from the local Hugging Face cache only."""
+    `ctx_size`). Reads only: hf: paths are pulled at start (hub.pulled)."""
     defaults = defaults or EngineTuning()
     try:
         data = tomllib.loads(path.read_text())
@@ -69,12 +69,13 @@ def load_config(
         if engine == "llamacpp":
             if "mmproj" in entry and "path" not in entry:
                 raise ConfigError(f"{where}: mmproj needs the path of the model it belongs to")
-            model_path, mmproj = _model_files(entry, where, offline)
+            model_path, mmproj, source = _model_files(entry, where)
             embedded.append(
                 EmbeddedModel(
                     id=model_id,
                     path=model_path,
                     mmproj=mmproj,
+                    source=source,
                     tuning=replace(
                         defaults,
                         parallel=_optional(entry, "parallel", int, where, defaults.parallel)
@@ -117,9 +118,9 @@ def load_config(
     return ModelsConfig(tuple(embedded), tuple(upstream), aliases=tuple(aliases))
 
 
-def _model_files(entry: dict[str, Any], where: str, offline: bool) -> tuple[Path | None, Path | None]:
-    """The entry's GGUF and projector: local paths, or an hf: reference pulled now (its mmproj unless given)."""
-    from localxai.hub import HubRef, is_hub_ref, pull
+def _model_files(entry: dict[str, Any], where: str) -> tuple[Path | None, Path | None, str | None]:
+    """The entry's GGUF and projector as local paths, or an hf: reference to pull at start (checked now)."""
+    from localxai.hub import HubRef, is_hub_ref
 
     for key in ("path", "mmproj"):
         if key in entry and not isinstance(entry[key], str):
@@ -128,13 +129,13 @@ def _model_files(entry: dict[str, Any], where: str, offline: bool) -> tuple[Path
     if mmproj is not None:
         check_gguf(mmproj, f"{where}: mmproj")
     if "path" not in entry:
-        return None, mmproj
+        return None, mmproj, None
     if is_hub_ref(entry["path"]):
-        local = pull(HubRef.parse(entry["path"]), offline=offline)
-        return local.path, mmproj or local.mmproj
+        HubRef.parse(entry["path"])  # a malformed reference is refused with the file's other errors
+        return None, mmproj, entry["path"]
     model_path = Path(entry["path"]).expanduser()
     check_gguf(model_path, f"{where}: path")
-    return model_path, mmproj
+    return model_path, mmproj, None
 
 
 def check_gguf(path: Path, flag: str) -> None:

@@ -15,11 +15,12 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localxai.errors import ConfigError
+from localxai.specs import ModelsConfig
 
 if TYPE_CHECKING:
     from huggingface_hub import CachedRevisionInfo
@@ -163,6 +164,18 @@ def _mmproj(names: Sequence[str], model: str) -> str | None:
         if best is None or rank < best:
             best, chosen = rank, name
     return chosen
+
+
+def pulled(models: ModelsConfig, offline: bool = False) -> ModelsConfig:
+    """`models` with every embedded model's hf: `source` pulled (or found in the cache): its path, and its
+    projector unless one was given. Runs at the composition root, once the settings are built."""
+    embedded = tuple(
+        replace(m, path=local.path, mmproj=m.mmproj or local.mmproj, source=None)
+        if m.source is not None and (local := pull(HubRef.parse(m.source), offline=offline))
+        else m
+        for m in models.embedded
+    )
+    return replace(models, embedded=embedded)
 
 
 def pull(ref: HubRef, offline: bool = False, verify: str = "new") -> LocalModel:

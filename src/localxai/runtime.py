@@ -13,6 +13,7 @@ from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
 from localxai.engines.registry import build_engines
 from localxai.errors import ConfigError
+from localxai.hub import pulled
 from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
 from localxai.sealing import Sealer
@@ -84,7 +85,8 @@ class Runtime:
                     f"refusing to listen on {settings.host} without API keys: pass --api-key, set LOCALXAI_API_KEYS, "
                     "or create one with `localxai keys create`; or listen on 127.0.0.1"
                 )
-            engines = build_engines(settings.models, settings.data_dir)
+            # Downloads happen here, at the composition root: building the settings only reads.
+            engines = build_engines(pulled(settings.models, settings.offline), settings.data_dir)
         except BaseException:
             store.close()
             raise

@@ -16,7 +16,7 @@ from typing import Any
 from localxai.config import check_gguf, load_config, reasoning_spec
 from localxai.engines.llamacpp.default_model import DEFAULT_MODEL_ID
 from localxai.errors import ConfigError
-from localxai.hub import HubRef, is_hub_ref, pull
+from localxai.hub import HubRef, is_hub_ref
 from localxai.specs import EmbeddedModel, EngineTuning, FakeModel, ManagedVllmModel, ModelsConfig
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -217,8 +217,6 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     settings = Settings(**values).check()
     if not models:
         return settings
-    if settings.engine == "llamacpp" and is_hub_ref(settings.model):
-        settings = _pulled(settings)
     return replace(settings, models=models_config(settings, env))
 
 
@@ -229,18 +227,6 @@ def client_api_key(environ: Mapping[str, str] | None = None) -> str | None:
 
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
-
-
-def _pulled(settings: Settings) -> Settings:
-    """--model hf:ORG/REPO[:QUANT]: the files, downloaded now (or found in the cache), and a model id."""
-    ref = HubRef.parse(str(settings.model))
-    local = pull(ref, offline=settings.offline)
-    return replace(
-        settings,
-        model=local.path,
-        mmproj=settings.mmproj or local.mmproj,
-        model_id=settings.model_id or ref.model_id,
-    ).check()
 
 
 def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfig:
@@ -255,7 +241,7 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
         cache_ram_mib=settings.cache_ram_mib,
     )
     if settings.config is not None:
-        return load_config(settings.config, environ, defaults, offline=settings.offline)
+        return load_config(settings.config, environ, defaults)
     if settings.engine == "fake":
         return ModelsConfig(fake=(FakeModel(settings.model_id or "fake-model", settings.ctx_size),))
     if settings.engine == "vllm":
@@ -268,11 +254,17 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
             context_length=settings.ctx_size,
         )
         return ModelsConfig(managed=(managed,))
-    model_id = settings.model_id or (settings.model.name.removesuffix(".gguf") if settings.model else DEFAULT_MODEL_ID)
+    source = str(settings.model) if is_hub_ref(settings.model) else None  # pulled at start (hub.pulled)
+    if source is not None:
+        derived = HubRef.parse(source).model_id
+    else:
+        derived = settings.model.name.removesuffix(".gguf") if settings.model else DEFAULT_MODEL_ID
+    model_id = settings.model_id or derived
     embedded = EmbeddedModel(
         id=model_id,
-        path=settings.model,
+        path=None if source is not None else settings.model,
         mmproj=settings.mmproj,
+        source=source,
         tuning=defaults,
         reasoning=reasoning_spec(settings.reasoning, settings.reasoning_tags, settings.reasoning_open),
         reasoning_efforts=settings.reasoning_efforts,

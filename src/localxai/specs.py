@@ -36,8 +36,9 @@ class EmbeddedModel:
     """A GGUF model run in-process by llama.cpp."""
 
     id: str
-    path: Path | None = None  # None: the embedded default model
+    path: Path | None = None  # None: the embedded default model, or `source` once pulled
     mmproj: Path | None = None  # vision projector of `path`
+    source: str | None = None  # hf:ORG/REPO[:QUANT]: its files are pulled at start (hub.pulled, runtime.py)
     tuning: EngineTuning = field(default_factory=EngineTuning)
     reasoning: ReasoningSpec | None = None
     reasoning_efforts: tuple[str, ...] = ()
