@@ -22,7 +22,7 @@ import pytest
 
 from localxai.engines.fake import FakeEngine
 from localxai.httpapi.app import create_app
-from localxai.runtime import Runtime
+from localxai.runtime import Options, Runtime
 from localxai.store.store import Store, sqlite_url
 
 # What makes a test need the real model or a server process: `make test-fast` runs the others.
@@ -34,7 +34,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 def fake_app(engine: FakeEngine | None = None, keys: tuple[str, ...] = (API_KEY,), **service_kwargs):  # type: ignore[no-untyped-def]
     store = Store(sqlite_url(Path(tempfile.mkdtemp(prefix="localxai-test-"))))
-    return create_app(Runtime.build([engine or FakeEngine()], keys, store, **service_kwargs))
+    return create_app(Runtime.build([engine or FakeEngine()], keys, store, Options(**service_kwargs)))
 
 
 @pytest.fixture

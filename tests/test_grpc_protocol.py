@@ -21,7 +21,7 @@ from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, models_pb2_grpc, tokenize_
 from localxai.engines.base import GenerationRequest
 from localxai.engines.fake import FakeEngine
 from localxai.grpcapi.server import grpc_server
-from localxai.runtime import Runtime
+from localxai.runtime import Options, Runtime
 from localxai.service import MAX_TOKENIZE_CHARS
 from localxai.specs import ReasoningSpec
 from localxai.store.store import Store, sqlite_url
@@ -242,7 +242,7 @@ async def test_server_side_tools_are_refused_or_dropped_as_over_rest() -> None:
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "Tool type 'web_search' is not supported by this server" in (error.details() or "")
     store = Store(sqlite_url(Path(tempfile.mkdtemp(prefix="localxai-test-"))))
-    runtime = Runtime.build([FakeEngine()], (API_KEY,), store, drop_server_tools=True)
+    runtime = Runtime.build([FakeEngine()], (API_KEY,), store, Options(drop_server_tools=True))
     port = free_port()
     async with grpc_server(runtime, "127.0.0.1", port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         answer = await chat_pb2_grpc.ChatStub(channel).GetCompletion(ask, metadata=AUTH)

@@ -19,7 +19,7 @@ from PIL import Image
 from localxai.engines.upstream import UpstreamEngine
 from localxai.httpapi.app import create_app
 from localxai.media.fetch import FetchPolicy
-from localxai.runtime import Runtime
+from localxai.runtime import Options, Runtime
 from localxai.specs import UpstreamModel
 from localxai.store.store import Store, sqlite_url
 
@@ -81,7 +81,7 @@ def client(base: str, tmp_path: Any, allow_private: bool = True) -> httpx.AsyncC
     engine = UpstreamEngine([UpstreamModel(id="vision", base_urls=(base + "/v1",), upstream_model="v", vision=True)])
     policy = FetchPolicy(allow_private=allow_private, timeout_s=2)
     key = AUTH["Authorization"].split()[1]
-    runtime = Runtime.build([engine], (key,), Store(sqlite_url(tmp_path)), fetch_policy=policy)
+    runtime = Runtime.build([engine], (key,), Store(sqlite_url(tmp_path)), Options(fetch_policy=policy))
     app = create_app(runtime)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=AUTH)
 

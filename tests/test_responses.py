@@ -236,10 +236,10 @@ async def test_anthropic_messages_is_gone_as_at_xai(api: httpx.AsyncClient) -> N
 
 async def test_server_tools_can_be_dropped_by_the_operator(tmp_path: Any) -> None:
     from localxai.httpapi.app import create_app
-    from localxai.runtime import Runtime
+    from localxai.runtime import Options, Runtime
     from localxai.store.store import Store, sqlite_url
 
-    runtime = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path)), drop_server_tools=True)
+    runtime = Runtime.build([FakeEngine()], (API_KEY,), Store(sqlite_url(tmp_path)), Options(drop_server_tools=True))
     async with app_client(create_app(runtime)) as api:
         body = {"model": "fake-model", "input": "hi", "tools": [{"type": "web_search"}, WEATHER]}
         r = await api.post("/v1/responses", json=body)

@@ -23,6 +23,20 @@ from localxai.store.store import Store, sqlite_url
 
 
 @dataclass(frozen=True)
+class Options:
+    """How a runtime is put together beyond its engines, keys and store (tests set a few)."""
+
+    aliases: Iterable[tuple[str, str]] = ()
+    limits: Limits | None = None
+    worker_id: str = "localxai"
+    deferred_lease_s: float = 30.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    fetch_policy: FetchPolicy | None = None
+    open_access: bool | None = None  # None: decided at build, from whether any key is configured or stored
+    drop_server_tools: bool = False  # `--server-tools drop`
+
+
+@dataclass(frozen=True)
 class Runtime:
     service: ChatService
     deferred: DeferredCompletions
@@ -37,20 +51,10 @@ class Runtime:
 
     @classmethod
     def build(
-        cls,
-        engines: list[Engine],
-        keys: tuple[str, ...],
-        store: Store,
-        aliases: Iterable[tuple[str, str]] = (),
-        limits: Limits | None = None,
-        worker_id: str = "localxai",
-        deferred_lease_s: float = 30.0,
-        max_body_bytes: int = 64 * 1024 * 1024,
-        fetch_policy: FetchPolicy | None = None,
-        open_access: bool | None = None,
-        drop_server_tools: bool = False,
+        cls, engines: list[Engine], keys: tuple[str, ...], store: Store, options: Options | None = None
     ) -> Runtime:
-        """`open_access` None: decided now, from whether any key is configured or stored."""
+        options = options or Options()
+        aliases, limits, fetch_policy = options.aliases, options.limits, options.fetch_policy
         metrics = Metrics(engines)
         shutdown = Shutdown()
         service = ChatService(
@@ -62,15 +66,12 @@ class Runtime:
             fetch_policy=fetch_policy,
             shutdown=shutdown,
         )
-        deferred = DeferredCompletions(service, store, worker_id, lease_s=deferred_lease_s)
-        if open_access is None:
-            open_access = is_open_access(keys, store)
+        deferred = DeferredCompletions(service, store, options.worker_id, lease_s=options.deferred_lease_s)
+        open_access = is_open_access(keys, store) if options.open_access is None else options.open_access
         auth = Authenticator(keys, store, open_access)
-        conversations = Conversations(store, service, drop_server_tools)
+        conversations = Conversations(store, service, options.drop_server_tools)
         sealer = Sealer(store.secret("sealed-blobs"))
-        return cls(
-            service, deferred, auth, store, metrics, conversations, sealer, max_body_bytes, shutdown
-        )
+        return cls(service, deferred, auth, store, metrics, conversations, sealer, options.max_body_bytes, shutdown)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -95,19 +96,21 @@ class Runtime:
                 engines,
                 settings.api_keys,
                 store,
-                aliases=(*settings.models.aliases, *settings.aliases),
-                limits=Limits(
-                    max_n=settings.max_n,
-                    max_messages=settings.max_messages,
-                    max_images=settings.max_images,
-                    timeout_s=settings.request_timeout_s or None,
+                Options(
+                    aliases=(*settings.models.aliases, *settings.aliases),
+                    limits=Limits(
+                        max_n=settings.max_n,
+                        max_messages=settings.max_messages,
+                        max_images=settings.max_images,
+                        timeout_s=settings.request_timeout_s or None,
+                    ),
+                    worker_id=f"{socket.gethostname()}:{settings.port}",
+                    deferred_lease_s=settings.deferred_lease_s,
+                    max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
+                    fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
+                    open_access=open_access,
+                    drop_server_tools=settings.server_tools == "drop",
                 ),
-                worker_id=f"{socket.gethostname()}:{settings.port}",
-                deferred_lease_s=settings.deferred_lease_s,
-                max_body_bytes=int(settings.max_body_mb * 1024 * 1024),
-                fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
-                open_access=open_access,
-                drop_server_tools=settings.server_tools == "drop",
             )
             return replace(runtime, grpc_port=settings.grpc_port)
         except BaseException:  # a bad alias, a duplicate id: the loaded engines must not linger
