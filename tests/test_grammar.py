@@ -690,3 +690,15 @@ def test_llama_cpp_compiles_every_grammar_here() -> None:
             ll.llama_sampler_free(sampler)
     finally:
         ll.llama_model_free(model)
+
+
+def test_repetition_writes_exactly_low_to_high_items() -> None:
+    from localxai.engines.llamacpp.gbnf import repetition
+
+    for separator in (None, '","'):
+        for low in range(4):
+            for high in [None, *range(low, 6)]:
+                g = Gbnf("root ::= " + (repetition('"a"', low, high, separator) or '""') + "\n")
+                for count in range(8):
+                    text = ("," if separator else "").join(["a"] * count)
+                    assert g.accepts(text) == (low <= count and (high is None or count <= high)), (low, high, count)

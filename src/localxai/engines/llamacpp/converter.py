@@ -2,8 +2,8 @@
 
 llama-cpp-python's converter drops keywords without a word (a `maxLength` beside a `pattern`, siblings
 of `anyOf`, a `format` it does not know, keywords beside a type list) and writes strings that may not
-be valid JSON (`"` and `\\` in enum values and patterns). This converter reuses its building blocks
-(the primitive rules, repetition) and decides everything else itself:
+be valid JSON (`"` and `\\` in enum values and patterns). This converter writes its own building blocks
+(gbnf.py) and decides everything itself:
 
 - strings: lengths (`char` repetitions, as llama.cpp), `pattern` with JSON Schema's search semantics,
   `format` (date, time, date-time, uuid, email, hostname, ipv4, ipv6, uri), and lengths beside them
@@ -32,9 +32,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import jsonschema
-from llama_cpp.llama_grammar import PRIMITIVE_RULES, SPACE_RULE, BuiltinRule, _build_repetition
 
 from localxai.engines.llamacpp import patterns
+from localxai.engines.llamacpp.gbnf import DIGITS, PRIMITIVES, SPACE_RULE, repetition
 from localxai.schemas import MAX_REPEAT
 
 ANNOTATIONS = frozenset(
@@ -56,8 +56,7 @@ HEX = "[0-9a-fA-F]"
 CHAR_RULE = (
     r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" ([0-9a-cA-CefEF] ' + f"{HEX} {HEX} {HEX} | [dD] [0-7] {HEX} {HEX}))"
 )
-RESERVED_NAMES = frozenset({"root", "space", *PRIMITIVE_RULES})
-DIGITS = 16  # the longest integral part written (as llama.cpp's own number rule)
+RESERVED_NAMES = frozenset({"root", "space", "char", *PRIMITIVES})
 FRACTION_DIGITS = 15
 MAX_VISIT_DEPTH = 150
 UNIONS_AND_LITERALS = frozenset({"anyOf", "oneOf", "const", "enum"})
@@ -141,9 +140,9 @@ class Converter:
         return key
 
     def _primitive(self, name: str) -> str:
-        rule = BuiltinRule(CHAR_RULE, []) if name == "char" else PRIMITIVE_RULES[name]
-        self._rules[name] = rule.content
-        for dep in rule.deps:
+        body, deps = (CHAR_RULE, ()) if name == "char" else PRIMITIVES[name]
+        self._rules[name] = body
+        for dep in deps:
             if dep not in self._rules:
                 self._primitive(dep)
         return name
@@ -485,7 +484,7 @@ class Converter:
         if high == 0:
             return self._add_rule(rule_name, '"[" space "]" space')
         item = self.visit(rest if rest is not None else {}, f"{prefix}item")
-        body = _build_repetition(item, low, high, separator_rule='"," space')
+        body = repetition(item, low, high, separator='"," space')
         return self._add_rule(rule_name, f'"[" space {body} "]" space')
 
     def _count(self, schema: dict[str, Any], key: str) -> int | None:
@@ -510,7 +509,7 @@ class Converter:
             if low == 0 and high is None:
                 return self._add_rule(rule_name, self._primitive("string"))
             char = self._primitive("char")
-            return self._add_rule(rule_name, f'"\\"" {_build_repetition(char, low, high)} "\\"" space')
+            return self._add_rule(rule_name, f'"\\"" {repetition(char, low, high)} "\\"" space')
         if pattern is not None and fmt is not None:
             raise self._refuse("pattern", schema, "is not enforced together with 'format'")
         keyword = "pattern" if pattern is not None else "format"
