@@ -16,8 +16,9 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import empty_pb2
-from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, models_pb2_grpc, tokenize_pb2, tokenize_pb2_grpc
+from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, models_pb2_grpc, sample_pb2, tokenize_pb2, tokenize_pb2_grpc
 
+from localxai.chat import Finished, FinishReason, TextDelta
 from localxai.engines.base import GenerationRequest
 from localxai.engines.fake import FakeEngine
 from localxai.grpcapi.server import grpc_server
@@ -247,3 +248,26 @@ async def test_server_side_tools_are_refused_or_dropped_as_over_rest() -> None:
     async with grpc_server(runtime, "127.0.0.1", port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         answer = await chat_pb2_grpc.ChatStub(channel).GetCompletion(ask, metadata=AUTH)
         assert answer.outputs[0].message.content
+
+
+class CutShort(FakeEngine):
+    """Ends as the core ends a stream at shutdown: the choice finished by length, no usage report."""
+
+    async def generate(self, request: GenerationRequest) -> Any:
+        async def events() -> Any:
+            yield TextDelta(0, "so far")
+            yield Finished(0, FinishReason.LENGTH)
+
+        return events()
+
+
+async def test_a_stored_stream_cut_short_is_kept_as_over_rest() -> None:
+    """The conversation core stores for both wires: a streamed turn cut at shutdown is kept as far as it
+    arrived (gRPC dropped it before), and continues like any other."""
+    async with serving(CutShort()) as served:
+        chat = chat_pb2_grpc.ChatStub(served.channel)
+        chunks = [c async for c in chat.GetCompletionChunk(chat_request(store_messages=True), metadata=AUTH)]
+        ask = chat_pb2.GetStoredCompletionRequest(response_id=chunks[0].id)
+        stored = await chat.GetStoredCompletion(ask, metadata=AUTH)
+        assert stored.outputs[0].message.content == "so far"
+        assert stored.outputs[0].finish_reason == sample_pb2.REASON_MAX_LEN
