@@ -174,7 +174,7 @@ async def test_choices_copying_at_once_make_no_guesses(model_path: Path) -> None
     """Beside another generating sequence a guess would need a llama.cpp pass of its own, which the
     other waits for; that lost on the bench (docs/engine.md), so only a sequence alone guesses."""
     two_choices, one_choice = QUOTING[3], QUOTING[0]
-    assert two_choices.n == 2 and one_choice.n == 1
+    assert two_choices.chat.n == 2 and one_choice.chat.n == 1
     async for engine in make_engine(model_path, speculation=True):
         await tokens(engine, two_choices)
         assert engine.stats()[MODEL]["draft_tokens"] == 0
