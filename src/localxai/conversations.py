@@ -32,7 +32,7 @@ from localxai.chat import (
     TextPart,
     Usage,
 )
-from localxai.errors import InvalidArgument, LocalXAIError, NotFound
+from localxai.errors import InvalidArgument, LocalXAIError, NotFound, public_message
 from localxai.ids import is_id
 from localxai.service import ChatService, ChatStream, Collector, server_tools_refused
 from localxai.store.store import Store
@@ -134,8 +134,8 @@ class Conversations:
                 turn.collector.add(event)
                 yield event
         except Exception as exc:
-            message = exc.message if isinstance(exc, LocalXAIError) and exc.public else _internal_error()
-            turn.response = replace(turn.response, error=message)
+            rid = logs.request_id.get()  # "-" outside a request
+            turn.response = replace(turn.response, error=public_message(exc, rid if rid != "-" else ""))
             try:
                 with anyio.CancelScope(shield=True):
                     await self.keep(turn.response, caller)
@@ -210,8 +210,3 @@ def _check_call_results(messages: tuple[Message, ...]) -> None:
         calls.update(call.id for call in message.tool_calls)
         if message.role is Role.TOOL and message.tool_call_id is not None and message.tool_call_id not in calls:
             raise InvalidArgument(f"No function call with call_id {message.tool_call_id!r} precedes its output.")
-
-
-def _internal_error() -> str:
-    rid = logs.request_id.get()
-    return f"internal error (request id {rid})" if rid != "-" else "internal error"

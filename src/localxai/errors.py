@@ -120,5 +120,12 @@ class InternalError(LocalXAIError):
         super().__init__(message)
 
 
+def public_message(exc: BaseException | None, request_id: str = "") -> str:
+    """What a client may read of `exc`: its message, or only "internal error" (with the request id)."""
+    if isinstance(exc, LocalXAIError) and exc.public:
+        return exc.message
+    return f"internal error (request id {request_id})" if request_id else "internal error"
+
+
 class ConfigError(Exception):
     """A startup problem the operator must fix (bad flag, missing file); never sent to clients."""

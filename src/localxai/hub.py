@@ -169,13 +169,13 @@ def _mmproj(names: Sequence[str], model: str) -> str | None:
 def pulled(models: ModelsConfig, offline: bool = False) -> ModelsConfig:
     """`models` with every embedded model's hf: `source` pulled (or found in the cache): its path, and its
     projector unless one was given. Runs at the composition root, once the settings are built."""
-    embedded = tuple(
-        replace(m, path=local.path, mmproj=m.mmproj or local.mmproj, source=None)
-        if m.source is not None and (local := pull(HubRef.parse(m.source), offline=offline))
-        else m
-        for m in models.embedded
-    )
-    return replace(models, embedded=embedded)
+    embedded = []
+    for model in models.embedded:
+        if model.source is not None:
+            local = pull(HubRef.parse(model.source), offline=offline)
+            model = replace(model, path=local.path, mmproj=model.mmproj or local.mmproj, source=None)
+        embedded.append(model)
+    return replace(models, embedded=tuple(embedded))
 
 
 def pull(ref: HubRef, offline: bool = False, verify: str = "new") -> LocalModel:

@@ -102,7 +102,7 @@ class _Call:
             await self.context.abort(self.code, exc.message)
         log.error("gRPC %s failed", self.method, exc_info=exc)
         self.code = grpc.StatusCode.INTERNAL
-        await self.context.abort(self.code, f"internal error (request id {self.request_id})")
+        await self.context.abort(self.code, e.public_message(None, self.request_id))
 
     def done(self) -> None:
         if self.code is grpc.StatusCode.OK and self.context.cancelled():

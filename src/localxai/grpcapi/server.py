@@ -27,7 +27,7 @@ from xai_sdk.proto.v5 import (
 
 from localxai import errors as e
 from localxai.auth import ApiKey
-from localxai.chat import Finished
+from localxai.chat import Finished, StoredResponse
 from localxai.conversations import Turn
 from localxai.grpcapi import convert
 from localxai.grpcapi.calls import lenient_bodies, streaming, unary
@@ -54,14 +54,14 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     @unary
     async def GetCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey) -> Any:
         response = await self.runtime.conversations.complete(self._turn(request, stream=False), caller, api="grpc")
-        return convert.completion(response.completion, self._sealer(request))
+        return convert.completion(response.completion, self._sealer(response))
 
     @streaming
     async def GetCompletionChunk(
         self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey
     ) -> AsyncIterator[chat_pb2.GetChatCompletionChunk]:
         running = await self.runtime.conversations.stream(self._turn(request, stream=True), caller, api="grpc")
-        sealer = self._sealer(request)
+        sealer = self._sealer(running.response)
         try:
             async for event in running.stream.events:
                 if sealer is not None and isinstance(event, Finished):  # the thinking is whole: sealed, before the end
@@ -80,9 +80,9 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
             sealed_reasoning=request.use_encrypted_content,
         )
 
-    def _sealer(self, request: chat_pb2.GetCompletionsRequest) -> Sealer | None:
+    def _sealer(self, response: StoredResponse) -> Sealer | None:
         """The sealer when the client asked for its thinking sealed (`use_encrypted_content`)."""
-        return self.runtime.sealer if request.use_encrypted_content else None
+        return self.runtime.sealer if response.sealed_reasoning else None
 
     @unary
     async def GetStoredCompletion(

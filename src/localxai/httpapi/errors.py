@@ -36,10 +36,8 @@ def status_for(exc: e.LocalXAIError) -> int:
 
 def error_body(exc: e.LocalXAIError | None, request_id: str = "") -> dict[str, Any]:
     """`{"code": <gRPC status text>, "error": <message>}`; unexpected errors say only 'internal error'."""
-    if exc is None or not exc.public:
-        suffix = f" (request id {request_id})" if request_id else ""
-        return {"code": e.Status.INTERNAL.value, "error": f"internal error{suffix}"}
-    return {"code": exc.status.value, "error": exc.message}
+    code = exc.status if exc is not None and exc.public else e.Status.INTERNAL
+    return {"code": code.value, "error": e.public_message(exc, request_id)}
 
 
 def error_response(exc: e.LocalXAIError | None, request_id: str = "") -> JSONResponse:
