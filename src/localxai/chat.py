@@ -40,6 +40,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # a JSON text, as on the wire
+    kind: str = "function"  # a client's function, or the server-side tool that ran it (ServerTool.kind)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,14 @@ class Tool:
     name: str
     description: str = ""
     parameters: str = '{"type": "object", "properties": {}}'  # JSON Schema, as JSON text
+
+
+@dataclass(frozen=True)
+class ServerTool:
+    """One of xAI's server-side tools a request enables: the server runs its calls (agent/)."""
+
+    kind: str  # web_search, x_search, code_execution, mcp, collections_search, attachment_search, ...
+    config: str = "{}"  # its settings as a JSON object text (domains, server_url, allowed tools, ...)
 
 
 class ToolMode(str, enum.Enum):
@@ -125,7 +134,8 @@ class ChatRequest:
     top_logprobs: int | None = None
     reasoning_effort: str | None = None
     unsupported: tuple[str, ...] = ()  # names of set fields localxai does not honour (-> 400)
-    server_tools: tuple[str, ...] = ()  # xAI's server-side tools named (refused, or dropped by conversations.py)
+    server_tools: tuple[ServerTool, ...] = ()  # run by the agent loop (agent/), refused or dropped where it cannot
+    max_turns: int | None = None  # the agent loop's model turns (None: the server's cap)
     prompt: str | None = None  # legacy /v1/completions: raw text continued as is, no chat template
 
 
@@ -134,6 +144,7 @@ class FinishReason(str, enum.Enum):
     LENGTH = "length"
     TOOL_CALLS = "tool_calls"
     TIME_LIMIT = "time_limit"  # the server's per-request time limit; REST spells it "length"
+    MAX_TURNS = "max_turns"  # the agent loop ran out of turns with server-side calls still wanted
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class Usage:
     cached_tokens: int = 0
     image_tokens: int = 0
     reasoning_tokens: int = 0
+    server_tools_used: tuple[str, ...] = ()  # the kind of each server-side call that succeeded, in order
 
     @property
     def text_tokens(self) -> int:
@@ -204,7 +216,42 @@ class UsageReport:
     usage: Usage
 
 
-Event = TextDelta | ReasoningDelta | ToolCallDelta | Finished | UsageReport
+class CallStatus(str, enum.Enum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ServerCall:
+    """A server-side tool call of the agent loop, as the client sees it."""
+
+    call: ToolCall  # call.kind: the tool that ran it
+    status: CallStatus = CallStatus.IN_PROGRESS
+    output: str = ""  # what the model read (a failure's message too)
+    error: str | None = None  # why it failed (status FAILED)
+    sources: tuple[str, ...] = ()  # URLs it read (web search): the answer's citations
+    server_label: str | None = None  # mcp: the server it went to
+
+
+@dataclass(frozen=True)
+class ServerCallEvent:
+    """A server-side call started (IN_PROGRESS) or ended (COMPLETED / FAILED)."""
+
+    index: int
+    call: ServerCall
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """One turn of the agent loop ended in server-side calls, which ran: `messages` (the model's turn and
+    the results) go into the context, and the answer so far starts over."""
+
+    index: int
+    messages: tuple[Message, ...]
+
+
+Event = TextDelta | ReasoningDelta | ToolCallDelta | Finished | UsageReport | ServerCallEvent | StepDone
 
 
 @dataclass(frozen=True)
@@ -215,6 +262,13 @@ class Choice:
     reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] | None = None  # None: not requested
+    steps: tuple[Message, ...] = ()  # the agent loop's earlier turns and their results (the answer is the last)
+    server_calls: tuple[ServerCall, ...] = ()  # those turns' server-side calls, as they ended
+
+    @property
+    def citations(self) -> tuple[str, ...]:
+        """Every source the server-side calls read, once each, in order."""
+        return tuple(dict.fromkeys(url for call in self.server_calls for url in call.sources))
 
 
 @dataclass(frozen=True)
@@ -263,6 +317,7 @@ class StoredResponse:
     previous_response_id: str | None = None
     stored: bool = True  # False: rendered once, never kept (`store: false`)
     sealed_reasoning: bool = False  # include: ["reasoning.encrypted_content"] was asked
+    tool_outputs: tuple[str, ...] = ()  # the server-side tool kinds whose call outputs the client asked to see
     error: str | None = None  # the stream failed after its first byte: status "failed" with this message
     completed: int | None = None  # when the answer was finished (unix seconds)
 
@@ -277,4 +332,4 @@ class StoredResponse:
             tool_calls=choice.tool_calls,
             reasoning=choice.reasoning,
         )
-        return (*self.request.messages, answer)
+        return (*self.request.messages, *choice.steps, answer)

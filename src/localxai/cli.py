@@ -112,9 +112,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--server-tools",
         choices=["refuse", "drop"],
-        help="xAI's server-side tools (web_search, x_search, ...) in a Responses request: refuse with a 400 "
-        "(default) or drop them, for clients that always send them",
+        help="server-side tools this server cannot run (x_search, ...; web_search without --web-search-url): "
+        "refuse with a 400 (default) or drop them, for clients that always send them",
     )
+    serve.add_argument(
+        "--code-execution",
+        choices=["auto", "off"],
+        help="the code_execution tool: auto (default) serves it where the bubblewrap sandbox works",
+    )
+    serve.add_argument("--web-search-url", help="a SearXNG instance whose JSON API answers web_search")
+    serve.add_argument("--mcp", choices=["on", "off"], help="calls to the remote MCP servers requests name")
+    serve.add_argument(
+        "--tool-allow-private",
+        action="store_true",
+        help="let MCP servers and fetched pages be on loopback/private addresses (refused by default: SSRF)",
+    )
+    serve.add_argument("--agent-max-turns", type=int, help="model turns of one agent loop at most (default 10)")
     serve.add_argument(
         "--shutdown-grace-s", type=float, help="on SIGTERM, how long running requests may finish (default 30)"
     )

@@ -47,9 +47,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def load_config(
-    path: Path, environ: Mapping[str, str], defaults: EngineTuning | None = None
-) -> ModelsConfig:
+def load_config(path: Path, environ: Mapping[str, str], defaults: EngineTuning | None = None) -> ModelsConfig:
     """`defaults`: the tuning the flags give every embedded model (an entry may set `parallel` and
     `ctx_size`). Reads only: hf: paths are pulled at start (hub.pulled)."""
     defaults = defaults or EngineTuning()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from localxai import codec, logs
+from localxai.agent.loop import Agent
 from localxai.auth import ApiKey
 from localxai.chat import (
     ChatRequest,
@@ -34,7 +35,7 @@ from localxai.chat import (
 )
 from localxai.errors import InvalidArgument, LocalXAIError, NotFound, public_message
 from localxai.ids import is_id
-from localxai.service import ChatService, ChatStream, Collector, server_tools_refused
+from localxai.service import ChatService, ChatStream, Collector, server_tool_refused
 from localxai.store.store import Store
 
 RESPONSE_TTL_S = 30 * 24 * 3600
@@ -57,6 +58,7 @@ class Turn:
     instructions: str | None = None  # system text; it starts a chain, so not with `previous_id`
     store: bool = True
     sealed_reasoning: bool = False  # the answer's thinking goes back to the client sealed
+    tool_outputs: tuple[str, ...] = ()  # server-side tool kinds whose call outputs are shown (`include`)
 
 
 class TurnStream:
@@ -73,10 +75,16 @@ class TurnStream:
 
 class Conversations:
     def __init__(
-        self, store: Store, service: ChatService, drop_server_tools: bool = False, ttl_s: float = RESPONSE_TTL_S
+        self,
+        store: Store,
+        service: ChatService,
+        drop_server_tools: bool = False,
+        ttl_s: float = RESPONSE_TTL_S,
+        agent: Agent | None = None,
     ) -> None:
         self._store = store
         self._service = service
+        self.agent = agent or Agent(service)  # runs the server-side tools it has executors for
         self._drop_server_tools = drop_server_tools  # `--server-tools drop`: ignore them rather than refuse
         self._ttl_s = ttl_s
         self._expired_at = 0.0
@@ -95,17 +103,21 @@ class Conversations:
             context.append(Message(Role.SYSTEM, (TextPart(turn.instructions),)))
         messages = (*context, *turn.request.messages)
         _check_call_results(messages)
-        server_tools = turn.request.server_tools
-        if server_tools and not self._drop_server_tools:
-            raise server_tools_refused(server_tools)
-        if server_tools:
-            log.info("dropped server-side tools (--server-tools drop): %s", ", ".join(server_tools))
-        return replace(turn.request, messages=messages, server_tools=())
+        runnable = []
+        for tool in turn.request.server_tools:
+            why = self.agent.unavailable(tool)
+            if why is None:
+                runnable.append(tool)
+            elif self._drop_server_tools:
+                log.info("dropped server-side tool %s (--server-tools drop): %s", tool.kind, why)
+            else:
+                raise server_tool_refused(tool.kind, why)
+        return replace(turn.request, messages=messages, server_tools=tuple(runnable))
 
     async def stream(self, turn: Turn, caller: ApiKey, api: str = "rest") -> TurnStream:
         """Start the turn; raises client errors before any output exists."""
         request = await self.context(turn, caller)
-        stream = await self._service.generate(request, caller, api)
+        stream = await self.agent.generate(request, caller, api)
         started = Completion(stream.id, stream.created, stream.model, stream.fingerprint, (), Usage())
         response = StoredResponse(
             id=stream.id,  # one id for the generation and the response (gRPC answers with it)
@@ -116,6 +128,7 @@ class Conversations:
             previous_response_id=turn.previous_id,
             stored=turn.store,
             sealed_reasoning=turn.sealed_reasoning,
+            tool_outputs=turn.tool_outputs,
         )
         return TurnStream(self, stream, response, caller)
 

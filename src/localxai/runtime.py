@@ -7,6 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from localxai.accounting import Accounting
+from localxai.agent.base import Executor
+from localxai.agent.loop import Agent, AgentLimits
+from localxai.agent.sandbox import CodeSandbox
 from localxai.auth import Authenticator, is_open_access
 from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
@@ -34,6 +37,8 @@ class Options:
     fetch_policy: FetchPolicy | None = None
     open_access: bool | None = None  # None: decided at build, from whether any key is configured or stored
     drop_server_tools: bool = False  # `--server-tools drop`
+    executors: tuple[Executor, ...] = ()  # the server-side tools served (agent/)
+    agent_limits: AgentLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class Runtime:
         deferred = DeferredCompletions(service, store, options.worker_id, lease_s=options.deferred_lease_s)
         open_access = is_open_access(keys, store) if options.open_access is None else options.open_access
         auth = Authenticator(keys, store, open_access)
-        conversations = Conversations(store, service, options.drop_server_tools)
+        agent = Agent(service, options.executors, options.agent_limits)
+        conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
         return cls(service, deferred, auth, store, metrics, conversations, sealer, options.max_body_bytes, shutdown)
 
@@ -110,6 +116,8 @@ class Runtime:
                     fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_urls),
                     open_access=open_access,
                     drop_server_tools=settings.server_tools == "drop",
+                    executors=executors(settings),
+                    agent_limits=AgentLimits(max_turns=settings.agent_max_turns),
                 ),
             )
             return replace(runtime, grpc_port=settings.grpc_port)
@@ -120,6 +128,7 @@ class Runtime:
             raise
 
     async def start(self) -> None:
+        await self.conversations.agent.start()
         await self.service.open()
         await self.deferred.start()
 
@@ -132,3 +141,11 @@ class Runtime:
         await self.deferred.close()
         await self.service.close()
         self.store.close()
+
+
+def executors(settings: Settings) -> tuple[Executor, ...]:
+    """The server-side tools the settings serve."""
+    served: list[Executor] = []
+    if settings.code_execution == "auto":
+        served.append(CodeSandbox())
+    return tuple(served)

@@ -25,8 +25,12 @@ from localxai.chat import (
     Finished,
     FinishReason,
     FormatType,
+    Message,
     ModelInfo,
     ReasoningDelta,
+    ServerCall,
+    ServerCallEvent,
+    StepDone,
     TextDelta,
     Token,
     TokenLogprob,
@@ -187,8 +191,10 @@ class ChatService:
         if request.unsupported:
             # Fields the client set that localxai does not honour: refused, never ignored.
             raise UnsupportedParameter(f"Argument not supported: {', '.join(request.unsupported)}")
-        if request.server_tools:
-            raise server_tools_refused(request.server_tools)
+        if request.server_tools:  # the agent loop runs them (the Responses API and gRPC), one turn at a time
+            raise server_tool_refused(
+                request.server_tools[0].kind, "server-side tools run on the Responses API (/v1/responses) and gRPC"
+            )
         info, engine = self._resolve(request.model)
         self._validate(request, info)
         await self._accounting.admit(caller, info.id)
@@ -352,6 +358,8 @@ class Collector:
         self._calls: dict[int, list[ToolCall]] = {i: [] for i in range(n)}
         self._logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(n)}
         self._reasons: dict[int, FinishReason] = {}
+        self._steps: dict[int, list[Message]] = {i: [] for i in range(n)}
+        self._server_calls: dict[int, dict[str, ServerCall]] = {i: {} for i in range(n)}  # by call id, as they end
         self._usage: Usage | None = None
         self._wants_logprobs = False
 
@@ -368,6 +376,12 @@ class Collector:
             self._reasons[event.index] = event.reason
         elif isinstance(event, UsageReport):
             self._usage = event.usage
+        elif isinstance(event, ServerCallEvent):
+            self._server_calls[event.index][event.call.call.id] = event.call
+        elif isinstance(event, StepDone):  # the loop's turn is context now; the answer starts over
+            self._steps[event.index].extend(event.messages)
+            for buffer in (self._texts, self._thoughts, self._calls, self._logprobs):
+                buffer[event.index].clear()
 
     @property
     def finished(self) -> bool:
@@ -383,6 +397,8 @@ class Collector:
             reasoning="".join(self._thoughts[index]) or None,
             tool_calls=tuple(self._calls[index]),
             logprobs=tuple(self._logprobs[index]) if self._wants_logprobs else None,
+            steps=tuple(self._steps[index]),
+            server_calls=tuple(self._server_calls[index].values()),
         )
 
     def completion(self, stream: ChatStream, partial: bool = False) -> Completion:
@@ -402,11 +418,8 @@ async def collect(stream: ChatStream, n: int) -> Completion:
     return collector.completion(stream)
 
 
-def server_tools_refused(names: Sequence[str]) -> InvalidArgument:
-    return InvalidArgument(
-        f"Tool type {names[0]!r} is not supported by this server: server-side tools (web_search, x_search, "
-        "file_search, code_interpreter, mcp, …) are not available in localxai"
-    )
+def server_tool_refused(kind: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"Tool type {kind!r} is not available on this server: {why}.")
 
 
 def _check_range(name: str, value: float | None, low: float, high: float) -> None:

@@ -60,7 +60,12 @@ class Settings:
     database_url: str | None = None  # None: SQLite in data_dir; postgresql://... to share state
     deferred_lease_s: float = 30.0  # how long a claimed deferred request is held before others retry it
     offline: bool = False  # hf: models come from the local Hugging Face cache only (--offline, HF_HUB_OFFLINE=1)
-    server_tools: str = "refuse"  # xAI's server-side tools in a request: "refuse" (400) or "drop" (ignored)
+    server_tools: str = "refuse"  # server-side tools this server cannot run: "refuse" (400) or "drop" (ignored)
+    code_execution: str = "auto"  # "auto": served where the bubblewrap sandbox works; "off"
+    web_search_url: str | None = None  # a SearXNG instance (its JSON API) for web_search; None: not served
+    mcp: str = "on"  # remote MCP servers named by requests: "on" or "off"
+    tool_allow_private: bool = False  # let MCP servers and fetched pages be on loopback/private addresses
+    agent_max_turns: int = 10  # model turns of one response's agent loop at most
     models: ModelsConfig = field(default_factory=ModelsConfig)  # what to serve: from --config or the flags
 
     def check(self) -> Settings:
@@ -97,6 +102,13 @@ class Settings:
             raise ConfigError("--speculation (LOCALXAI_SPECULATION) must be ngram or off")
         if self.server_tools not in ("refuse", "drop"):
             raise ConfigError("--server-tools (LOCALXAI_SERVER_TOOLS) must be refuse or drop")
+        if self.code_execution not in ("auto", "off"):
+            raise ConfigError("--code-execution (LOCALXAI_CODE_EXECUTION) must be auto or off")
+        if self.mcp not in ("on", "off"):
+            raise ConfigError("--mcp (LOCALXAI_MCP) must be on or off")
+        _check_range("--agent-max-turns", self.agent_max_turns, 1, 100)
+        if self.web_search_url is not None and not self.web_search_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--web-search-url must be an http(s) URL, got {self.web_search_url!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level (LOCALXAI_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}")
         if self.config is not None and self.model is not None:
@@ -178,6 +190,10 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "database_url": str,
         "deferred_lease_s": float,
         "server_tools": str,
+        "code_execution": str,
+        "web_search_url": str,
+        "mcp": str,
+        "agent_max_turns": int,
     }
     for name, convert in simple.items():
         raw = env.get(f"LOCALXAI_{name.upper()}")
@@ -204,6 +220,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "yes",
     ):
         values["allow_private_image_urls"] = True
+    if flags.get("tool_allow_private") or _truthy(env.get("LOCALXAI_TOOL_ALLOW_PRIVATE")):
+        values["tool_allow_private"] = True
     if flags.get("offline") or any(_truthy(env.get(v)) for v in ("LOCALXAI_OFFLINE", "HF_HUB_OFFLINE")):
         values["offline"] = True
     if flags.get("vllm_arg"):

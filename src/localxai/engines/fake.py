@@ -9,9 +9,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
-from localxai.chat import Event, FinishReason, ModelInfo, Token, TokenLogprob, TopLogprob, Usage, UsageReport
+from localxai.chat import (
+    ChatRequest,
+    Event,
+    FinishReason,
+    ModelInfo,
+    Token,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    UsageReport,
+)
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.engines.output import ChoiceOutput
 from localxai.engines.stops import TextAssembler
@@ -26,7 +36,7 @@ class FakeEngine(Engine):
         self,
         model_id: str = "fake-model",
         context_length: int = 4096,
-        reply: str | None = None,
+        reply: str | Callable[[ChatRequest], str] | None = None,  # a script: the reply to each request
         token_delay: float = 0.0,
         reasoning: ReasoningSpec | None = None,
         reasoning_efforts: tuple[str, ...] = (),
@@ -114,7 +124,8 @@ class FakeEngine(Engine):
 
     def _script(self, request: GenerationRequest, index: int) -> list[str]:
         if self.reply is not None:
-            words = self.reply.split(" ")
+            reply = self.reply(request.chat) if callable(self.reply) else self.reply
+            words = reply.split(" ")
             return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
         seed = request.chat.sampling.seed
         rng = random.Random(None if seed is None else seed + index)

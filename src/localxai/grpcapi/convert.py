@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from xai_sdk.proto.v5 import chat_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
 from localxai import sealing
+from localxai.agent.base import MAX_DOMAINS
 from localxai.chat import (
+    CallStatus,
     ChatRequest,
     Choice,
     Completion,
@@ -26,6 +29,10 @@ from localxai.chat import (
     ResponseFormat,
     Role,
     Sampling,
+    ServerCall,
+    ServerCallEvent,
+    ServerTool,
+    StepDone,
     TextDelta,
     TextPart,
     TokenLogprob,
@@ -60,6 +67,7 @@ FINISH_REASONS = {
     FinishReason.LENGTH: sample_pb2.REASON_MAX_LEN,
     FinishReason.TOOL_CALLS: sample_pb2.REASON_TOOL_CALLS,
     FinishReason.TIME_LIMIT: sample_pb2.REASON_TIME_LIMIT,
+    FinishReason.MAX_TURNS: sample_pb2.REASON_MAX_LEN,  # the proto has no reason of its own for it
 }
 TOOL_MODES = {
     chat_pb2.TOOL_MODE_AUTO: ToolMode.AUTO,
@@ -71,6 +79,41 @@ FORMATS = {
     chat_pb2.FORMAT_TYPE_TEXT: FormatType.TEXT,
     chat_pb2.FORMAT_TYPE_JSON_OBJECT: FormatType.JSON_OBJECT,
     chat_pb2.FORMAT_TYPE_JSON_SCHEMA: FormatType.JSON_SCHEMA,
+}
+# A tool call's kind <-> ToolCall.type; a successful call's kind -> its usage entry; include options
+# -> the kinds whose outputs a client asked for.
+CALL_TYPES = {
+    "function": chat_pb2.TOOL_CALL_TYPE_CLIENT_SIDE_TOOL,
+    "web_search": chat_pb2.TOOL_CALL_TYPE_WEB_SEARCH_TOOL,
+    "x_search": chat_pb2.TOOL_CALL_TYPE_X_SEARCH_TOOL,
+    "code_execution": chat_pb2.TOOL_CALL_TYPE_CODE_EXECUTION_TOOL,
+    "collections_search": chat_pb2.TOOL_CALL_TYPE_COLLECTIONS_SEARCH_TOOL,
+    "mcp": chat_pb2.TOOL_CALL_TYPE_MCP_TOOL,
+    "attachment_search": chat_pb2.TOOL_CALL_TYPE_ATTACHMENT_SEARCH_TOOL,
+    "image_generation": chat_pb2.TOOL_CALL_TYPE_IMAGE_GENERATION_TOOL,
+}
+CALL_KINDS = {value: kind for kind, value in CALL_TYPES.items()}
+USAGE_TOOLS = {
+    "web_search": usage_pb2.SERVER_SIDE_TOOL_WEB_SEARCH,
+    "x_search": usage_pb2.SERVER_SIDE_TOOL_X_SEARCH,
+    "code_execution": usage_pb2.SERVER_SIDE_TOOL_CODE_EXECUTION,
+    "collections_search": usage_pb2.SERVER_SIDE_TOOL_COLLECTIONS_SEARCH,
+    "mcp": usage_pb2.SERVER_SIDE_TOOL_MCP,
+    "attachment_search": usage_pb2.SERVER_SIDE_TOOL_ATTACHMENT_SEARCH,
+    "image_generation": usage_pb2.SERVER_SIDE_TOOL_IMAGE_GENERATION,
+}
+INCLUDED_OUTPUTS = {
+    chat_pb2.INCLUDE_OPTION_WEB_SEARCH_CALL_OUTPUT: "web_search",
+    chat_pb2.INCLUDE_OPTION_X_SEARCH_CALL_OUTPUT: "x_search",
+    chat_pb2.INCLUDE_OPTION_CODE_EXECUTION_CALL_OUTPUT: "code_execution",
+    chat_pb2.INCLUDE_OPTION_COLLECTIONS_SEARCH_CALL_OUTPUT: "collections_search",
+    chat_pb2.INCLUDE_OPTION_ATTACHMENT_SEARCH_CALL_OUTPUT: "attachment_search",
+    chat_pb2.INCLUDE_OPTION_MCP_CALL_OUTPUT: "mcp",
+}
+CALL_STATUSES = {
+    CallStatus.IN_PROGRESS: chat_pb2.TOOL_CALL_STATUS_IN_PROGRESS,
+    CallStatus.COMPLETED: chat_pb2.TOOL_CALL_STATUS_COMPLETED,
+    CallStatus.FAILED: chat_pb2.TOOL_CALL_STATUS_FAILED,
 }
 # Every named effort; the core then checks which ones the model accepts.
 EFFORTS = {
@@ -93,6 +136,7 @@ def chat_request(
     req: chat_pb2.GetCompletionsRequest, stream: bool = False, sealer: Sealer | None = None
 ) -> ChatRequest:
     """`sealer` opens the sealed thinking (`encrypted_content`) of earlier answers sent back."""
+
     def optional(name: str):  # type: ignore[no-untyped-def]
         return getattr(req, name) if req.HasField(name) else None
 
@@ -123,7 +167,8 @@ def chat_request(
             _enum(EFFORTS, req.reasoning_effort, "reasoning_effort") if req.HasField("reasoning_effort") else None
         ),
         unsupported=_unsupported(req),
-        server_tools=tuple(kind for kind in map(_tool_kind, req.tools) if kind != "function"),
+        server_tools=tuple(_server_tool(t) for t in req.tools if _tool_kind(t) != "function"),
+        max_turns=optional("max_turns"),
     )
 
 
@@ -133,6 +178,37 @@ def _tool_kind(tool: chat_pb2.Tool) -> str:
     if kind is None:
         raise InvalidArgument("tools: a tool must be a function or one of xAI's server-side tools.")
     return str(kind)
+
+
+# The proto's oneof names -> the core's tool kinds (the same as the Responses API's).
+SERVER_TOOL_KINDS = {"code_execution": "code_execution", "web_search": "web_search", "x_search": "x_search",
+                     "mcp": "mcp", "collections_search": "collections_search",
+                     "attachment_search": "attachment_search", "image_generation": "image_generation"}  # fmt: skip
+
+
+def _server_tool(tool: chat_pb2.Tool) -> ServerTool:
+    kind = _tool_kind(tool)
+    config: dict[str, Any] = {}
+    if kind == "web_search":
+        w = tool.web_search
+        if w.allowed_domains and w.excluded_domains:
+            raise InvalidArgument("web_search: allowed_domains and excluded_domains cannot both be set.")
+        for key, domains in (("allowed_domains", w.allowed_domains), ("excluded_domains", w.excluded_domains)):
+            if len(domains) > MAX_DOMAINS:
+                raise InvalidArgument(f"web_search: {key} takes at most {MAX_DOMAINS} domains, got {len(domains)}.")
+            if domains:
+                config[key] = list(domains)
+        if w.enable_image_understanding or w.enable_image_search:
+            raise InvalidArgument("web_search: image understanding in web search is not served by localxai.")
+    elif kind == "mcp":
+        m = tool.mcp
+        config = {"server_url": m.server_url, "server_label": m.server_label,
+                  "server_description": m.server_description, "headers": dict(m.extra_headers)}  # fmt: skip
+        if m.allowed_tool_names:
+            config["allowed_tools"] = list(m.allowed_tool_names)
+        if m.HasField("authorization"):
+            config["authorization"] = m.authorization
+    return ServerTool(SERVER_TOOL_KINDS.get(kind, kind), json.dumps(config))
 
 
 def _tool(tool: chat_pb2.Tool) -> Tool:
@@ -172,7 +248,9 @@ def _message(index: int, m: chat_pb2.Message, sealer: Sealer | None) -> Message:
             parts.append(ImagePart(content.image_url.image_url, detail))
         else:
             raise InvalidArgument(f"messages[{index}]: content of type {kind} is not supported.")
-    calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls)
+    calls = tuple(
+        ToolCall(c.id, c.function.name, c.function.arguments, CALL_KINDS.get(c.type, "function")) for c in m.tool_calls
+    )
     return Message(
         role=role,
         content=tuple(parts),
@@ -192,8 +270,6 @@ def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
     checks = {
         "search_parameters": req.HasField("search_parameters")
         and req.search_parameters.mode != chat_pb2.OFF_SEARCH_MODE,
-        "max_turns": req.HasField("max_turns"),
-        "include": len(req.include) > 0,
         "agent_count": req.HasField("agent_count"),
         "guidelines": len(req.guidelines) > 0,
     }
@@ -214,19 +290,29 @@ def usage(u: Usage) -> usage_pb2.SamplingUsage:
         cached_prompt_text_tokens=u.cached_tokens,
         prompt_image_tokens=u.image_tokens,
         num_sources_used=0,
+        server_side_tools_used=[USAGE_TOOLS[kind] for kind in u.server_tools_used if kind in USAGE_TOOLS],
     )
 
 
 def tool_calls(calls: tuple[ToolCall, ...]) -> list[chat_pb2.ToolCall]:
-    return [
-        chat_pb2.ToolCall(
-            id=c.id,
-            type=chat_pb2.TOOL_CALL_TYPE_CLIENT_SIDE_TOOL,
-            status=chat_pb2.TOOL_CALL_STATUS_COMPLETED,
-            function=chat_pb2.FunctionCall(name=c.name, arguments=c.arguments),
-        )
-        for c in calls
-    ]
+    return [tool_call(c) for c in calls]
+
+
+def tool_call(c: ToolCall, ended: ServerCall | None = None) -> chat_pb2.ToolCall:
+    """A call; a server-side one with its type and how it `ended`."""
+    status = CALL_STATUSES[ended.status] if ended is not None else chat_pb2.TOOL_CALL_STATUS_COMPLETED
+    call = chat_pb2.ToolCall(
+        id=c.id, type=CALL_TYPES.get(c.kind, chat_pb2.TOOL_CALL_TYPE_CLIENT_SIDE_TOOL), status=status,
+        function=chat_pb2.FunctionCall(name=c.name, arguments=c.arguments),
+    )  # fmt: skip
+    if ended is not None and ended.error is not None:
+        call.error_message = ended.error
+    return call
+
+
+def included(options: Iterable[int]) -> frozenset[str]:
+    """The tool kinds whose outputs a request's `include` asks for."""
+    return frozenset(INCLUDED_OUTPUTS[o] for o in options if o in INCLUDED_OUTPUTS)
 
 
 def logprobs(entries: tuple[TokenLogprob, ...]) -> chat_pb2.LogProbs:
@@ -264,15 +350,50 @@ def _sealed(choice: Choice, sealer: Sealer | None) -> str:
     return sealer.seal(choice.reasoning, sealing.REASONING) if sealer is not None and choice.reasoning else ""
 
 
-def completion(c: Completion, sealer: Sealer | None = None) -> chat_pb2.GetChatCompletionResponse:
+def completion(
+    c: Completion, sealer: Sealer | None = None, include: Iterable[str] = ()
+) -> chat_pb2.GetChatCompletionResponse:
+    """The response; an agent loop's answer as the SDK reads it: each turn that called server-side tools
+    as an assistant output with those calls, each result the client `include`s as a ROLE_TOOL output,
+    then the answer, numbered in order."""
+    if len(c.choices) == 1 and c.choices[0].steps:
+        outputs = _loop_outputs(c.choices[0], sealer, frozenset(include))
+    else:
+        outputs = [_output(choice, sealer) for choice in c.choices]
     return chat_pb2.GetChatCompletionResponse(
         id=c.id,
-        outputs=[_output(choice, sealer) for choice in c.choices],
+        outputs=outputs,
         created=timestamp(c.created),
         model=c.model,
         system_fingerprint=c.fingerprint,
         usage=usage(c.usage),
+        citations=[url for choice in c.choices for url in choice.citations],
     )
+
+
+def _loop_outputs(choice: Choice, sealer: Sealer | None, include: frozenset[str]) -> list[chat_pb2.CompletionOutput]:
+    ended = {call.call.id: call for call in choice.server_calls}
+    outputs: list[chat_pb2.CompletionOutput] = []
+    calls: dict[str, ToolCall] = {}
+    for step in choice.steps:
+        if step.role is Role.ASSISTANT:
+            calls.update((c.id, c) for c in step.tool_calls)
+            message = chat_pb2.CompletionMessage(
+                content=step.text, reasoning_content=step.reasoning or "", role=chat_pb2.ROLE_ASSISTANT,
+                tool_calls=[tool_call(c, ended.get(c.id)) for c in step.tool_calls],
+            )  # fmt: skip
+            finish = sample_pb2.REASON_TOOL_CALLS
+        elif (call := calls.get(step.tool_call_id or "")) is not None and call.kind in include:
+            message = chat_pb2.CompletionMessage(
+                content=step.text, role=chat_pb2.ROLE_TOOL, tool_calls=[tool_call(call, ended.get(call.id))]
+            )
+            finish = sample_pb2.REASON_STOP
+        else:
+            continue
+        outputs.append(chat_pb2.CompletionOutput(finish_reason=finish, index=len(outputs), message=message))
+    last = _output(choice, sealer)
+    last.index = len(outputs)
+    return [*outputs, last]
 
 
 def language_model(info: ModelInfo) -> models_pb2.LanguageModel:
@@ -307,13 +428,64 @@ def sealed_chunk(stream: ChatStream, choice: Choice, sealer: Sealer) -> chat_pb2
         index=choice.index, delta=delta)])  # fmt: skip
 
 
-def chunk(stream: ChatStream, event: Event) -> chat_pb2.GetChatCompletionChunk:
-    """One stream event as a chunk. Every output carries role ASSISTANT: the SDK drops text without it."""
+class Chunks:
+    """A stream's events as chunks, numbered as `completion` numbers the outputs: an agent loop's turn that
+    called server-side tools is an assistant output with those calls (each sent once, as it ended), the
+    results the client `include`s follow as ROLE_TOOL outputs, and the answer goes on at the next index."""
+
+    def __init__(self, stream: ChatStream, include: Iterable[str] = ()) -> None:
+        self._stream = stream
+        self._include = frozenset(include)
+        self._offset = 0  # the output the answer so far is on
+        self._ended: dict[str, ServerCall] = {}
+        self._sources: list[str] = []
+
+    def __call__(self, event: Event) -> list[chat_pb2.GetChatCompletionChunk]:
+        head = _head(self._stream)
+        if isinstance(event, ServerCallEvent):
+            call = event.call
+            if call.status is CallStatus.IN_PROGRESS:
+                return []
+            self._ended[call.call.id] = call
+            self._sources += [url for url in call.sources if url not in self._sources]
+            delta = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, tool_calls=[tool_call(call.call, call)])
+            return [_one(head, self._offset, delta)]
+        if isinstance(event, StepDone):
+            turn = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT)
+            chunks = [_one(head, self._offset, turn, sample_pb2.REASON_TOOL_CALLS)]
+            index = self._offset + 1
+            for message in event.messages:
+                ended = self._ended.get(message.tool_call_id or "")
+                if message.role is Role.TOOL and ended is not None and ended.call.kind in self._include:
+                    delta = chat_pb2.Delta(role=chat_pb2.ROLE_TOOL, content=message.text,
+                                           tool_calls=[tool_call(ended.call, ended)])  # fmt: skip
+                    chunks.append(_one(head, index, delta, sample_pb2.REASON_STOP))
+                    index += 1
+            self._offset = index
+            return chunks
+        if isinstance(event, UsageReport):
+            return [chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage), citations=self._sources)]
+        return [chunk(self._stream, event, self._offset + event.index)]
+
+
+def _one(
+    head: dict[str, Any], index: int, delta: chat_pb2.Delta, finish: int | None = None
+) -> chat_pb2.GetChatCompletionChunk:
+    output = chat_pb2.CompletionOutputChunk(index=index, delta=delta)
+    if finish is not None:
+        output.finish_reason = finish  # type: ignore[assignment]
+    return chat_pb2.GetChatCompletionChunk(**head, outputs=[output])
+
+
+def chunk(stream: ChatStream, event: Event, index: int | None = None) -> chat_pb2.GetChatCompletionChunk:
+    """One stream event as a chunk (on output `index`, by default the event's own). Every output carries
+    role ASSISTANT: the SDK drops text without it."""
     head = _head(stream)
     if isinstance(event, UsageReport):
         return chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage))
+    assert not isinstance(event, (ServerCallEvent, StepDone))
     delta = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT)
-    output = chat_pb2.CompletionOutputChunk(index=event.index)
+    output = chat_pb2.CompletionOutputChunk(index=event.index if index is None else index)
     if isinstance(event, TextDelta):
         delta.content = event.text
         if event.logprobs:

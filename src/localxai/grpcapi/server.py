@@ -54,7 +54,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     @unary
     async def GetCompletion(self, request: chat_pb2.GetCompletionsRequest, context: Any, caller: ApiKey) -> Any:
         response = await self.runtime.conversations.complete(self._turn(request, stream=False), caller, api="grpc")
-        return convert.completion(response.completion, self._sealer(response))
+        return convert.completion(response.completion, self._sealer(response), response.tool_outputs)
 
     @streaming
     async def GetCompletionChunk(
@@ -62,13 +62,15 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     ) -> AsyncIterator[chat_pb2.GetChatCompletionChunk]:
         running = await self.runtime.conversations.stream(self._turn(request, stream=True), caller, api="grpc")
         sealer = self._sealer(running.response)
+        chunks = convert.Chunks(running.stream, running.response.tool_outputs)
         try:
             async for event in running.stream.events:
                 if sealer is not None and isinstance(event, Finished):  # the thinking is whole: sealed, before the end
                     sealed = convert.sealed_chunk(running.stream, running.collector.choice(event.index), sealer)
                     if sealed is not None:
                         yield sealed
-                yield convert.chunk(running.stream, event)
+                for chunk in chunks(event):
+                    yield chunk
         finally:
             await running.stream.events.aclose()  # client cancelled or done: stop the generation
 
@@ -78,6 +80,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
             previous_id=request.previous_response_id if request.HasField("previous_response_id") else None,
             store=request.store_messages,
             sealed_reasoning=request.use_encrypted_content,
+            tool_outputs=tuple(sorted(convert.included(request.include))),
         )
 
     def _sealer(self, response: StoredResponse) -> Sealer | None:
@@ -89,7 +92,7 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.GetStoredCompletionRequest, context: Any, caller: ApiKey
     ) -> Any:
         stored = await self.runtime.conversations.get(request.response_id, caller)
-        return convert.completion(replace(stored.completion, id=stored.id))
+        return convert.completion(replace(stored.completion, id=stored.id), include=stored.tool_outputs)
 
     @unary
     async def DeleteStoredCompletion(

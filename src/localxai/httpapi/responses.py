@@ -20,9 +20,11 @@ import anyio
 
 from localxai import sealing
 from localxai.chat import (
+    CallStatus,
     ChatRequest,
     Choice,
     Completion,
+    Event,
     FinishReason,
     FormatType,
     ImagePart,
@@ -30,6 +32,8 @@ from localxai.chat import (
     Part,
     ReasoningDelta,
     Role,
+    ServerCall,
+    ServerCallEvent,
     StoredResponse,
     TextDelta,
     TokenLogprob,
@@ -65,6 +69,8 @@ def _status(choice: Choice) -> tuple[str, dict[str, str] | None]:
         return "incomplete", {"reason": "max_output_tokens"}
     if choice.finish_reason is FinishReason.TIME_LIMIT:
         return "incomplete", {"reason": "max_time_limit"}
+    if choice.finish_reason is FinishReason.MAX_TURNS:
+        return "incomplete", {"reason": "max_turns"}
     return "completed", None
 
 
@@ -100,10 +106,7 @@ def _envelope(
             if choice is not None and choice.mode is ToolMode.FUNCTION
             else (choice.mode.value if choice is not None else "auto")
         ),
-        "tools": [
-            {"type": "function", "name": t.name, "description": t.description, "parameters": json.loads(t.parameters)}
-            for t in request.tools
-        ],
+        "tools": _tools_body(request),
         "top_p": request.sampling.top_p,
         "usage": None if usage is None else usage_body(usage),
         "user": request.user,
@@ -120,6 +123,18 @@ def _envelope(
     }
 
 
+def _tools_body(request: ChatRequest) -> list[dict[str, Any]]:
+    """The tools the request offered, as it sent them (an MCP server's credentials left out)."""
+    tools: list[dict[str, Any]] = [
+        {"type": "function", "name": t.name, "description": t.description, "parameters": json.loads(t.parameters)}
+        for t in request.tools
+    ]
+    for tool in request.server_tools:
+        settings = {k: v for k, v in json.loads(tool.config).items() if k not in ("authorization", "headers")}
+        tools.append({"type": tool.kind, **settings})
+    return tools
+
+
 def usage_body(u: Usage) -> dict[str, Any]:
     """Responses count reasoning inside output_tokens (Chat does not): the same record, another view."""
     output = u.completion_tokens + u.reasoning_tokens
@@ -130,18 +145,93 @@ def usage_body(u: Usage) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.prompt_tokens + output,
         "num_sources_used": 0,
-        "num_server_side_tools_used": 0,
+        "num_server_side_tools_used": len(u.server_tools_used),
+        "server_side_tool_usage_details": {
+            f"{USAGE_NAMES.get(kind, kind)}_calls": u.server_tools_used.count(kind)
+            for kind in ("web_search", "x_search", "code_execution", "file_search", "mcp", "collections_search")
+        },
     }
 
 
 def _output(stored: StoredResponse, choice: Choice, sealer: Sealer) -> list[dict[str, Any]]:
-    items = []
+    """The output items: each agent-loop turn that called server-side tools (its thinking, its text, its
+    calls as they ended), then the answer (its thinking, its text with the citations, its client calls)."""
+    ended = {call.call.id: call for call in choice.server_calls}
+    items: list[dict[str, Any]] = []
+    ids = _ItemIds(stored.id)
+    for step in choice.steps:
+        if step.role is not Role.ASSISTANT:
+            continue
+        if step.reasoning:
+            items.append(_sealed(_reasoning_item(ids.next("rs"), step.reasoning, "completed"), stored, sealer))
+        if step.text:
+            items.append(_message_item(ids.next("msg"), step.text, "completed"))
+        items += [server_call_item(ended[c.id], stored.tool_outputs) for c in step.tool_calls if c.id in ended]
     if choice.reasoning:
-        items.append(_sealed(_reasoning_item(stored.id, choice.reasoning, "completed"), stored, sealer))
+        items.append(_sealed(_reasoning_item(ids.next("rs"), choice.reasoning, "completed"), stored, sealer))
     if choice.text or not choice.tool_calls:
-        items.append(_message_item(stored.id, choice.text, "completed", choice.logprobs))
+        items.append(_message_item(ids.next("msg"), choice.text, "completed", choice.logprobs, choice.citations))
     items += [_call_item(call, "completed") for call in choice.tool_calls]
     return items
+
+
+class _ItemIds:
+    """Item ids of one response: the first item of a kind is `msg_<id>` (as before the agent loop), the
+    next ones `msg_<id>_1`, ...: the same on every rendering, streamed or stored."""
+
+    def __init__(self, response_id: str) -> None:
+        self._id = response_id
+        self._counts: dict[str, int] = {}
+
+    def next(self, prefix: str) -> str:
+        n = self._counts.get(prefix, 0)
+        self._counts[prefix] = n + 1
+        return f"{prefix}_{self._id}" + (f"_{n}" if n else "")
+
+
+# The Responses item of each server-side tool kind, and the name of its usage detail.
+CALL_ITEMS = {"web_search": "web_search_call", "code_execution": "code_interpreter_call", "mcp": "mcp_call",
+              "x_search": "x_search_call", "file_search": "file_search_call",
+              "collections_search": "file_search_call", "attachment_search": "attachment_search_call"}  # fmt: skip
+USAGE_NAMES = {"code_execution": "code_interpreter", "collections_search": "document_search"}
+
+
+def server_call_item(call: ServerCall, shown: Sequence[str]) -> dict[str, Any]:
+    """xAI's function-call-shaped item (`name`, `arguments`, `call_id` "", `status`), with OpenAI's fields
+    for the same tool (`action`, `code`/`outputs`, `server_label`/`output`) so its SDK reads it too;
+    the output only where the request `include`d it."""
+    c = call.call
+    item: dict[str, Any] = {
+        "type": CALL_ITEMS.get(c.kind, f"{c.kind}_call"),
+        "id": f"fc_{uuid.uuid5(uuid.NAMESPACE_OID, c.id)}",
+        "name": c.name,
+        "arguments": c.arguments,
+        "call_id": "",
+        "status": call.status.value,
+    }
+    show = c.kind in shown and call.status is not CallStatus.IN_PROGRESS
+    try:
+        args = json.loads(c.arguments or "{}")
+    except json.JSONDecodeError:
+        args = {}
+    args = args if isinstance(args, dict) else {}
+    if c.kind == "web_search":
+        if "url" in args:
+            item["action"] = {"type": "open_page", "url": str(args["url"])}
+        else:
+            item["action"] = {"type": "search", "query": str(args.get("query", ""))}
+            if show:
+                item["action"]["sources"] = [{"type": "url", "url": url} for url in call.sources]
+    elif c.kind == "code_execution":
+        item.update(code=str(args.get("code", "")), container_id="", outputs=None)
+        if show:
+            item["outputs"] = [{"type": "logs", "logs": call.output}]
+    elif c.kind == "mcp":
+        item["server_label"] = call.server_label or ""
+        item["output"] = call.output if call.status is CallStatus.COMPLETED else None
+    if call.error is not None:
+        item["error"] = call.error
+    return item
 
 
 def _sealed(item: dict[str, Any], stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
@@ -151,9 +241,9 @@ def _sealed(item: dict[str, Any], stored: StoredResponse, sealer: Sealer) -> dic
     return item
 
 
-def _reasoning_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
+def _reasoning_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
     summary = [{"text": text, "type": "summary_text"}] if text is not None else []
-    return {"id": f"rs_{response_id}", "summary": summary, "type": "reasoning", "status": status}
+    return {"id": item_id, "summary": summary, "type": "reasoning", "status": status}
 
 
 def _logprobs(entries: Sequence[TokenLogprob] | None) -> list[dict[str, Any]]:
@@ -161,15 +251,27 @@ def _logprobs(entries: Sequence[TokenLogprob] | None) -> list[dict[str, Any]]:
     return logprobs_body(tuple(entries))["content"] if entries else []
 
 
-def _text_part(text: str, logprobs: Sequence[TokenLogprob] | None = None) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "logprobs": _logprobs(logprobs), "annotations": []}
+def _text_part(
+    text: str, logprobs: Sequence[TokenLogprob] | None = None, citations: Sequence[str] = ()
+) -> dict[str, Any]:
+    annotations = [_citation(url) for url in citations]
+    return {"type": "output_text", "text": text, "logprobs": _logprobs(logprobs), "annotations": annotations}
+
+
+def _citation(url: str) -> dict[str, Any]:
+    """A source of the answer, as xAI annotates it (no position: the model does not mark where it used it)."""
+    return {"type": "url_citation", "url": url, "title": url, "start_index": 0, "end_index": 0}
 
 
 def _message_item(
-    response_id: str, text: str | None, status: str, logprobs: Sequence[TokenLogprob] | None = None
+    item_id: str,
+    text: str | None,
+    status: str,
+    logprobs: Sequence[TokenLogprob] | None = None,
+    citations: Sequence[str] = (),
 ) -> dict[str, Any]:
-    content = [_text_part(text, logprobs)] if text is not None else []
-    return {"content": content, "id": f"msg_{response_id}", "role": "assistant", "type": "message", "status": status}
+    content = [_text_part(text, logprobs, citations)] if text is not None else []
+    return {"content": content, "id": item_id, "role": "assistant", "type": "message", "status": status}
 
 
 def _call_item(call: ToolCall, status: str, arguments: str | None = None) -> dict[str, Any]:
@@ -207,106 +309,27 @@ async def response_events(
     """The full Responses event sequence for one turn (the core stores the response as it ends: the
     finished answer before the last event, or the failure of a stream that broke after its first byte)."""
     event = _Events()
-    stream, stored, collector = running.stream, running.response, running.collector
-    rid = stored.id
+    stream, stored = running.stream, running.response
     yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
     yield event("response.in_progress", response=_envelope(stored, "in_progress", None, [], None))
-    output: list[dict[str, Any]] = []
-    open_kind: ItemKind | None = None
-
-    def close() -> list[bytes]:
-        nonlocal open_kind
-        if open_kind is None:
-            return []
-        index, kind, so_far = len(output), open_kind, collector.choice(0)
-        open_kind = None
-        if kind == "reasoning":
-            text = so_far.reasoning or ""
-            part = {"text": text, "type": "summary_text"}
-            item = _sealed(_reasoning_item(rid, text, "completed"), stored, sealer)
-            frames = [
-                event("response.reasoning_summary_text.done", item_id=f"rs_{rid}", output_index=index,
-                      summary_index=0, text=text),
-                event("response.reasoning_summary_part.done", item_id=f"rs_{rid}", output_index=index,
-                      part=part, summary_index=0),
-            ]  # fmt: skip
-        else:
-            text, tokens = so_far.text, so_far.logprobs
-            item = _message_item(rid, text, "completed", tokens)
-            frames = [
-                event("response.output_text.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
-                      text=text, logprobs=_logprobs(tokens)),
-                event("response.content_part.done", content_index=0, item_id=f"msg_{rid}", output_index=index,
-                      part=_text_part(text, tokens)),
-            ]  # fmt: skip
-        output.append(item)
-        return [*frames, event("response.output_item.done", item=item, output_index=index)]
-
-    def open_item(kind: ItemKind) -> list[bytes]:
-        nonlocal open_kind
-        frames = close() if open_kind != kind else []
-        if open_kind == kind:
-            return frames
-        open_kind = kind
-        index = len(output)
-        if kind == "reasoning":
-            return [
-                *frames,
-                event("response.output_item.added", item=_reasoning_item(rid, None, "in_progress"), output_index=index),
-                event("response.reasoning_summary_part.added", item_id=f"rs_{rid}", output_index=index,
-                      part={"text": "", "type": "summary_text"}, summary_index=0),
-            ]  # fmt: skip
-        return [
-            *frames,
-            event("response.output_item.added", item=_message_item(rid, None, "in_progress"), output_index=index),
-            event("response.content_part.added", content_index=0, item_id=f"msg_{rid}", output_index=index,
-                  part=_text_part("")),
-        ]  # fmt: skip
-
+    items = _StreamedItems(running, sealer, event)
     try:
         async for item in with_pings(stream.events, ping_interval):
             if item is None:
                 yield b": keep-alive\n\n"
                 continue
-            if isinstance(item, ReasoningDelta):
-                for frame in open_item("reasoning"):
-                    yield frame
-                yield event("response.reasoning_summary_text.delta", delta=item.text, item_id=f"rs_{rid}",
-                            output_index=len(output), summary_index=0)  # fmt: skip
-            elif isinstance(item, TextDelta):
-                if not item.text and not item.logprobs:
-                    continue
-                for frame in open_item("message"):
-                    yield frame
-                yield event("response.output_text.delta", content_index=0, delta=item.text, item_id=f"msg_{rid}",
-                            output_index=len(output), logprobs=_logprobs(item.logprobs))  # fmt: skip
-            elif isinstance(item, ToolCallDelta):
-                for frame in close():
-                    yield frame
-                for call in item.calls:  # whole calls: one delta each, as xAI sends them
-                    index = len(output)
-                    done = _call_item(call, "completed")
-                    yield event("response.output_item.added", item=_call_item(call, "in_progress", ""),
-                                output_index=index)  # fmt: skip
-                    yield event("response.function_call_arguments.delta", item_id=done["id"], output_index=index,
-                                delta=call.arguments)  # fmt: skip
-                    yield event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
-                                arguments=call.arguments)  # fmt: skip
-                    output.append(done)
-                    yield event("response.output_item.done", item=done, output_index=index)
-        if open_kind != "message" and not any(o["type"] in ("message", "function_call") for o in output):
-            for frame in open_item("message"):  # an empty answer is still a message item
+            for frame in items.feed(item):
                 yield frame
-        for frame in close():
+        for frame in items.finish():
             yield frame
         finished = running.response  # as stored
         completion = finished.completion
         status, incomplete = _status(completion.choices[0])
-        final = _envelope(finished, status, finished.completed, output, completion.usage, incomplete)
+        final = _envelope(finished, status, finished.completed, items.output, completion.usage, incomplete)
         yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
     except Exception as exc:  # after the first byte: one error event (xAI's shape); the core stored it as failed
         if not isinstance(exc, LocalXAIError):
-            log.exception("response stream failed after the first byte (response %s)", rid)
+            log.exception("response stream failed after the first byte (response %s)", stored.id)
         message = error_body(exc if isinstance(exc, LocalXAIError) else None, request_id)["error"]
         yield event("error", code=None, message=message, param=None)
     finally:
@@ -314,9 +337,170 @@ async def response_events(
             await stream.events.aclose()
 
 
+# The events a server-side call of each kind adds (OpenAI's names, xAI's for code execution):
+# (kind -> (started, running, ended)); the item's own added/done events frame them.
+CALL_EVENTS = {
+    "web_search": ("response.web_search_call.in_progress", "response.web_search_call.searching",
+                   "response.web_search_call.completed"),
+    "code_execution": ("response.code_interpreter_call.in_progress", "response.code_interpreter_call.interpreting",
+                       "response.code_interpreter_call.completed"),
+    "mcp": ("response.mcp_call.in_progress", None, "response.mcp_call.completed"),
+}  # fmt: skip
+
+
+class _StreamedItems:
+    """The output items of a streamed turn, opened and closed as the events arrive: the reasoning or the
+    message being written (one at a time), and each server-side call from its start to its end (several
+    at once when the model asked for them together)."""
+
+    def __init__(self, running: TurnStream, sealer: Sealer, event: _Events) -> None:
+        self._running = running
+        self._sealer = sealer
+        self._event = event
+        self._ids = _ItemIds(running.response.id)
+        self.output: list[dict[str, Any]] = []
+        self._open: ItemKind | None = None
+        self._open_id = ""
+        self._calls: dict[str, int] = {}  # a running server-side call's id -> its output index
+
+    def feed(self, item: Event) -> list[bytes]:
+        event, index = self._event, len(self.output)
+        if isinstance(item, ReasoningDelta):
+            return [*self._opened("reasoning"), event("response.reasoning_summary_text.delta", delta=item.text,
+                    item_id=self._open_id, output_index=index, summary_index=0)]  # fmt: skip
+        if isinstance(item, TextDelta):
+            if not item.text and not item.logprobs:
+                return []
+            return [*self._opened("message"), event("response.output_text.delta", content_index=0, delta=item.text,
+                    item_id=self._open_id, output_index=index, logprobs=_logprobs(item.logprobs))]  # fmt: skip
+        if isinstance(item, ToolCallDelta):
+            frames = self._closed()
+            for call in item.calls:  # whole calls: one delta each, as xAI sends them
+                index = len(self.output)
+                done = _call_item(call, "completed")
+                frames += [
+                    event("response.output_item.added", item=_call_item(call, "in_progress", ""), output_index=index),
+                    event("response.function_call_arguments.delta", item_id=done["id"], output_index=index,
+                          delta=call.arguments),
+                    event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
+                          arguments=call.arguments),
+                    event("response.output_item.done", item=done, output_index=index),
+                ]  # fmt: skip
+                self.output.append(done)
+            return frames
+        if isinstance(item, ServerCallEvent):
+            return self._server_call(item.call)
+        return []
+
+    def finish(self) -> list[bytes]:
+        """The last item closed (an empty answer is still a message item), with the citations."""
+        frames: list[bytes] = []
+        if self._open != "message" and not any(o["type"] in ("message", "function_call") for o in self.output[
+                self._answer_start():]):  # fmt: skip
+            frames += self._opened("message")
+        return frames + self._closed(final=True)
+
+    def _answer_start(self) -> int:
+        """Where the answer's items begin: after the last server-side call."""
+        calls = [i for i, o in enumerate(self.output) if o["type"] in CALL_ITEMS.values()]
+        return calls[-1] + 1 if calls else 0
+
+    def _server_call(self, call: ServerCall) -> list[bytes]:
+        event, kind = self._event, call.call.kind
+        started, running, ended = CALL_EVENTS.get(kind, (None, None, None))
+        shown = self._running.response.tool_outputs
+        if call.status is CallStatus.IN_PROGRESS:
+            frames = self._closed()
+            index = len(self.output)
+            item = server_call_item(call, shown)
+            self._calls[call.call.id] = index
+            self.output.append(item)
+            frames.append(event("response.output_item.added", item=item, output_index=index))
+            if started:
+                frames.append(event(started, item_id=item["id"], output_index=index))
+            if kind == "code_execution":
+                code = item["code"]
+                frames += [
+                    event("response.code_interpreter_call_code.delta", item_id=item["id"], output_index=index,
+                          delta=code),
+                    event("response.code_interpreter_call_code.done", item_id=item["id"], output_index=index,
+                          code=code),
+                ]  # fmt: skip
+            if running:
+                frames.append(event(running, item_id=item["id"], output_index=index))
+            return frames
+        index = self._calls.pop(call.call.id)
+        item = server_call_item(call, shown)
+        self.output[index] = item
+        frames = []
+        if ended:
+            name = "response.mcp_call.failed" if call.status is CallStatus.FAILED and kind == "mcp" else ended
+            frames.append(event(name, item_id=item["id"], output_index=index))
+        return [*frames, event("response.output_item.done", item=item, output_index=index)]
+
+    def _opened(self, kind: ItemKind) -> list[bytes]:
+        if self._open == kind:
+            return []
+        frames = self._closed()
+        event, index = self._event, len(self.output)
+        self._open = kind
+        if kind == "reasoning":
+            self._open_id = self._ids.next("rs")
+            return [
+                *frames,
+                event("response.output_item.added", item=_reasoning_item(self._open_id, None, "in_progress"),
+                      output_index=index),
+                event("response.reasoning_summary_part.added", item_id=self._open_id, output_index=index,
+                      part={"text": "", "type": "summary_text"}, summary_index=0),
+            ]  # fmt: skip
+        self._open_id = self._ids.next("msg")
+        return [
+            *frames,
+            event("response.output_item.added", item=_message_item(self._open_id, None, "in_progress"),
+                  output_index=index),
+            event("response.content_part.added", content_index=0, item_id=self._open_id, output_index=index,
+                  part=_text_part("")),
+        ]  # fmt: skip
+
+    def _closed(self, final: bool = False) -> list[bytes]:
+        """The open reasoning or message item finished (`final`: the answer's, which carries the citations)."""
+        if self._open is None:
+            return []
+        event, index, so_far, item_id = self._event, len(self.output), self._running.collector.choice(0), self._open_id
+        kind, self._open = self._open, None
+        if kind == "reasoning":
+            text = so_far.reasoning or ""
+            part = {"text": text, "type": "summary_text"}
+            item = _sealed(_reasoning_item(item_id, text, "completed"), self._running.response, self._sealer)
+            frames = [
+                event("response.reasoning_summary_text.done", item_id=item_id, output_index=index,
+                      summary_index=0, text=text),
+                event("response.reasoning_summary_part.done", item_id=item_id, output_index=index,
+                      part=part, summary_index=0),
+            ]  # fmt: skip
+        else:
+            text, tokens = so_far.text, so_far.logprobs
+            citations = so_far.citations if final else ()
+            item = _message_item(item_id, text, "completed", tokens, citations)
+            frames = [
+                event("response.output_text.annotation.added", item_id=item_id, output_index=index,
+                      content_index=0, annotation_index=i, annotation=_citation(url))
+                for i, url in enumerate(citations)
+            ]  # fmt: skip
+            frames += [
+                event("response.output_text.done", content_index=0, item_id=item_id, output_index=index,
+                      text=text, logprobs=_logprobs(tokens)),
+                event("response.content_part.done", content_index=0, item_id=item_id, output_index=index,
+                      part=item["content"][0]),
+            ]  # fmt: skip
+        self.output.append(item)
+        return [*frames, event("response.output_item.done", item=item, output_index=index)]
+
+
 # -- input items ------------------------------------------------------------------------------------
 
 ID_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco"}
+
 
 def input_items_body(stored: StoredResponse, limit: int, descending: bool, after: str | None) -> dict[str, Any]:
     """One page of the response's input items (OpenAI's list shape), after the item `after`."""
@@ -344,7 +528,9 @@ def input_items(stored: StoredResponse) -> list[dict[str, Any]]:
     system message it became, then the request's own input), oldest first, as input items. The store keeps
     messages, not items: an item's id is derived from the response id and the item's position, the same
     on every read."""
-    items = [item for message in stored.request.messages for item in _input_items(message)]
+    server = {c.id for m in stored.request.messages for c in m.tool_calls if c.kind != "function"}
+    messages = [m for m in stored.request.messages if not (m.role is Role.TOOL and m.tool_call_id in server)]
+    items = [item for message in messages for item in _input_items(message)]
     return [
         {**item, "id": f"{ID_PREFIXES[item['type']]}_{uuid.uuid5(uuid.NAMESPACE_URL, f'{stored.id}/{i}')}"}
         for i, item in enumerate(items)
@@ -363,7 +549,7 @@ def _input_items(message: Message) -> list[dict[str, Any]]:
     items = [_reasoning_item("", message.reasoning, "completed")] if message.reasoning else []
     if message.text or not message.tool_calls:
         items.append(_message_item("", message.text, "completed"))
-    return items + [_call_item(call, "completed") for call in message.tool_calls]
+    return items + [_call_item(call, "completed") for call in message.tool_calls if call.kind == "function"]
 
 
 def _input_part(part: Part) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from localxai import sealing
+from localxai.agent.base import MAX_DOMAINS
 from localxai.chat import (
     ChatRequest,
     Detail,
@@ -21,6 +22,7 @@ from localxai.chat import (
     ResponseFormat,
     Role,
     Sampling,
+    ServerTool,
     TextPart,
     Tool,
     ToolCall,
@@ -32,15 +34,19 @@ from localxai.errors import Gone, InvalidArgument, UnsupportedParameter
 from localxai.httpapi.schema import RequestBody
 from localxai.sealing import Sealer
 
-# xAI's server-side tools (spec A.10): not available locally, refused by name.
-SERVER_TOOLS = frozenset(
-    {
-        "web_search", "x_search", "file_search", "code_interpreter", "code_execution", "mcp", "shell",
-        "view_image", "view_x_video", "attachment_search", "collections_search", "web_search_preview",
-        "custom", "image_generation", "computer_use_preview", "local_shell",
-    }
-)  # fmt: skip
-SERVER_TOOL_ITEMS = frozenset(f"{t}_call" for t in SERVER_TOOLS)  # history items of those tools: skipped
+# xAI's server-side tools (platform spec 2.1) and OpenAI's names for the same: the agent loop runs
+# those it has an executor for; the others are refused by name (or dropped with --server-tools drop).
+SERVER_TOOLS = {
+    "web_search": "web_search", "web_search_preview": "web_search", "x_search": "x_search",
+    "code_interpreter": "code_execution", "code_execution": "code_execution", "mcp": "mcp",
+    "file_search": "file_search", "collections_search": "collections_search",
+    "attachment_search": "attachment_search", "image_generation": "image_generation",
+    "view_image": "view_image", "view_x_video": "view_x_video", "tool_search": "tool_search",
+    "computer_use_preview": "computer_use_preview",
+}  # fmt: skip
+SERVER_TOOL_ITEMS = frozenset(
+    {f"{t}_call" for t in SERVER_TOOLS} | {"mcp_list_tools", "mcp_approval_request", "mcp_approval_response"}
+)  # history items of server-side calls: the server keeps their context itself (previous_response_id)
 COMPACTED = "A summary of the earlier conversation:"
 ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.DEVELOPER}
 
@@ -70,6 +76,7 @@ class ResponsesRequest(RequestBody):
     background: bool | None = None
     search_parameters: dict[str, Any] | None = None
     seed: int | None = None
+    max_turns: int | None = None  # the agent loop's model turns (xAI's field)
 
 
 class CompactRequest(RequestBody):
@@ -97,8 +104,10 @@ def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
         )
     items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
     listed = body.tools or []
-    server = [t for t in listed if isinstance(t.get("type"), str) and t["type"] in SERVER_TOOLS]
-    tools = tuple(_tool(i, t) for i, t in enumerate(t for t in listed if t not in server))
+    for i, t in enumerate(listed):
+        _object(t, f"tools[{i}]")
+    server = tuple(_server_tool(i, t) for i, t in enumerate(listed) if t.get("type") in SERVER_TOOLS)
+    tools = tuple(_tool(i, t) for i, t in enumerate(listed) if t.get("type") not in SERVER_TOOLS)
     request = ChatRequest(
         model=body.model,
         messages=tuple(_messages(items, sealer)),
@@ -118,7 +127,8 @@ def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
         logprobs=bool(body.logprobs),
         top_logprobs=body.top_logprobs if body.logprobs else None,
         reasoning_effort=(body.reasoning or {}).get("effort"),
-        server_tools=tuple(t["type"] for t in server),
+        server_tools=server,
+        max_turns=body.max_turns,
     )
     return Turn(
         request,
@@ -126,7 +136,12 @@ def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
         instructions=body.instructions,
         store=body.store,
         sealed_reasoning=ENCRYPTED_REASONING in (body.include or ()),
+        tool_outputs=_shown_outputs(body.include),
     )
+
+
+def _shown_outputs(include: list[str] | None) -> tuple[str, ...]:
+    return tuple(sorted({"mcp", *(INCLUDED_OUTPUTS[i] for i in include or () if i in INCLUDED_OUTPUTS)}))
 
 
 def _messages(items: list[dict[str, Any]], sealer: Sealer) -> list[Message]:
@@ -216,13 +231,88 @@ def _text(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _server_tool(index: int, tool: dict[str, Any]) -> ServerTool:
+    """A server-side tool with its settings checked (what the executor reads); unknown fields are refused."""
+    where = f"tools[{index}]"
+    kind = SERVER_TOOLS[tool["type"]]
+    settings = {k: v for k, v in tool.items() if k != "type"}
+    if kind == "web_search":
+        return ServerTool(kind, json.dumps(_web_search(settings, where)))
+    if kind == "code_execution":
+        container = settings.pop("container", None)  # OpenAI's SDK sends {"type": "auto"}
+        if container not in (None, "auto") and not (isinstance(container, dict) and container.get("type") == "auto"):
+            raise InvalidArgument(f"{where}.container: only an automatic container is served (type auto).")
+        _no_others(settings, where)
+        return ServerTool(kind)
+    if kind == "mcp":
+        return ServerTool(kind, json.dumps(_mcp(settings, where)))
+    return ServerTool(kind, json.dumps(settings))  # not served: refused with its name (agent.unavailable)
+
+
+def _web_search(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    filters = _object(settings.pop("filters", None) or {}, f"{where}.filters")
+    out: dict[str, Any] = {}
+    for key in ("allowed_domains", "excluded_domains"):
+        value = settings.pop(key, None) or filters.pop(key, None)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(d, str) and d for d in value):
+            raise InvalidArgument(f"{where}.{key} must be a list of domain names.")
+        if len(value) > MAX_DOMAINS:
+            raise InvalidArgument(f"{where}.{key} takes at most {MAX_DOMAINS} domains, got {len(value)}.")
+        out[key] = value
+    _no_others(filters, f"{where}.filters")
+    if len(out) > 1:
+        raise InvalidArgument(f"{where}: allowed_domains and excluded_domains cannot both be set.")
+    for key in ("enable_image_understanding", "enable_image_search"):
+        if settings.pop(key, None):
+            raise InvalidArgument(f"{where}.{key}: image understanding in web search is not served by localxai.")
+    # Accepted with no effect (docs/api.md): xAI echoes search_context_size; a self-hosted search backend
+    # has no user location; Codex sends external_web_access (false: live pages are not fetched).
+    settings.pop("search_context_size", None)
+    settings.pop("user_location", None)
+    if settings.pop("external_web_access", True) is False:
+        out["external_web_access"] = False
+    _no_others(settings, where)
+    return out
+
+
+def _mcp(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"server_url": _text(settings, "server_url", where)}
+    out["server_label"] = _optional_text(settings, "server_label", where) or ""
+    out["server_description"] = _optional_text(settings, "server_description", where) or ""
+    allowed = settings.get("allowed_tools")
+    if isinstance(allowed, dict):  # OpenAI's filter object
+        allowed = allowed.get("tool_names")
+    if allowed is not None:
+        if not isinstance(allowed, list) or not all(isinstance(n, str) for n in allowed):
+            raise InvalidArgument(f"{where}.allowed_tools must be a list of tool names.")
+        out["allowed_tools"] = allowed
+    if (authorization := _optional_text(settings, "authorization", where)) is not None:
+        out["authorization"] = authorization
+    headers = _object(settings.get("headers") or {}, f"{where}.headers")
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise InvalidArgument(f"{where}.headers values must be strings.")
+    out["headers"] = headers
+    approval = settings.get("require_approval")
+    if approval not in (None, "never") and approval != {"never": {}}:  # the server calls without asking
+        raise InvalidArgument(f"{where}.require_approval: only never is served (calls run without approval).")
+    for key in ("server_url", "server_label", "server_description", "allowed_tools", "authorization", "headers",
+                "require_approval"):  # fmt: skip
+        settings.pop(key, None)
+    _no_others(settings, where)
+    return out
+
+
+def _no_others(settings: dict[str, Any], where: str) -> None:
+    if settings:
+        raise InvalidArgument(f"{where}: {', '.join(sorted(settings))} not supported for this tool.")
+
+
 def _tool(index: int, tool: dict[str, Any]) -> Tool:
     kind = _optional_text(tool, "type", f"tools[{index}]")
     if kind != "function":
-        raise InvalidArgument(
-            f"Tool type {kind!r} is not supported by this server: server-side tools (web_search, x_search, "
-            "file_search, code_interpreter, mcp, …) are not available in localxai"
-        )
+        raise InvalidArgument(f"tools[{index}]: tool type {kind!r} is not supported by this server.")
     nested = tool.get("function")
     spec: dict[str, Any] = nested if isinstance(nested, dict) else tool  # flat, or Chat's nesting
     where = f"tools[{index}]"
@@ -262,6 +352,9 @@ def _format(text: dict[str, Any] | None) -> ResponseFormat:
     raise InvalidArgument("text.format.type must be text, json_object or json_schema.")
 
 
+# What a Responses `include` asks to see of server-side calls (mcp_call shows its output always, as OpenAI's).
+INCLUDED_OUTPUTS = {"code_interpreter_call.outputs": "code_execution", "web_search_call.action.sources": "web_search",
+                    "web_search_call.results": "web_search"}  # fmt: skip
 MAX_INPUT_ITEMS_PAGE = 100
 
 
@@ -276,8 +369,6 @@ def input_items_query(limit: str, order: str) -> tuple[int, bool]:
     if order not in ("asc", "desc"):
         raise InvalidArgument(f"order must be asc or desc, got {order!r}.")
     return count, order == "desc"
-
-
 
 
 def compact_turn(body: CompactRequest, sealer: Sealer) -> Turn:

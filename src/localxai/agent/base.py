@@ -1,0 +1,89 @@
+"""What an executor of server-side tools provides to the agent loop.
+
+An `Executor` serves one kind of xAI tool (`code_execution`, `mcp`, `web_search`, ...). For each request
+that enables its tool it opens a `Toolset`: the functions the model may call and the code that runs a
+call. Everything a toolset holds for the request (a sandbox, an MCP session) lives on the `Session`'s
+exit stack and is released when the loop ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from localxai.auth import ApiKey
+from localxai.chat import ServerTool, Tool, ToolCall
+from localxai.errors import InvalidArgument
+
+MAX_DOMAINS = 5  # xAI's cap on a web search's allowed or excluded domains
+MAX_OUTPUT_CHARS = 20_000  # what one call hands the model at most; the rest is cut with a note saying so
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call gave: `output` is what the model reads; `error` makes the call failed."""
+
+    output: str
+    error: str | None = None
+    sources: tuple[str, ...] = ()
+
+
+def failed(message: str) -> Outcome:
+    return Outcome(output=f"Error: {message}", error=message)
+
+
+@dataclass
+class Session:
+    """One run of the loop (one response): who asked, and what its toolsets must release at the end."""
+
+    caller: ApiKey | None
+    response_id: str
+    exits: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+
+class Toolset(Protocol):
+    kind: str
+    label: str | None  # mcp: the server's label, shown on its calls
+    functions: tuple[Tool, ...]  # the model-side functions, as the model sees them
+
+    async def run(self, call: ToolCall) -> Outcome: ...
+
+
+class Executor(Protocol):
+    kinds: tuple[str, ...]  # the ServerTool kinds it serves
+
+    async def start(self) -> None:
+        """Check once, at server start, that it can work here."""
+        ...
+
+    def unavailable(self) -> str | None:
+        """Why this server cannot run the tool (a missing backend or program), None when it can."""
+        ...
+
+    async def open(self, tool: ServerTool, session: Session) -> Toolset: ...
+
+
+def config(tool: ServerTool) -> dict[str, Any]:
+    value = json.loads(tool.config)
+    assert isinstance(value, dict)
+    return value
+
+
+def arguments(call: ToolCall) -> dict[str, Any]:
+    """A call's arguments as an object; a client error in the model's own words when they are not."""
+    try:
+        value = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError:
+        raise InvalidArgument(f"the arguments of {call.name} are not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"the arguments of {call.name} must be a JSON object")
+    return value
+
+
+def capped(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    """`text`, or its first `limit` characters and a line saying how much was left out (never silently)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[output truncated: {len(text) - limit} more characters]"
