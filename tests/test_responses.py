@@ -184,7 +184,7 @@ async def test_function_call_round_trip() -> None:
     ("extra", "status", "needle"),
     [
         ({"background": True}, 400, "background"),
-        ({"tools": [{"type": "web_search"}]}, 400, "Tool type 'web_search' is not supported"),
+        ({"tools": [{"type": "web_search"}]}, 400, "Tool type 'web_search' is not available on this server"),
         ({"tools": [{"type": "mcp", "server_url": "x"}]}, 400, "Tool type 'mcp'"),
         ({"input": [{"type": "function_call_output", "call_id": "call_1", "output": "x"}]}, 400, "call_1"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, 400, "input_file"),

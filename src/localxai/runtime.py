@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, replace
 from localxai.accounting import Accounting
 from localxai.agent.base import Executor
 from localxai.agent.loop import Agent, AgentLimits
+from localxai.agent.remote_mcp import CONNECT_TIMEOUT_S, RemoteMcp
 from localxai.agent.sandbox import CodeSandbox
+from localxai.agent.web_search import MAX_PAGE_BYTES, SearxngSearch
 from localxai.auth import Authenticator, is_open_access
 from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
@@ -148,4 +150,9 @@ def executors(settings: Settings) -> tuple[Executor, ...]:
     served: list[Executor] = []
     if settings.code_execution == "auto":
         served.append(CodeSandbox())
+    if settings.web_search_url:
+        pages = FetchPolicy(allow_private=settings.tool_allow_private, max_bytes=MAX_PAGE_BYTES, timeout_s=15.0)
+        served.append(SearxngSearch(settings.web_search_url, pages))
+    if settings.mcp == "on":
+        served.append(RemoteMcp(FetchPolicy(allow_private=settings.tool_allow_private, timeout_s=CONNECT_TIMEOUT_S)))
     return tuple(served)

@@ -72,12 +72,13 @@ class Agent:
         self, service: ChatService, executors: Sequence[Executor] = (), limits: AgentLimits | None = None
     ) -> None:
         self._service = service
+        self._all = tuple(executors)
         self._executors: Mapping[str, Executor] = {kind: e for e in executors for kind in e.kinds}
         self.limits = limits or AgentLimits()
 
     async def start(self) -> None:
         """Each executor checks once that it can work here (a sandbox that starts, ...)."""
-        for executor in dict.fromkeys(self._executors.values()):
+        for executor in self._all:
             await executor.start()
 
     def unavailable(self, tool: ServerTool) -> str | None:

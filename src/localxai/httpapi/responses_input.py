@@ -104,10 +104,9 @@ def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
         )
     items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
     listed = body.tools or []
-    for i, t in enumerate(listed):
-        _object(t, f"tools[{i}]")
-    server = tuple(_server_tool(i, t) for i, t in enumerate(listed) if t.get("type") in SERVER_TOOLS)
-    tools = tuple(_tool(i, t) for i, t in enumerate(listed) if t.get("type") not in SERVER_TOOLS)
+    kinds = [_optional_text(_object(t, f"tools[{i}]"), "type", f"tools[{i}]") for i, t in enumerate(listed)]
+    server = tuple(_server_tool(i, t) for i, t in enumerate(listed) if kinds[i] in SERVER_TOOLS)
+    tools = tuple(_tool(i, t) for i, t in enumerate(listed) if kinds[i] not in SERVER_TOOLS)
     request = ChatRequest(
         model=body.model,
         messages=tuple(_messages(items, sealer)),

@@ -1,4 +1,5 @@
-"""Fetching image URLs without opening the server's network to its clients (SSRF).
+"""Fetching URLs for clients (images, web pages, MCP servers) without opening the server's network to
+them (SSRF).
 
 Only http and https. Every hop — the first URL and each redirect (at most 3) — is resolved first and
 refused if any address is not a public unicast one (loopback, private, link-local and cloud metadata,
@@ -7,6 +8,9 @@ compatible, NAT64, 6to4, Teredo), unless the operator allows private addresses. 
 to the address that was checked (the host name is kept for Host and TLS), so a DNS answer cannot change
 between the check and the connection. One deadline bounds the whole fetch, and the body is read in
 chunks and abandoned past the size limit: a 2 GB download is never buffered.
+
+`pinned_transport` applies the same check to every request of an httpx-style client (the MCP client's):
+each connection goes to an address checked just before it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -81,16 +86,29 @@ def _reached(address: IPAddress) -> tuple[IPAddress, ...] | None:
     return (address,)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    body: bytes
+    content_type: str  # as the server sent it ("" when it sent none)
+    url: str  # after redirects
+
+
 async def fetch_image(url: str, policy: FetchPolicy, label: str = "image") -> bytes:
     """The bytes at `url` (at most policy.max_bytes), within policy.timeout_s in all; raises ImageFetchError."""
+    return (await fetch(url, policy, label, accept="image/*")).body
+
+
+async def fetch(url: str, policy: FetchPolicy, label: str, accept: str = "*/*") -> Fetched:
+    """What `url` answers (at most policy.max_bytes), within policy.timeout_s in all; raises ImageFetchError
+    (an InvalidArgument whose message names `label` and the URL)."""
     try:
         async with asyncio.timeout(policy.timeout_s):
-            return await _fetch(url, policy, label)
+            return await _fetch(url, policy, label, accept)
     except TimeoutError:
         raise ImageFetchError(f"{label}: fetching {_shown(url)} timed out.") from None
 
 
-async def _fetch(url: str, policy: FetchPolicy, label: str) -> bytes:
+async def _fetch(url: str, policy: FetchPolicy, label: str, accept: str) -> Fetched:
     timeout = httpx.Timeout(policy.timeout_s)  # a backstop: the caller's deadline bounds the whole fetch
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _hop in range(policy.max_redirects + 1):
@@ -98,7 +116,7 @@ async def _fetch(url: str, policy: FetchPolicy, label: str) -> bytes:
             request = client.build_request(
                 "GET",
                 target,
-                headers={"Host": _host_header(url), "User-Agent": USER_AGENT, "Accept": "image/*"},
+                headers={"Host": _host_header(url), "User-Agent": USER_AGENT, "Accept": accept},
                 extensions={"sni_hostname": host},
             )
             try:
@@ -114,7 +132,8 @@ async def _fetch(url: str, policy: FetchPolicy, label: str) -> bytes:
                     continue
                 if response.status_code != 200:
                     raise ImageFetchError(f"{label}: fetching {_shown(url)} failed with HTTP {response.status_code}.")
-                return await _read_limited(response, policy, label, url)
+                body = await _read_limited(response, policy, label, url)
+                return Fetched(body, response.headers.get("content-type", ""), url)
             finally:
                 await response.aclose()
         raise ImageFetchError(f"{label}: more than {policy.max_redirects} redirects from {_shown(url)}.")
@@ -124,7 +143,7 @@ async def _checked_target(url: str, policy: FetchPolicy, label: str) -> tuple[st
     """The URL rewritten to a checked address, and the host name (for Host and TLS)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ImageFetchError(f"{label}: only http and https image URLs are fetched, got {_shown(url)}.")
+        raise ImageFetchError(f"{label}: only http and https URLs are fetched, got {_shown(url)}.")
     host = parts.hostname
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -160,6 +179,42 @@ async def _read_limited(response: httpx.Response, policy: FetchPolicy, label: st
     except httpx.HTTPError as exc:
         raise ImageFetchError(f"{label}: fetching {_shown(url)} failed: {type(exc).__name__}.") from None
     return bytes(body)
+
+
+def pinned_transport(library: Any, policy: FetchPolicy, label: str, max_bytes: int | None = None) -> Any:
+    """An AsyncHTTPTransport of the httpx-style `library` (httpx, or httpx2 for the MCP client) whose every
+    request goes to the address checked for its host just before (ImageFetchError if refused), and whose
+    responses together end with an error past `max_bytes` (a server that never stops talking)."""
+    received = 0
+
+    class Pinned(library.AsyncHTTPTransport):  # type: ignore[misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            url = str(request.url)
+            target, host = await _checked_target(url, policy, label)
+            request.url = type(request.url)(target)
+            request.headers["Host"] = _host_header(url)
+            request.extensions = {**request.extensions, "sni_hostname": host}
+            response = await super().handle_async_request(request)
+            if max_bytes is not None:
+                response.stream = _Capped(response.stream)
+            return response
+
+    class _Capped(library.AsyncByteStream):  # type: ignore[misc]
+        def __init__(self, stream: Any) -> None:
+            self._stream = stream
+
+        async def __aiter__(self) -> Any:
+            nonlocal received
+            async for chunk in self._stream:
+                received += len(chunk)
+                if max_bytes is not None and received > max_bytes:
+                    raise ImageFetchError(f"{label}: answered more than {max_bytes} bytes.")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    return Pinned()
 
 
 def _host_header(url: str) -> str:
