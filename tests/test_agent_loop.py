@@ -64,7 +64,9 @@ class Scripted:
 class _Toolset:
     kind = "code_execution"
     label = None
-    functions = (Tool("code_execution", "Run Python", '{"type": "object", "properties": {"code": {"type": "string"}}}'),)
+    functions = (
+        Tool("code_execution", "Run Python", '{"type": "object", "properties": {"code": {"type": "string"}}}'),
+    )
 
     def __init__(self, owner: Scripted) -> None:
         self.owner = owner
@@ -210,7 +212,10 @@ async def test_failures_are_failed_calls_the_model_reads() -> None:
     assert hang["error"] == "code_execution did not finish within 0.3 s"
     assert message["content"][0]["text"] == "sorry"
     results = [m.text for m in engine.requests[1].messages if m.role is Role.TOOL]
-    assert results == ["Error: code_execution failed inside the server", "Error: code_execution did not finish within 0.3 s"]
+    assert results == [
+        "Error: code_execution failed inside the server",
+        "Error: code_execution did not finish within 0.3 s",
+    ]
     assert body["usage"]["num_server_side_tools_used"] == 0  # only successful calls count
 
 

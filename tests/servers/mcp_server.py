@@ -37,7 +37,7 @@ def broken() -> str:
 
 
 class Garbage(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         body = b'{"jsonrpc": "2.0", "id": 1, "result": {"nonsense'
         self.send_response(200)
