@@ -322,10 +322,11 @@ async def test_xai_sdk_stream_reads_the_loop() -> None:
         chat = client.chat.create(model="fake-model", tools=[code_execution()], tool_choice="required")
         chat.append(user("compute"))
         texts, seen_calls = [], []
-        async for response, chunk in chat.stream():
+        response = None
+        async for response, chunk in chat.stream():  # noqa: B007 - the last one is the whole response
             texts.append(chunk.content)
             seen_calls += chunk.tool_calls
-        assert response.content == "both ran" and "".join(texts) == "both ran"
+        assert response is not None and response.content == "both ran" and "".join(texts) == "both ran"
         assert sorted(c.function.name for c in response.tool_calls) == ["code_execution"] * 2
         assert len(seen_calls) == 2 and all(c.status == 1 for c in seen_calls)
         assert response.tool_outputs == []  # not included

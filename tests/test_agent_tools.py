@@ -83,7 +83,8 @@ def test_escape_attempts_fail(sandbox: CodeSandbox, tmp_path: Path) -> None:
             sandbox,
             "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 5432), timeout=2); print('connected')\n"
             "except OSError as e:\n    print('no network', e.errno)",
-            f"import os\nprint(os.path.exists({str(secret)!r}), os.path.exists('/root'), os.path.exists('/etc/passwd'))",
+            f"import os\nprint(os.path.exists({str(secret)!r}), os.path.exists('/root'),"
+            " os.path.exists('/etc/passwd'))",
             "print(open('/proc/1/environ').read()); import os; print(dict(os.environ))",
             "try:\n    open('/usr/evil', 'w')\nexcept OSError as e:\n    print('refused', e.errno)",
             "import os\nprint(os.getuid())",
@@ -364,7 +365,7 @@ def test_xai_sdk_runs_code_execution_and_mcp(agent_server: Server, streamable_mc
                               temperature=0)  # fmt: skip
     chat.append(user("Add 2 and 3."))
     streamed = None
-    for streamed, _chunk in chat.stream():
+    for streamed, _chunk in chat.stream():  # noqa: B007 - the last one is the whole response
         pass
     assert streamed is not None and streamed.tool_calls[0].function.name == "add"
     assert streamed.server_side_tool_usage == {"SERVER_SIDE_TOOL_MCP": len(streamed.tool_calls)}

@@ -241,7 +241,8 @@ async def test_server_side_tools_are_refused_or_dropped_as_over_rest() -> None:
     async with serving() as served:
         error = await failure(chat_pb2_grpc.ChatStub(served.channel).GetCompletion(ask, metadata=AUTH))
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert "Tool type 'web_search' is not available on this server: web search needs a search backend" in (error.details() or "")
+        refusal = "Tool type 'web_search' is not available on this server: web search needs a search backend"
+        assert refusal in (error.details() or "")
     store = Store(sqlite_url(Path(tempfile.mkdtemp(prefix="localxai-test-"))))
     runtime = Runtime.build([FakeEngine()], (API_KEY,), store, Options(drop_server_tools=True))
     port = free_port()
