@@ -188,7 +188,7 @@ async def test_function_call_round_trip() -> None:
         ({"tools": [{"type": "mcp", "server_url": "x"}]}, 400, "Tool type 'mcp'"),
         ({"input": [{"type": "function_call_output", "call_id": "call_1", "output": "x"}]}, 400, "call_1"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, 400, "input_file"),
-        ({"input": [{"type": "shell_call_output"}]}, 400, "shell_call_output"),
+        ({"input": [{"type": "image_generation_output"}]}, 400, "image_generation_output"),
         ({"input": [{"role": "robot", "content": "x"}]}, 400, "role"),
         ({"search_parameters": {"mode": "auto"}}, 410, "Live search is deprecated"),
         ({"model": "nope"}, 404, "fake-model"),

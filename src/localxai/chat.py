@@ -77,9 +77,14 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Tool:
-    name: str
+    """A tool the client runs. The model calls every kind as a function named `name`; the Responses API
+    reports the call in the kind's own item (custom_tool_call, local_shell_call, ...)."""
+
+    name: str  # as the model sees it: a namespaced tool's is namespace + its own name (Codex: mcp__srv__tool)
     description: str = ""
     parameters: str = '{"type": "object", "properties": {}}'  # JSON Schema, as JSON text
+    kind: str = "function"  # function, custom (free-form `input`), local_shell or shell
+    namespace: str = ""  # the `namespace` group it came in (Responses API)
 
 
 @dataclass(frozen=True)

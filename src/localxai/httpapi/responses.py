@@ -37,6 +37,7 @@ from localxai.chat import (
     StoredResponse,
     TextDelta,
     TokenLogprob,
+    Tool,
     ToolCall,
     ToolCallDelta,
     ToolMode,
@@ -125,10 +126,25 @@ def _envelope(
 
 def _tools_body(request: ChatRequest) -> list[dict[str, Any]]:
     """The tools the request offered, as it sent them (an MCP server's credentials left out)."""
-    tools: list[dict[str, Any]] = [
-        {"type": "function", "name": t.name, "description": t.description, "parameters": json.loads(t.parameters)}
-        for t in request.tools
-    ]
+    tools: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for t in request.tools:
+        if t.kind in ("local_shell", "shell"):
+            tools.append({"type": t.kind})
+            continue
+        name = t.name.removeprefix(t.namespace)
+        if t.kind == "custom":
+            echo = {"type": "custom", "name": name, "description": t.description}
+        else:
+            echo = {"type": "function", "name": name, "description": t.description,
+                    "parameters": json.loads(t.parameters)}  # fmt: skip
+        if not t.namespace:
+            tools.append(echo)
+        elif t.namespace in groups:
+            groups[t.namespace]["tools"].append(echo)
+        else:
+            groups[t.namespace] = {"type": "namespace", "name": t.namespace, "tools": [echo]}
+            tools.append(groups[t.namespace])
     for tool in request.server_tools:
         settings = {k: v for k, v in json.loads(tool.config).items() if k not in ("authorization", "headers")}
         tools.append({"type": tool.kind, **settings})
@@ -171,7 +187,7 @@ def _output(stored: StoredResponse, choice: Choice, sealer: Sealer) -> list[dict
         items.append(_sealed(_reasoning_item(ids.next("rs"), choice.reasoning, "completed"), stored, sealer))
     if choice.text or not choice.tool_calls:
         items.append(_message_item(ids.next("msg"), choice.text, "completed", choice.logprobs, choice.citations))
-    items += [_call_item(call, "completed") for call in choice.tool_calls]
+    items += [_call_item(call, "completed", stored.request.tools) for call in choice.tool_calls]
     return items
 
 
@@ -274,15 +290,43 @@ def _message_item(
     return {"content": content, "id": item_id, "role": "assistant", "type": "message", "status": status}
 
 
-def _call_item(call: ToolCall, status: str, arguments: str | None = None) -> dict[str, Any]:
-    return {
-        "id": f"fc_{uuid.uuid5(uuid.NAMESPACE_OID, call.id)}",
-        "type": "function_call",
-        "call_id": call.id,
-        "name": call.name,
-        "arguments": call.arguments if arguments is None else arguments,
-        "status": status,
-    }
+def _call_item(call: ToolCall, status: str, tools: Sequence[Tool] = (), opening: bool = False) -> dict[str, Any]:
+    """A client tool call in its tool kind's item (function_call, custom_tool_call, local_shell_call,
+    shell_call), named as the client named the tool (`namespace` apart); `opening`: as first announced."""
+    tool = next((t for t in tools if t.name == call.name), None)
+    kind, namespace = (tool.kind, tool.namespace) if tool is not None else ("function", "")
+    name = call.name.removeprefix(namespace)
+    uid = uuid.uuid5(uuid.NAMESPACE_OID, call.id)
+    item: dict[str, Any]
+    if kind == "function":
+        arguments = "" if opening else call.arguments
+        item = {"id": f"fc_{uid}", "type": "function_call", "call_id": call.id, "name": name, "arguments": arguments,
+                "status": status}  # fmt: skip
+    elif kind == "custom":
+        text = "" if opening else str(_arguments(call).get("input", ""))
+        item = {"id": f"ctc_{uid}", "type": "custom_tool_call", "call_id": call.id, "name": name, "input": text,
+                "status": status}  # fmt: skip
+    elif kind == "local_shell":
+        args = _arguments(call)
+        action = {"type": "exec", "command": args.get("command", []), "env": {}, "timeout_ms": args.get("timeout_ms"),
+                  "working_directory": args.get("working_directory"), "user": None}  # fmt: skip
+        item = {"id": call.id, "type": "local_shell_call", "call_id": call.id, "status": status, "action": action}
+    else:
+        args = _arguments(call)
+        action = {"commands": args.get("commands", []), "timeout_ms": args.get("timeout_ms"), "max_output_length": None}
+        item = {"id": f"sh_{uid}", "type": "shell_call", "call_id": call.id, "status": status, "action": action,
+                "environment": {"type": "local"}}  # fmt: skip
+    if namespace:
+        item["namespace"] = namespace
+    return item
+
+
+def _arguments(call: ToolCall) -> dict[str, Any]:
+    try:
+        value = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 # -- streaming --------------------------------------------------------------------------------------
@@ -375,17 +419,27 @@ class _StreamedItems:
                     item_id=self._open_id, output_index=index, logprobs=_logprobs(item.logprobs))]  # fmt: skip
         if isinstance(item, ToolCallDelta):
             frames = self._closed()
+            tools = self._running.response.request.tools
             for call in item.calls:  # whole calls: one delta each, as xAI sends them
                 index = len(self.output)
-                done = _call_item(call, "completed")
-                frames += [
-                    event("response.output_item.added", item=_call_item(call, "in_progress", ""), output_index=index),
-                    event("response.function_call_arguments.delta", item_id=done["id"], output_index=index,
-                          delta=call.arguments),
-                    event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
-                          arguments=call.arguments),
-                    event("response.output_item.done", item=done, output_index=index),
-                ]  # fmt: skip
+                done = _call_item(call, "completed", tools)
+                frames.append(event("response.output_item.added", item=_call_item(call, "in_progress", tools, True),
+                                    output_index=index))  # fmt: skip
+                if done["type"] == "function_call":
+                    frames += [
+                        event("response.function_call_arguments.delta", item_id=done["id"], output_index=index,
+                              delta=call.arguments),
+                        event("response.function_call_arguments.done", item_id=done["id"], output_index=index,
+                              arguments=call.arguments),
+                    ]  # fmt: skip
+                elif done["type"] == "custom_tool_call":
+                    frames += [
+                        event("response.custom_tool_call_input.delta", item_id=done["id"], output_index=index,
+                              delta=done["input"]),
+                        event("response.custom_tool_call_input.done", item_id=done["id"], output_index=index,
+                              input=done["input"]),
+                    ]  # fmt: skip
+                frames.append(event("response.output_item.done", item=done, output_index=index))
                 self.output.append(done)
             return frames
         if isinstance(item, ServerCallEvent):
@@ -499,7 +553,8 @@ class _StreamedItems:
 
 # -- input items ------------------------------------------------------------------------------------
 
-ID_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco"}
+ID_PREFIXES = {"message": "msg", "reasoning": "rs", "function_call": "fc", "function_call_output": "fco",
+               "custom_tool_call": "ctc", "local_shell_call": "lsh", "shell_call": "sh"}  # fmt: skip
 
 
 def input_items_body(stored: StoredResponse, limit: int, descending: bool, after: str | None) -> dict[str, Any]:
@@ -530,14 +585,14 @@ def input_items(stored: StoredResponse) -> list[dict[str, Any]]:
     on every read."""
     server = {c.id for m in stored.request.messages for c in m.tool_calls if c.kind != "function"}
     messages = [m for m in stored.request.messages if not (m.role is Role.TOOL and m.tool_call_id in server)]
-    items = [item for message in messages for item in _input_items(message)]
+    items = [item for message in messages for item in _input_items(message, stored.request.tools)]
     return [
         {**item, "id": f"{ID_PREFIXES[item['type']]}_{uuid.uuid5(uuid.NAMESPACE_URL, f'{stored.id}/{i}')}"}
         for i, item in enumerate(items)
     ]
 
 
-def _input_items(message: Message) -> list[dict[str, Any]]:
+def _input_items(message: Message, tools: Sequence[Tool]) -> list[dict[str, Any]]:
     """One message as the input items that stand for it (an assistant turn: reasoning, text, calls); the
     output builders' ids are replaced by `input_items`."""
     if message.role in (Role.TOOL, Role.FUNCTION):
@@ -549,7 +604,7 @@ def _input_items(message: Message) -> list[dict[str, Any]]:
     items = [_reasoning_item("", message.reasoning, "completed")] if message.reasoning else []
     if message.text or not message.tool_calls:
         items.append(_message_item("", message.text, "completed"))
-    return items + [_call_item(call, "completed") for call in message.tool_calls if call.kind == "function"]
+    return items + [_call_item(call, "completed", tools) for call in message.tool_calls if call.kind == "function"]
 
 
 def _input_part(part: Part) -> dict[str, Any]:

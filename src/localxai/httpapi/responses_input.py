@@ -106,7 +106,7 @@ def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
     listed = body.tools or []
     kinds = [_optional_text(_object(t, f"tools[{i}]"), "type", f"tools[{i}]") for i, t in enumerate(listed)]
     server = tuple(_server_tool(i, t) for i, t in enumerate(listed) if kinds[i] in SERVER_TOOLS)
-    tools = tuple(_tool(i, t) for i, t in enumerate(listed) if kinds[i] not in SERVER_TOOLS)
+    tools = tuple(t for i, tool in enumerate(listed) if kinds[i] not in SERVER_TOOLS for t in _tools(i, tool))
     request = ChatRequest(
         model=body.model,
         messages=tuple(_messages(items, sealer)),
@@ -155,21 +155,18 @@ def _messages(items: list[dict[str, Any]], sealer: Sealer) -> list[Message]:
                 raise InvalidArgument(f"{where}.role must be user, assistant, system or developer.")
             reasoning, thinking = (thinking, None) if role is Role.ASSISTANT else (None, thinking)
             out.append(Message(role, _parts(item.get("content"), where), reasoning=reasoning))
-        elif kind == "function_call":
-            call = ToolCall(_text(item, "call_id", where), _text(item, "name", where), _text(item, "arguments", where))
+        elif kind in CALL_ITEMS:
+            call = _history_call(kind, item, where)
             if out and out[-1].role is Role.ASSISTANT and not out[-1].text:  # parallel calls: one turn
                 out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))
             else:
                 out.append(Message(Role.ASSISTANT, (), tool_calls=(call,), reasoning=thinking))
                 thinking = None
-        elif kind == "function_call_output":
-            call_id = _text(item, "call_id", where)  # that a call precedes it is the core's check
-            output = item.get("output")
-            if isinstance(output, list):  # Codex sends parts
-                output = "".join(_text(p, "text", f"{where}.output") for p in output if isinstance(p, dict))
-            if not isinstance(output, str):
-                raise InvalidArgument(f"{where}.output must be a string.")
-            out.append(Message(Role.TOOL, (TextPart(output),), tool_call_id=call_id))
+        elif kind in OUTPUT_ITEMS:
+            # that a call precedes it is the core's check
+            call_id = _text(item, "id" if kind == "local_shell_call_output" and "call_id" not in item else "call_id",
+                            where)  # fmt: skip
+            out.append(Message(Role.TOOL, (TextPart(_output_text(item.get("output"), where)),), tool_call_id=call_id))
         elif kind == "reasoning":
             # Our own sealed thinking goes back with its turn; anything else (another provider's blob,
             # a summary only) is dropped, never an error.
@@ -183,6 +180,46 @@ def _messages(items: list[dict[str, Any]], sealer: Sealer) -> list[Message]:
         else:
             raise InvalidArgument(f"{where}: input items of type {kind!r} are not supported.")
     return out
+
+
+CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "local_shell_call", "shell_call"})
+OUTPUT_ITEMS = frozenset(
+    {"function_call_output", "custom_tool_call_output", "local_shell_call_output", "shell_call_output"}
+)
+
+
+def _history_call(kind: str, item: dict[str, Any], where: str) -> ToolCall:
+    """A client tool call sent back as history, as the model made it (a function call)."""
+    namespace = _optional_text(item, "namespace", where) or ""
+    if kind == "function_call":
+        return ToolCall(_text(item, "call_id", where), namespace + _text(item, "name", where),
+                        _text(item, "arguments", where))  # fmt: skip
+    if kind == "custom_tool_call":
+        arguments = json.dumps({"input": _text(item, "input", where)})
+        return ToolCall(_text(item, "call_id", where), namespace + _text(item, "name", where), arguments)
+    action = {k: v for k, v in _object(item.get("action"), f"{where}.action").items() if k != "type"}
+    call_id = item.get("call_id") or _text(item, "id", where)
+    if not isinstance(call_id, str):
+        raise InvalidArgument(f"{where}.call_id must be a string.")
+    return ToolCall(call_id, "local_shell" if kind == "local_shell_call" else "shell", json.dumps(action))
+
+
+def _output_text(output: Any, where: str) -> str:
+    """A tool result as text: a string, text parts (Codex), or a shell's stdout/stderr/outcome records."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        texts = []
+        for part in output:
+            part = _object(part, f"{where}.output[]")
+            if "text" in part:
+                texts.append(_text(part, "text", f"{where}.output[]"))
+            elif "stdout" in part or "stderr" in part or "outcome" in part:
+                outcome: dict[str, Any] = part["outcome"] if isinstance(part.get("outcome"), dict) else {}
+                end = f"exit code {outcome['exit_code']}" if "exit_code" in outcome else outcome.get("type", "")
+                texts.append("\n".join(str(x) for x in (part.get("stdout") or "", part.get("stderr") or "", end) if x))
+        return "".join(texts)
+    raise InvalidArgument(f"{where}.output must be a string.")
 
 
 def _parts(content: Any, where: str) -> tuple[Part, ...]:
@@ -306,6 +343,73 @@ def _mcp(settings: dict[str, Any], where: str) -> dict[str, Any]:
 def _no_others(settings: dict[str, Any], where: str) -> None:
     if settings:
         raise InvalidArgument(f"{where}: {', '.join(sorted(settings))} not supported for this tool.")
+
+
+LOCAL_SHELL = {
+    "type": "object",
+    "properties": {
+        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "working_directory": {"type": "string"},
+        "timeout_ms": {"type": "integer", "minimum": 1},
+    },
+    "required": ["command"],
+}
+SHELL = {
+    "type": "object",
+    "properties": {
+        "commands": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "timeout_ms": {"type": "integer", "minimum": 1},
+    },
+    "required": ["commands"],
+}
+
+
+def _tools(index: int, tool: dict[str, Any], namespace: str = "") -> list[Tool]:
+    """The client tools one `tools` entry stands for: a function, a custom tool, a shell, or each tool of
+    a namespace (the model sees a namespaced tool as namespace + name, as Codex's flat MCP names are)."""
+    where = f"tools[{index}]"
+    kind = _optional_text(tool, "type", where)
+    if kind == "namespace" and not namespace:
+        prefix = _text(tool, "name", where)
+        nested = tool.get("tools")
+        if not isinstance(nested, list) or not nested:
+            raise InvalidArgument(f"{where}.tools must be a non-empty list of function or custom tools.")
+        return [t for inner in nested for t in _tools(index, _object(inner, f"{where}.tools[]"), prefix)]
+    if kind == "custom":
+        return [_custom(where, tool, namespace)]
+    if kind == "local_shell" and not namespace:
+        return [Tool("local_shell", "Run a command on the user's machine.", json.dumps(LOCAL_SHELL), "local_shell")]
+    if kind == "shell" and not namespace:
+        environment = tool.get("environment") or {"type": "local"}
+        if not isinstance(environment, dict) or environment.get("type") != "local":
+            raise InvalidArgument(
+                f"{where}.environment: only a local shell (type local) is served: the client runs it."
+            )
+        return [Tool("shell", "Run shell commands on the user's machine.", json.dumps(SHELL), "shell")]
+    function = _tool(index, tool)
+    return [replace(function, name=namespace + function.name, namespace=namespace)]
+
+
+def _custom(where: str, tool: dict[str, Any], namespace: str) -> Tool:
+    """A custom tool: free-form text `input`, constrained by a regular expression when its format is one."""
+    name = _text(tool, "name", where)
+    fmt = _object(tool.get("format") or {"type": "text"}, f"{where}.format")
+    text: dict[str, Any] = {"type": "string", "description": "The tool's input, as free-form text."}
+    if fmt.get("type") == "grammar":
+        syntax, definition = fmt.get("syntax"), fmt.get("definition")
+        if not isinstance(definition, str):
+            raise InvalidArgument(f"{where}.format.definition must be a string.")
+        if syntax != "regex":
+            raise InvalidArgument(
+                f"{where}.format: {syntax!r} grammars are not served by localxai (regular expressions and free "
+                "text are); give the tool a regex or a text format, or make it a function tool."
+            )
+        text["pattern"] = definition
+    elif fmt.get("type") != "text":
+        raise InvalidArgument(f"{where}.format.type must be text or grammar.")
+    description = _optional_text(tool, "description", where) or ""
+    parameters = {"type": "object", "properties": {"input": text}, "required": ["input"]}
+    return Tool(namespace + name, description, json.dumps(parameters), "custom", namespace)
 
 
 def _tool(index: int, tool: dict[str, Any]) -> Tool:
