@@ -358,3 +358,18 @@ async def test_xai_sdk_mixed_client_and_server_tools() -> None:
         types = sorted(c.type for c in response.tool_calls)
         assert types == [1, 4]  # CLIENT_SIDE_TOOL, CODE_EXECUTION_TOOL
         assert response.finish_reason == "REASON_TOOL_CALLS"
+
+
+async def test_a_key_may_be_denied_server_side_tools_and_calls_are_counted() -> None:
+    engine = FakeEngine(reply=script(calls("print(1)"), "done"))
+    runtime = runtime_for(engine, Scripted())
+    _, no_code = runtime.store.create_key("no code", tools=("mcp",))
+    _, every = runtime.store.create_key("every tool")
+    async with app_client(create_app(runtime)) as api:
+        denied = await api.post("/v1/responses", json=ask(), headers={"Authorization": f"Bearer {no_code}"})
+        allowed = await api.post("/v1/responses", json=ask(), headers={"Authorization": f"Bearer {every}"})
+        metrics = (await api.get("/metrics")).text
+    assert denied.status_code == 403
+    assert "may not use the server-side tool 'code_execution'" in denied.json()["error"]
+    assert allowed.status_code == 200
+    assert 'localxai_server_tool_calls_total{status="completed",tool="code_execution"} 1.0' in metrics

@@ -35,9 +35,13 @@ class ApiKey:
     models: tuple[str, ...] | None = None  # None: every model
     rpm: int | None = None
     tpm: int | None = None
+    tools: tuple[str, ...] | None = None  # server-side tool kinds it may use; None: every one served
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+    def may_run(self, tool: str) -> bool:
+        return self.tools is None or tool in self.tools
 
     @property
     def acls(self) -> list[str]:
@@ -84,6 +88,7 @@ class Authenticator:
                     models=record.models,
                     rpm=record.rpm,
                     tpm=record.tpm,
+                    tools=record.tools,
                 )
         if self.open_access:
             return self._static(token, "open access (no keys configured)")

@@ -138,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--models", nargs="+", help="model ids the key may use (default: all)")
     create.add_argument("--rpm", type=int, help="requests per minute")
     create.add_argument("--tpm", type=int, help="tokens per minute (prompt + completion + reasoning)")
+    create.add_argument(
+        "--tools",
+        nargs="+",
+        help="server-side tools the key may use: code_execution, mcp, web_search, or none (default: all served)",
+    )
     keys.add_parser("list", parents=[state], help="list keys (redacted)")
     for verb, text in (("revoke", "revoke a key for good"), ("disable", "block a key"), ("enable", "unblock a key")):
         keys.add_parser(verb, parents=[state], help=text).add_argument("key_id")
@@ -292,7 +297,8 @@ def open_store(settings: Settings) -> Store:
 def manage_keys(args: argparse.Namespace, store: Store) -> None:
     if args.keys_command == "create":
         models = tuple(m for spec in args.models for m in spec.split(",") if m) if args.models else None
-        record, secret = store.create_key(args.name, models, args.rpm, args.tpm)
+        tools = tuple(t for spec in args.tools for t in spec.split(",") if t and t != "none") if args.tools else None
+        record, secret = store.create_key(args.name, models, args.rpm, args.tpm, tools)
         print(secret)
         print(f"created {record.id} ({record.name}); this is the only time the key is shown", file=sys.stderr)
         print(RESTART_NOTE, file=sys.stderr)

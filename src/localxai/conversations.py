@@ -33,7 +33,7 @@ from localxai.chat import (
     TextPart,
     Usage,
 )
-from localxai.errors import InvalidArgument, LocalXAIError, NotFound, public_message
+from localxai.errors import InvalidArgument, LocalXAIError, NotFound, PermissionDenied, public_message
 from localxai.ids import is_id
 from localxai.service import ChatService, ChatStream, Collector, server_tool_refused
 from localxai.store.store import Store
@@ -105,6 +105,8 @@ class Conversations:
         _check_call_results(messages)
         runnable = []
         for tool in turn.request.server_tools:
+            if not caller.may_run(tool.kind):
+                raise PermissionDenied(f"The API key {caller.redacted} may not use the server-side tool {tool.kind!r}.")
             why = self.agent.unavailable(tool)
             if why is None:
                 runnable.append(tool)

@@ -45,6 +45,13 @@ class Metrics:
         self.image_failures = Counter(
             "localxai_image_fetch_failures", "Images refused or not fetched", ["model"], registry=r
         )
+        self.tool_calls = Counter(
+            "localxai_server_tool_calls", "Server-side tool calls by tool and status", ["tool", "status"], registry=r
+        )
+        self.tool_seconds = Histogram(
+            "localxai_server_tool_call_seconds", "Server-side tool call duration", ["tool"], registry=r,
+            buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
         r.register(_EngineCollector(engines))
 
     def render(self) -> bytes:
@@ -60,6 +67,10 @@ class Metrics:
 
     def image_failure(self, model: str) -> None:
         self.image_failures.labels(model).inc()
+
+    def tool_call(self, tool: str, status: str, seconds: float) -> None:
+        self.tool_calls.labels(tool, status).inc()
+        self.tool_seconds.labels(tool).observe(seconds)
 
     def usage(self, model: str, usage: Usage) -> None:
         for kind, value in (

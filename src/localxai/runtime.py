@@ -76,7 +76,7 @@ class Runtime:
         deferred = DeferredCompletions(service, store, options.worker_id, lease_s=options.deferred_lease_s)
         open_access = is_open_access(keys, store) if options.open_access is None else options.open_access
         auth = Authenticator(keys, store, open_access)
-        agent = Agent(service, options.executors, options.agent_limits)
+        agent = Agent(service, options.executors, options.agent_limits, observer=metrics)
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
         return cls(service, deferred, auth, store, metrics, conversations, sealer, options.max_body_bytes, shutdown)

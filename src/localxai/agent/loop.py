@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from localxai.agent.base import Executor, Outcome, Session, Toolset, capped, failed
 from localxai.auth import ApiKey
@@ -47,6 +48,10 @@ from localxai.service import ChatService, ChatStream
 log = logging.getLogger(__name__)
 
 
+class ToolObserver(Protocol):
+    def tool_call(self, tool: str, status: str, seconds: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class AgentLimits:
     max_turns: int = 10  # model turns per response (a request's max_turns is capped here)
@@ -69,9 +74,14 @@ NOT_SERVED = {
 
 class Agent:
     def __init__(
-        self, service: ChatService, executors: Sequence[Executor] = (), limits: AgentLimits | None = None
+        self,
+        service: ChatService,
+        executors: Sequence[Executor] = (),
+        limits: AgentLimits | None = None,
+        observer: ToolObserver | None = None,
     ) -> None:
         self._service = service
+        self._observer = observer
         self._all = tuple(executors)
         self._executors: Mapping[str, Executor] = {kind: e for e in executors for kind in e.kinds}
         self.limits = limits or AgentLimits()
@@ -196,9 +206,11 @@ class Agent:
                 outcome = failed(f"more than {self.limits.max_calls_per_turn} calls in one turn; this one did not run")
             else:
                 outcome = await self._outcome(toolset, call)
-            log.info("%s call %s %s in %.2f s", call.kind, call.name, "failed" if outcome.error else "completed",
-                     time.monotonic() - started)  # fmt: skip
             status = CallStatus.FAILED if outcome.error is not None else CallStatus.COMPLETED
+            seconds = time.monotonic() - started
+            log.info("%s call %s %s in %.2f s", call.kind, call.name, status.value, seconds)
+            if self._observer is not None:
+                self._observer.tool_call(call.kind, status.value, seconds)
             await ended.put(ServerCall(call, status, outcome.output, outcome.error, outcome.sources, toolset.label))
 
         tasks = [asyncio.ensure_future(run(i, call)) for i, call in enumerate(calls)]

@@ -40,11 +40,18 @@ def _server_secrets(conn: sa.Connection) -> None:
     tables.server_secrets.create(conn, checkfirst=True)
 
 
+def _key_tools(conn: sa.Connection) -> None:
+    """Which server-side tools (code execution, MCP, web search) a key may use."""
+    if "tools" not in {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}:
+        conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN tools TEXT"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
     (3, "stored responses", _responses),
     (4, "server secrets", _server_secrets),
+    (5, "api keys: server-side tools", _key_tools),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

@@ -67,6 +67,7 @@ class KeyRecord:
     created_at: float
     modified_at: float
     revoked_at: float | None
+    tools: tuple[str, ...] | None = None  # server-side tool kinds it may use; None: every one served
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,12 @@ class Store:
     # -- API keys -----------------------------------------------------------------------------
 
     def create_key(
-        self, name: str, models: tuple[str, ...] | None = None, rpm: int | None = None, tpm: int | None = None
+        self,
+        name: str,
+        models: tuple[str, ...] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        tools: tuple[str, ...] | None = None,
     ) -> tuple[KeyRecord, str]:
         """A new key; the secret is returned once and only its hash is stored."""
         secret = KEY_PREFIX + secrets.token_urlsafe(42)
@@ -154,6 +160,7 @@ class Store:
             "key_hash": key_hash(secret),
             "redacted": redact(secret),
             "models": None if models is None else json.dumps(list(models)),
+            "tools": None if tools is None else json.dumps(list(tools)),
             "rpm": rpm,
             "tpm": tpm,
             "disabled": False,
@@ -446,6 +453,7 @@ def _key(row: Any) -> KeyRecord:
         created_at=row["created_at"],
         modified_at=row["modified_at"],
         revoked_at=row["revoked_at"],
+        tools=None if row.get("tools") is None else tuple(json.loads(row["tools"])),
     )
 
 

@@ -14,6 +14,7 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("redacted", sa.String(40), nullable=False),
     sa.Column("models", sa.Text),  # JSON list of model ids; NULL: every model
+    sa.Column("tools", sa.Text),  # JSON list of server-side tool kinds it may use; NULL: every one served
     sa.Column("rpm", sa.Integer),  # requests per minute; NULL: unlimited
     sa.Column("tpm", sa.Integer),  # tokens per minute; NULL: unlimited
     sa.Column("disabled", sa.Boolean, nullable=False, default=False),
