@@ -418,14 +418,17 @@ def _head(stream: ChatStream) -> dict[str, Any]:
     }
 
 
-def sealed_chunk(stream: ChatStream, choice: Choice, sealer: Sealer) -> chat_pb2.GetChatCompletionChunk | None:
-    """The chunk that carries a finished choice's sealed thinking (None: it did not think)."""
+def sealed_chunk(
+    stream: ChatStream, choice: Choice, sealer: Sealer, index: int | None = None
+) -> chat_pb2.GetChatCompletionChunk | None:
+    """The chunk that carries a finished choice's sealed thinking, on output `index` (by default the
+    choice's own; an agent loop's answer is on a later output). None: it did not think."""
     sealed = _sealed(choice, sealer)
     if not sealed:
         return None
     delta = chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, encrypted_content=sealed)
-    return chat_pb2.GetChatCompletionChunk(**_head(stream), outputs=[chat_pb2.CompletionOutputChunk(
-        index=choice.index, delta=delta)])  # fmt: skip
+    output = chat_pb2.CompletionOutputChunk(index=choice.index if index is None else index, delta=delta)
+    return chat_pb2.GetChatCompletionChunk(**_head(stream), outputs=[output])
 
 
 class Chunks:
@@ -465,7 +468,11 @@ class Chunks:
             return chunks
         if isinstance(event, UsageReport):
             return [chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage), citations=self._sources)]
-        return [chunk(self._stream, event, self._offset + event.index)]
+        return [chunk(self._stream, event, self.output(event.index))]
+
+    def output(self, index: int) -> int:
+        """The output a choice's next chunk goes on."""
+        return self._offset + index
 
 
 def _one(

@@ -66,7 +66,8 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
         try:
             async for event in running.stream.events:
                 if sealer is not None and isinstance(event, Finished):  # the thinking is whole: sealed, before the end
-                    sealed = convert.sealed_chunk(running.stream, running.collector.choice(event.index), sealer)
+                    choice = running.collector.choice(event.index)
+                    sealed = convert.sealed_chunk(running.stream, choice, sealer, chunks.output(event.index))
                     if sealed is not None:
                         yield sealed
                 for chunk in chunks(event):
