@@ -193,7 +193,8 @@ class ChatService:
             raise UnsupportedParameter(f"Argument not supported: {', '.join(request.unsupported)}")
         if request.server_tools:  # the agent loop runs them (the Responses API and gRPC), one turn at a time
             raise server_tool_refused(
-                request.server_tools[0].kind, "server-side tools run on the Responses API (/v1/responses) and gRPC GetCompletion / GetCompletionChunk, not here"
+                request.server_tools[0].kind,
+                "server-side tools run on the Responses API (/v1/responses) and gRPC GetCompletion(Chunk), not here",
             )
         info, engine = self._resolve(request.model)
         self._validate(request, info)
