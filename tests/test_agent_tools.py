@@ -57,7 +57,7 @@ def sandbox() -> CodeSandbox:
 
 def run_code(sandbox: CodeSandbox, *codes: str) -> list[Any]:
     async def go() -> list[Any]:
-        session = Session(None, "r")
+        session = Session(None)
         toolset = await sandbox.open(ServerTool("code_execution"), session)
         try:
             return [await toolset.run(call("code_execution", code=code)) for code in codes]
@@ -161,7 +161,7 @@ def garbage_url() -> Iterator[str]:
 
 def open_mcp(url: str, allow_private: bool = True, **settings: Any) -> Any:
     async def go() -> Any:
-        session = Session(None, "r")
+        session = Session(None)
         executor = RemoteMcp(FetchPolicy(allow_private=allow_private, timeout_s=10))
         tool = ServerTool("mcp", json.dumps({"server_url": url, "server_label": "test", **settings}))
         return await executor.open(tool, session), session
@@ -171,7 +171,7 @@ def open_mcp(url: str, allow_private: bool = True, **settings: Any) -> Any:
 
 def test_mcp_tools_are_listed_and_called(mcp_url: str) -> None:
     async def go() -> None:
-        session = Session(None, "r")
+        session = Session(None)
         executor = RemoteMcp(FetchPolicy(allow_private=True, timeout_s=10))
         tool = ServerTool("mcp", json.dumps({"server_url": mcp_url, "server_label": "test",
                                              "allowed_tools": ["add", "broken", "huge"]}))  # fmt: skip
@@ -254,7 +254,7 @@ def searx() -> Iterator[str]:
 
 def web(searx: str, allow_private: bool = True, **settings: Any) -> Any:
     search = SearxngSearch(searx, FetchPolicy(allow_private=allow_private, timeout_s=5))
-    return asyncio.run(search.open(ServerTool("web_search", json.dumps(settings)), Session(None, "r")))
+    return asyncio.run(search.open(ServerTool("web_search", json.dumps(settings)), Session(None)))
 
 
 def test_search_and_browse(searx: str) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from test_agent_loop import Recording
 from test_responses import events
 
-from localxai.chat import ChatRequest, Role
+from localxai.chat import Role
 from localxai.engines.fake import FakeEngine
 
 from conftest import app_client, fake_app
@@ -27,16 +28,6 @@ PATCH = {"type": "custom", "name": "apply_patch", "description": "Edit files.", 
 
 def calling(name: str, arguments: dict[str, Any]) -> str:
     return json.dumps({"tool_calls": [{"name": name, "arguments": arguments}]})
-
-
-class Recording(FakeEngine):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.requests: list[ChatRequest] = []
-
-    async def generate(self, request: Any) -> Any:
-        self.requests.append(request.chat)
-        return await super().generate(request)
 
 
 async def post(engine: FakeEngine, *bodies: dict[str, Any]) -> list[httpx.Response]:

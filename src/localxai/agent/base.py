@@ -39,7 +39,6 @@ class Session:
     """One run of the loop (one response): who asked, and what its toolsets must release at the end."""
 
     caller: ApiKey | None
-    response_id: str
     exits: AsyncExitStack = field(default_factory=AsyncExitStack)
 
 

@@ -106,7 +106,7 @@ class Agent:
             raise InvalidArgument("Server-side tools run one conversation: n must be 1.")
         if request.max_turns is not None and request.max_turns < 1:
             raise InvalidArgument(f"max_turns must be at least 1, got {request.max_turns}.")
-        session = Session(caller, "")
+        session = Session(caller)
         try:
             toolsets = [await self._executors[t.kind].open(t, session) for t in request.server_tools]
             by_name = _functions(request, toolsets)
@@ -114,7 +114,6 @@ class Agent:
         except BaseException:
             await session.exits.aclose()
             raise
-        session.response_id = first.id
         events = self._loop(request, first, session, toolsets, by_name, caller, api)
         return replace(first, events=events)
 
