@@ -79,6 +79,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextmanager
+def mcp_server(mode: str) -> Iterator[str]:
+    """tests/servers/mcp_server.py (the mcp package's own server, or a hostile one) in its own process;
+    yields its endpoint URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(Path(__file__).parent / "servers" / "mcp_server.py"), str(port),
+                                mode], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}/{'sse' if mode == 'sse' else 'mcp'}"
+    finally:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Server:
     base_url: str

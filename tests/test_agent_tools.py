@@ -8,12 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,10 +30,9 @@ from localxai.chat import ServerTool, ToolCall
 from localxai.errors import InvalidArgument
 from localxai.media.fetch import FetchPolicy
 
-from conftest import API_KEY, Server, free_port, start_server, stop_server
+from conftest import API_KEY, Server, free_port, mcp_server, start_server, stop_server
 
 MODEL = "gemma-3-270m"
-SERVERS = Path(__file__).parent / "servers"
 
 
 def call(name: str, **args: Any) -> ToolCall:
@@ -127,36 +122,16 @@ def test_without_bubblewrap_the_tool_is_refused_by_name(monkeypatch: pytest.Monk
 # -- MCP --------------------------------------------------------------------------------------------
 
 
-def wait_for_port(port: int) -> None:
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def mcp_server(mode: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(SERVERS / "mcp_server.py"), str(port), mode],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}/{'sse' if mode == 'sse' else 'mcp'}"
-    finally:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module", params=["streamable", "sse"])
 def mcp_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield from mcp_server(request.param)
+    with mcp_server(request.param) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def garbage_url() -> Iterator[str]:
-    yield from mcp_server("garbage")
+    with mcp_server("garbage") as url:
+        yield url
 
 
 def open_mcp(url: str, allow_private: bool = True, **settings: Any) -> Any:
@@ -300,7 +275,8 @@ def agent_server(searx: str) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def streamable_mcp() -> Iterator[str]:
-    yield from mcp_server("streamable")
+    with mcp_server("streamable") as url:
+        yield url
 
 
 def test_openai_responses_run_a_sandboxed_code_execution(agent_server: Server) -> None:
@@ -328,6 +304,16 @@ def test_openai_responses_call_a_real_mcp_server(agent_server: Server, streamabl
     assert item.type == "mcp_call" and item.name == "add" and item.server_label == "calc"
     args = json.loads(item.arguments)
     assert item.output == str(args["a"] + args["b"])
+    # Streamed: the MCP session is opened by the request's handler and closed by the task that streams the
+    # answer; it must end with the final event, not a cut connection (an anyio cancel scope left by the wrong task).
+    final = None
+    with client.responses.stream(model=MODEL, input="Add 2 and 3.", tools=[tool], tool_choice="required",
+                                 max_output_tokens=64, temperature=0) as stream:  # fmt: skip
+        for event in stream:
+            if event.type in ("response.completed", "response.incomplete"):
+                final = event.response
+    assert final is not None and final.output[0].type == "mcp_call"
+    assert "Exception in ASGI application" not in agent_server.log.read_text()
 
 
 def test_openai_responses_stream_a_web_search(agent_server: Server, searx: str) -> None:

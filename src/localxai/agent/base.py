@@ -8,14 +8,17 @@ exit stack and is released when the loop ends, however it ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from localxai.auth import ApiKey
 from localxai.chat import ServerTool, Tool, ToolCall
 from localxai.errors import InvalidArgument
+
+T = TypeVar("T")
 
 MAX_DOMAINS = 5  # xAI's cap on a web search's allowed or excluded domains
 MAX_OUTPUT_CHARS = 20_000  # what one call hands the model at most; the rest is cut with a note saying so
@@ -32,6 +35,43 @@ class Outcome:
 
 def failed(message: str) -> Outcome:
     return Outcome(output=f"Error: {message}", error=message)
+
+
+async def hosted(context: AbstractAsyncContextManager[T], exits: AsyncExitStack) -> T:
+    """Enter `context` in a task of its own, which also exits it once `exits` closes.
+
+    A loop is opened by the request's handler and ended by whichever task runs its stream to the end (a
+    streaming response's, or a cancelled one's). An anyio cancel scope, such as the task group of an MCP
+    client's transport, must be left by the task that entered it, or it cancels the wrong task.
+    """
+    entered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    leave = asyncio.Event()
+
+    async def host() -> None:
+        try:
+            async with context as value:
+                entered.set_result(value)
+                await leave.wait()
+        except BaseException as exc:
+            if not entered.done():
+                entered.set_exception(exc)
+            elif not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise
+
+    task = asyncio.create_task(host())
+
+    async def close() -> None:
+        leave.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        value = await asyncio.shield(entered)
+    except BaseException:
+        task.cancel()
+        await close()
+        raise
+    exits.push_async_callback(close)
+    return value
 
 
 @dataclass

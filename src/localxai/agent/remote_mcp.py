@@ -27,7 +27,7 @@ from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed
+from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed, hosted
 from localxai.chat import ServerTool, Tool, ToolCall
 from localxai.errors import InvalidArgument
 from localxai.media.fetch import FetchPolicy, pinned_transport
@@ -66,7 +66,7 @@ class RemoteMcp:
         exits = AsyncExitStack()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                client = await exits.enter_async_context(self._session(url, headers, name))
+                client = await hosted(self._session(url, headers, name), exits)
                 listed = await self._listing(client, url, headers, name)
         except TimeoutError:
             await exits.aclose()
