@@ -364,7 +364,7 @@ async def test_a_key_may_be_denied_server_side_tools_and_calls_are_counted() -> 
     engine = FakeEngine(reply=script(calls("print(1)"), "done"))
     runtime = runtime_for(engine, Scripted())
     _, no_code = runtime.store.create_key("no code", tools=("mcp",))
-    _, every = runtime.store.create_key("every tool")
+    record, every = runtime.store.create_key("every tool")
     async with app_client(create_app(runtime)) as api:
         denied = await api.post("/v1/responses", json=ask(), headers={"Authorization": f"Bearer {no_code}"})
         allowed = await api.post("/v1/responses", json=ask(), headers={"Authorization": f"Bearer {every}"})
@@ -373,3 +373,6 @@ async def test_a_key_may_be_denied_server_side_tools_and_calls_are_counted() -> 
     assert "may not use the server-side tool 'code_execution'" in denied.json()["error"]
     assert allowed.status_code == 200
     assert 'localxai_server_tool_calls_total{status="completed",tool="code_execution"} 1.0' in metrics
+    # The ledger: each model turn is a request of its own (counted against the key's limits), plus the calls.
+    (ledger,) = runtime.store.usage_summary(key_id=record.id)
+    assert (ledger.requests, ledger.server_tool_calls) == (2, 1) and ledger.completion_tokens > 0

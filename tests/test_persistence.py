@@ -33,8 +33,10 @@ def test_keys_acls_limits_and_usage(tmp_path: Path) -> None:
     secret = cli("keys", "create", "--name", "ci", "--database-url", db).strip()
     limited = cli("keys", "create", "--name", "limited", "--rpm", "3", "--database-url", db).strip()
     other_model = cli("keys", "create", "--name", "acl", "--models", "some-other-model", "--database-url", db).strip()
+    cli("keys", "create", "--name", "agents", "--tools", "mcp,web_search", "--database-url", db)
     listing = cli("keys", "list", "--database-url", db)
     assert "ci" in listing and "limited" in listing and secret not in listing and secret[-4:] in listing
+    assert " tools " in listing.splitlines()[0] and "mcp,web_search" in listing  # what each key may run
     server = start_server(tmp_path, "--database-url", db, "--ctx-size", "256", "--parallel", "2")
     try:
         url = server.v1 + "/chat/completions"

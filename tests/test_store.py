@@ -121,8 +121,12 @@ def test_usage_summary(db_url: str) -> None:
             reasoning_tokens=2,
             latency_ms=100.0,
         )
+    store.record_usage(key_id="a", model="m", api="tools", prompt_tokens=0, cached_tokens=0, image_tokens=0,
+                       completion_tokens=0, reasoning_tokens=0, latency_ms=0.0, server_tool_calls=3)  # fmt: skip
     rows = {r.key_id: r for r in store.usage_summary()}
     assert rows["a"].requests == 2 and rows["a"].completion_tokens == 12 and rows["a"].cached_tokens == 8
+    assert rows["a"].server_tool_calls == 3 and rows["a"].mean_latency_ms == 100.0  # the tools row is no request
+    assert rows["b"].server_tool_calls == 0
     assert [r.key_id for r in store.usage_summary(key_id="b")] == ["b"]
     assert store.usage_summary(since=time.time() + 60) == []
 

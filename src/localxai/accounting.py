@@ -11,7 +11,7 @@ from collections.abc import Callable
 from localxai.auth import ApiKey
 from localxai.chat import Usage
 from localxai.errors import PermissionDenied, ResourceExhausted
-from localxai.store.store import Store
+from localxai.store.store import TOOLS_API, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +67,17 @@ class Accounting:
             await asyncio.to_thread(self._store.add_tokens, key_id, int(self._clock() // 60), tokens)
         except Exception:
             log.exception("could not record usage for key %s", key_id)
+
+    async def record_server_tools(self, key_id: str | None, model: str, calls: int) -> None:
+        """A tool loop's server-side calls (the completed ones, as xAI bills them), in a ledger row of their
+        own: the loop's model turns have their rows, each also counted against the key's limits."""
+        if self._store is None or key_id is None or not calls:
+            return
+        try:
+            await asyncio.to_thread(
+                self._store.record_usage, key_id=key_id, model=model, api=TOOLS_API, prompt_tokens=0,
+                cached_tokens=0, image_tokens=0, completion_tokens=0, reasoning_tokens=0, latency_ms=0.0,
+                server_tool_calls=calls,
+            )  # fmt: skip
+        except Exception:
+            log.exception("could not record server-side tool calls for key %s", key_id)

@@ -309,6 +309,7 @@ def manage_keys(args: argparse.Namespace, store: Store) -> None:
                 k.name,
                 k.redacted,
                 ",".join(k.models) if k.models else "*",
+                "*" if k.tools is None else ",".join(k.tools) or "none",
                 k.rpm or "-",
                 k.tpm or "-",
                 "disabled" if k.disabled else "active",
@@ -316,7 +317,7 @@ def manage_keys(args: argparse.Namespace, store: Store) -> None:
             )
             for k in store.list_keys()
         ]
-        _table(("id", "name", "key", "models", "rpm", "tpm", "state", "created"), rows)
+        _table(("id", "name", "key", "models", "tools", "rpm", "tpm", "state", "created"), rows)
     else:
         done = (
             store.revoke_key(args.key_id)
@@ -341,11 +342,13 @@ def print_usage(args: argparse.Namespace, store: Store) -> None:
             u.image_tokens,
             u.completion_tokens,
             u.reasoning_tokens,
+            u.server_tool_calls,
             f"{u.mean_latency_ms:.0f}",
         )
         for u in store.usage_summary(args.key, _since(args.since))
     ]
-    header = ("key", "model", "requests", "prompt", "cached", "image", "completion", "reasoning", "latency ms")
+    header = ("key", "model", "requests", "prompt", "cached", "image", "completion", "reasoning", "tool calls",
+              "latency ms")  # fmt: skip
     _table(header, rows)
 
 

@@ -205,6 +205,10 @@ class ChatService:
         """Admit and start; raises client errors before any output exists."""
         return await self.run(await self.admit(request, caller), api)
 
+    async def record_server_tools(self, caller: ApiKey | None, model: str, calls: int) -> None:
+        """The server-side calls a tool loop ran for `caller` (its turns recorded themselves), in the ledger."""
+        await self._accounting.record_server_tools(caller.key_id if caller else None, model, calls)
+
     async def check(self, admission: Admission) -> None:
         """Everything `run` could refuse, without generating (deferred requests, at submission)."""
         request, info = admission.request, admission.info

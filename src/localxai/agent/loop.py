@@ -189,6 +189,7 @@ class Agent:
             yield UsageReport(replace(total, server_tools_used=tuple(used)))
         finally:
             await session.exits.aclose()
+            await self._service.record_server_tools(caller, stream.model, len(used))
 
     async def _run_calls(
         self, calls: list[ToolCall], by_name: dict[str, Toolset]

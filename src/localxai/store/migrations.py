@@ -46,12 +46,19 @@ def _key_tools(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE api_keys ADD COLUMN tools TEXT"))
 
 
+def _usage_tool_calls(conn: sa.Connection) -> None:
+    """The ledger counts the server-side tool calls a key's requests ran."""
+    if "server_tool_calls" not in {c["name"] for c in sa.inspect(conn).get_columns("usage")}:
+        conn.execute(sa.text("ALTER TABLE usage ADD COLUMN server_tool_calls INTEGER NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
     (3, "stored responses", _responses),
     (4, "server secrets", _server_secrets),
     (5, "api keys: server-side tools", _key_tools),
+    (6, "usage ledger: server-side tool calls", _usage_tool_calls),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

@@ -82,6 +82,9 @@ class DeferredRow:
     created_at: float
 
 
+TOOLS_API = "tools"  # the ledger's api for the row that counts a tool loop's server-side calls
+
+
 @dataclass(frozen=True)
 class UsageRow:
     key_id: str
@@ -93,6 +96,7 @@ class UsageRow:
     completion_tokens: int
     reasoning_tokens: int
     mean_latency_ms: float
+    server_tool_calls: int = 0
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -241,16 +245,18 @@ class Store:
 
     def usage_summary(self, key_id: str | None = None, since: float | None = None) -> list[UsageRow]:
         c = usage.c
+        turn = c.api != TOOLS_API  # a row of model tokens; the others count a tool loop's server-side calls
         query = sa.select(
             c.key_id,
             c.model,
-            sa.func.count(),
+            sa.func.count(sa.case((turn, 1))),
             sa.func.sum(c.prompt_tokens),
             sa.func.sum(c.cached_tokens),
             sa.func.sum(c.image_tokens),
             sa.func.sum(c.completion_tokens),
             sa.func.sum(c.reasoning_tokens),
-            sa.func.avg(c.latency_ms),
+            sa.func.avg(sa.case((turn, c.latency_ms))),
+            sa.func.sum(c.server_tool_calls),
         ).group_by(c.key_id, c.model)
         if key_id is not None:
             query = query.where(c.key_id == key_id)
@@ -269,6 +275,7 @@ class Store:
                 completion_tokens=int(r[6] or 0),
                 reasoning_tokens=int(r[7] or 0),
                 mean_latency_ms=float(r[8] or 0),
+                server_tool_calls=int(r[9] or 0),
             )
             for r in rows
         ]

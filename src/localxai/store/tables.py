@@ -56,13 +56,14 @@ usage = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("key_id", sa.String(40), nullable=False),
     sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("api", sa.String(10), nullable=False),  # rest | grpc | deferred
+    sa.Column("api", sa.String(10), nullable=False),  # rest | grpc | deferred | tools (a loop's server-side calls)
     sa.Column("prompt_tokens", sa.Integer, nullable=False),
     sa.Column("cached_tokens", sa.Integer, nullable=False),
     sa.Column("image_tokens", sa.Integer, nullable=False),
     sa.Column("completion_tokens", sa.Integer, nullable=False),
     sa.Column("reasoning_tokens", sa.Integer, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("server_tool_calls", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_usage_key_time", "key_id", "created_at"),
 )
