@@ -116,7 +116,7 @@ def test_a_tracker_that_loses_the_parse_stops_steering_rather_than_guess() -> No
 
 
 def test_grammar_syntax_this_parser_does_not_read_is_an_error() -> None:
-    for text in ['root ::= "a" missing', 'root "a"', 'root ::= [a-', 'root ::= "\\q"']:
+    for text in ['root ::= "a" missing', 'root "a"', "root ::= [a-", 'root ::= "\\q"']:
         with pytest.raises(GrammarSyntaxError):
             Grammar(text)
 

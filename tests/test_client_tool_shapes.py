@@ -46,8 +46,16 @@ async def test_a_namespaced_call_comes_back_with_its_namespace() -> None:
     assert [t.name for t in engine.requests[0].tools] == ["mcp__files__read"]
     assert r.json()["tools"][0]["type"] == "namespace"
     # Codex sends the call back with its namespace, and the output by call_id
-    back = [{"type": "function_call", "call_id": item["call_id"], "namespace": "mcp__files__", "name": "read",
-             "arguments": "{}"}, {"type": "function_call_output", "call_id": item["call_id"], "output": "contents"}]
+    back = [
+        {
+            "type": "function_call",
+            "call_id": item["call_id"],
+            "namespace": "mcp__files__",
+            "name": "read",
+            "arguments": "{}",
+        },
+        {"type": "function_call_output", "call_id": item["call_id"], "output": "contents"},
+    ]
     engine.reply = "thanks"
     [again] = await post(engine, {"tools": [NAMESPACE], "input": back})
     assert again.status_code == 200, again.text
@@ -90,8 +98,14 @@ async def test_local_shell_and_shell_calls() -> None:
                                   "tool_choice": "required"})  # fmt: skip
     [call] = shell.json()["output"]
     assert call["type"] == "shell_call" and call["action"]["commands"] == ["pwd"]
-    back = [call, {"type": "shell_call_output", "call_id": call["call_id"],
-                   "output": [{"stdout": "/home", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]}]
+    back = [
+        call,
+        {
+            "type": "shell_call_output",
+            "call_id": call["call_id"],
+            "output": [{"stdout": "/home", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}],
+        },
+    ]
     engine.reply = "home"
     [again] = await post(engine, {"tools": [{"type": "shell"}], "input": back})
     assert again.status_code == 200, again.text
@@ -101,8 +115,10 @@ async def test_local_shell_and_shell_calls() -> None:
 @pytest.mark.parametrize(
     ("tool", "needle"),
     [
-        ({"type": "custom", "name": "p", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}},
-         "'lark' grammars are not served"),
+        (
+            {"type": "custom", "name": "p", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}},
+            "'lark' grammars are not served",
+        ),
         ({"type": "shell", "environment": {"type": "container_auto"}}, "only a local shell"),
         ({"type": "namespace", "name": "n", "tools": []}, "non-empty list"),
         ({"type": "computer_use_preview"}, "computer_use_preview"),

@@ -24,7 +24,7 @@ from PIL import Image
 
 from localxai.engines.fake import FakeEngine
 
-from conftest import API_KEY, AUTH, Server, app_client, fake_app, start_server, stop_server
+from conftest import API_KEY, AUTH, Server, app_client, fake_app, mcp_server, start_server, stop_server
 
 CHROMIUM = Path(os.environ.get("LOCALXAI_CHROMIUM", "/usr/bin/chromium"))
 VISION = Path(__file__).parent / "fixtures" / "tiny-vision"
@@ -44,7 +44,8 @@ def models_toml(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("playground")
-    started = start_server(tmp, "--config", str(models_toml(tmp)), "--api-key", API_KEY)
+    # Private addresses allowed for server-side tools: the test's MCP server listens on loopback.
+    started = start_server(tmp, "--config", str(models_toml(tmp)), "--api-key", API_KEY, "--tool-allow-private")
     yield started
     stop_server(started)
 
@@ -113,8 +114,11 @@ async def test_the_page_and_its_assets_are_public_with_a_strict_csp_and_the_api_
         assert (await c.get("/playground/config.json")).json() == {"key_required": True, "grpc_port": 50051}
         assert (await c.get("/playground/models.json")).status_code == 401
         assert (await c.get("/v1/language-models")).status_code == 401
-        models = (await c.get("/playground/models.json", headers=AUTH)).json()["models"]
-        assert models == [{"id": "fake-model", "reasoning": False, "reasoning_efforts": []}]
+        listed = (await c.get("/playground/models.json", headers=AUTH)).json()
+        assert listed["models"] == [{"id": "fake-model", "reasoning": False, "reasoning_efforts": []}]
+        # The server-side tools the page offers, each with why this server cannot run it (None: it can).
+        tools = listed["server_tools"]
+        assert set(tools) == {"code_execution", "web_search", "mcp"} and "--web-search-url" in tools["web_search"]
     reasoning = FakeEngine(reasoning_efforts=("low", "high"))
     async with app_client(fake_app(reasoning)) as c:
         assert (await c.get("/playground/models.json")).json()["models"][0]["reasoning_efforts"] == ["low", "high"]
@@ -336,7 +340,8 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
         """async () => {
             const { snippet } = await import('/playground/snippets.js');
             const body = { model: 'm', messages: [{ role: 'user', content: 'Hi' }], stream: true };
-            return snippet('curl', body, { target: 'local', keyRequired: false, baseUrl: 'http://x/v1' }).code;
+            const request = { api: 'chat', body, chat: body, server: [] };
+            return snippet('curl', request, { target: 'local', keyRequired: false, baseUrl: 'http://x/v1' }).code;
         }"""
     )
     assert 'Bearer ${XAI_API_KEY:-local}"' in open_access  # not an empty token (a 401) when the variable is unset
@@ -346,6 +351,78 @@ def test_show_code_runs_as_pasted_and_switches_to_xai(page: Any, server: Server)
     page.fill("#temperature", "")
     page.select_option("#reasoning-effort", "")
     page.select_option("#format", "text")
+
+
+def test_server_side_tools_run_in_the_transcript_and_show_code_emits_them(page: Any, server: Server) -> None:
+    new_chat(page, max_tokens="64")
+    assert page.is_disabled("#tool-web")  # no search backend: greyed out, with the server's reason
+    assert "--web-search-url" in page.inner_text("#web-why")
+    assert page.is_enabled("#tool-code") and page.is_enabled("#mcp-url")
+    page.fill("#temperature", "0")
+    page.select_option("#tool-choice", "required")  # the small base model rarely picks a tool by itself
+    with mcp_server("streamable") as url:
+        page.fill("#mcp-url", url)
+        page.fill("#mcp-label", "calc")
+        page.fill("#mcp-allowed", "add")  # not its `hang` tool
+        page.dispatch_event("#mcp-url", "change")
+        page.fill("#input", "Add 2 and 3.")
+        page.click("#send")
+        last_answer(page).locator(".stat[data-stat=completion]").wait_for()
+        assert not last_answer(page).locator(".error").count()
+        call = last_answer(page).locator(".server-call").first
+        assert call.get_attribute("data-type") == "mcp_call" and call.get_attribute("data-status") == "completed"
+        assert call.locator("summary b").inner_text() == "MCP calc.add"
+        args = json.loads(call.locator(".call-args").inner_text())
+        assert call.locator(".call-output").inner_text() == str(args["a"] + args["b"])  # the MCP server's answer
+        completed = last_answer(page).locator(".server-call[data-status=completed]").count()
+        assert stat(page, "server-tools") == str(completed)
+        # Show code: the same request on the Responses API (where the server runs the tools), run as pasted.
+        page.fill("#input", "Add 2 and 3.")
+        page.click("#show-code")
+        codes = {}
+        for lang in ("curl", "openai", "xai"):
+            page.click(f"#code-dialog [data-lang={lang}]")
+            codes[lang] = page.inner_text("#code")
+        assert f"{server.base_url}/v1/responses" in codes["curl"] and '"type": "mcp"' in codes["curl"]
+        assert "client.responses.create(" in codes["openai"]
+        out = run_snippet([sys.executable, "-c"], codes["openai"])
+        assert "[mcp_call]" in out and "usage:" in out, out
+        assert "from xai_sdk.tools import mcp" in codes["xai"] and 'include=["mcp_call_output"]' in codes["xai"]
+        assert 'allowed_tool_names=["add"]' in codes["xai"]
+        out = run_snippet([sys.executable, "-c"], codes["xai"])
+        assert "tool call: add" in out and "tool output:" in out, out
+        page.check("#code-dialog input[value=xai]")  # xAI takes the same tool shapes, without include
+        page.click("#code-dialog [data-lang=curl]")
+        xai = page.inner_text("#code")
+        assert "curl https://api.x.ai/v1/responses" in xai and '"server_url": "http://127.0.0.1:' in xai
+
+        page.check("#code-dialog input[value=local]")
+        page.click("#close-code")
+    page.fill("#mcp-url", "")
+    page.fill("#mcp-allowed", "")
+    # Code execution in the server's sandbox: the code and what it printed are in the transcript.
+    page.check("#tool-code")
+    page.fill("#input", "Print the sum of 2 and 3 with Python.")
+    page.click("#send")
+    last_answer(page).locator(".stat[data-stat=completion]").wait_for()
+    call = last_answer(page).locator(".server-call").first
+    assert call.get_attribute("data-type") == "code_interpreter_call"
+    assert call.locator(".call-code").inner_text().strip()  # the model's code
+    if call.get_attribute("data-status") == "completed":
+        assert call.locator(".call-output").count() == 1  # its output, asked for with include
+    sent = page.evaluate("JSON.parse(localStorage.getItem('localxai.conversations'))[0].lastRequest")
+    assert sent["tools"] == [{"type": "code_interpreter"}] and sent["include"] == ["code_interpreter_call.outputs"]
+    assert sent["store"] is False and sent["tool_choice"] == "required" and sent["max_output_tokens"] == 64
+    page.click("#show-code")  # aimed at xAI: no include (its REST API returns no tool outputs), and a note says so
+    page.check("#code-dialog input[value=xai]")
+    page.click("#code-dialog [data-lang=curl]")
+    assert '"code_interpreter"' in page.inner_text("#code") and '"include"' not in page.inner_text("#code")
+    assert "does not return what server-side tools output" in page.inner_text("#code-note")
+    page.check("#code-dialog input[value=local]")
+    page.click("#close-code")
+    page.uncheck("#tool-code")
+    page.select_option("#tool-choice", "")
+    page.fill("#temperature", "")
 
 
 def test_markdown_is_rendered_and_html_is_escaped(page: Any) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from localxai.agent.loop import Agent
+from localxai.auth import ApiKey
+from localxai.chat import ServerTool
 from localxai.errors import NotFound
 from localxai.runtime import Runtime
 
@@ -23,6 +26,7 @@ ASSETS = {
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
+PLAYGROUND_TOOLS = ("code_execution", "web_search", "mcp")  # the server-side tools the page can turn on
 PUBLIC_PATHS = frozenset({"/", "/playground/config.json", *(f"/playground/{name}" for name in ASSETS)})
 
 # Same-origin only, no inline script or style, images from the page's own data: and blob: URLs.
@@ -43,6 +47,12 @@ def _read(name: str) -> bytes:
     return (resources.files("localxai") / "web" / name).read_bytes()
 
 
+def _unavailable(agent: Agent, kind: str, caller: ApiKey) -> str | None:
+    if not caller.may_run(kind):
+        return "this API key may not use it"
+    return agent.unavailable(ServerTool(kind))
+
+
 def add_routes(app: FastAPI, runtime: Runtime) -> None:
     """Read the page once (at start-up, off any request) and route it."""
     page = _read("index.html")
@@ -60,12 +70,15 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/playground/models.json", include_in_schema=False)
     async def models(request: Request) -> dict[str, Any]:
-        """What /v1/language-models does not say (as xAI's does not): which reasoning efforts a model takes."""
+        """What /v1/language-models does not say (as xAI's does not): which reasoning efforts a model takes,
+        and which of the server-side tools the page offers this server runs (kind -> why not, or None)."""
+        agent = runtime.conversations.agent
         return {
             "models": [
                 {"id": m.id, "reasoning": m.reasoning, "reasoning_efforts": list(m.reasoning_efforts)}
                 for m in runtime.service.list_models()
-            ]
+            ],
+            "server_tools": {kind: _unavailable(agent, kind, request.state.api_key) for kind in PLAYGROUND_TOOLS},
         }
 
     @app.get("/playground/{name}", include_in_schema=False)

@@ -1,5 +1,7 @@
-// The localxai playground: a chat on this server's own public API (/v1/chat/completions, streamed),
-// with the user's key. Conversations, settings and the key live in this browser's localStorage only.
+// The localxai playground: a chat on this server's own public API, streamed, with the user's key:
+// /v1/chat/completions, or /v1/responses once a server-side tool (code execution, web search, a remote MCP
+// server) is on, since the server runs those in its own loop. Conversations, settings and the key live in
+// this browser's localStorage only.
 
 import { codeBlock, escapeHtml, renderMarkdown } from "./markdown.js";
 import { snippet } from "./snippets.js";
@@ -17,6 +19,7 @@ const state = {
   grpcPort: 0, // from /playground/config.json: where xai-sdk snippets connect
   key: localStorage.getItem(STORE.key) || "",
   models: [], // {id, input_modalities, reasoning_efforts}
+  serverTools: {}, // kind -> why this server cannot run it (null: it can), from /playground/models.json
   conversations: load(STORE.conversations, []),
   currentId: localStorage.getItem(STORE.current),
   attachments: [], // data URLs waiting to be sent
@@ -48,12 +51,14 @@ function persist() {
 const FIELDS = {
   model: "model", system: "system", temperature: "temperature", top_p: "top-p", max_tokens: "max-tokens",
   reasoning_effort: "reasoning-effort", detail: "detail", format: "format", schema: "schema", tools: "tools",
-  tool_choice: "tool-choice",
+  tool_choice: "tool-choice", mcp_url: "mcp-url", mcp_label: "mcp-label", mcp_allowed: "mcp-allowed",
 };
+const CHECKS = { code_execution: "tool-code", web_search: "tool-web" }; // server-side tools, by xAI's names
 
 function readSettings() {
   const out = {};
   for (const [name, id] of Object.entries(FIELDS)) out[name] = $(id).value;
+  for (const [name, id] of Object.entries(CHECKS)) out[name] = $(id).checked;
   return out;
 }
 
@@ -62,6 +67,7 @@ function restoreSettings() {
   for (const [name, id] of Object.entries(FIELDS)) {
     if (name !== "model" && name !== "reasoning_effort" && typeof saved[name] === "string") $(id).value = saved[name];
   }
+  for (const [name, id] of Object.entries(CHECKS)) $(id).checked = saved[name] === true;
   return saved;
 }
 
@@ -217,27 +223,95 @@ function number(id, integer) {
   return Number.isFinite(value) ? value : undefined;
 }
 
-function buildRequest(messages) {
-  const body = { model: $("model").value, messages: [] };
-  const system = $("system").value.trim();
-  if (system) body.messages.push({ role: "system", content: system });
-  for (const m of messages) {
-    if (m.role === "assistant" && m.error && !m.content && !(m.tool_calls || []).length) continue;
-    body.messages.push(wireMessage(m));
-  }
-  const extra = {
+function sampling() {
+  return {
     temperature: number("temperature", false),
     top_p: number("top-p", false),
     max_tokens: number("max-tokens", true),
     reasoning_effort: $("reasoning-row").hidden ? undefined : $("reasoning-effort").value || undefined,
-    response_format: responseFormat(),
-    tools: toolsFromField(),
   };
-  if (extra.tools && $("tool-choice").value) extra.tool_choice = $("tool-choice").value;
+}
+
+function sentMessages(messages) {
+  // An answer that failed before any output is not part of the conversation.
+  return messages.filter((m) => !(m.role === "assistant" && m.error && !m.content && !(m.tool_calls || []).length));
+}
+
+function chatBody(messages, server) {
+  const body = { model: $("model").value, messages: [] };
+  const system = $("system").value.trim();
+  if (system) body.messages.push({ role: "system", content: system });
+  for (const m of sentMessages(messages)) body.messages.push(wireMessage(m));
+  const extra = { ...sampling(), response_format: responseFormat(), tools: toolsFromField() };
+  if ((extra.tools || server.length) && $("tool-choice").value) extra.tool_choice = $("tool-choice").value;
   for (const [name, value] of Object.entries(extra)) if (value !== undefined) body[name] = value;
   body.stream = true;
   body.stream_options = { include_usage: true };
   return body;
+}
+
+function serverTools() {
+  // In the shapes xAI's Responses API takes (no container, no require_approval), which localxai takes too.
+  const tools = [];
+  if ($("tool-code").checked && !$("tool-code").disabled) tools.push({ type: "code_interpreter" });
+  if ($("tool-web").checked && !$("tool-web").disabled) tools.push({ type: "web_search" });
+  const url = $("mcp-url").value.trim();
+  if (url && !$("mcp-url").disabled) {
+    if (!/^https?:\/\/\S+$/i.test(url)) throw new Error("The MCP server URL must be an http:// or https:// URL.");
+    const mcp = { type: "mcp", server_url: url, server_label: $("mcp-label").value.trim() || "tools" };
+    const allowed = $("mcp-allowed").value.split(",").map((name) => name.trim()).filter(Boolean);
+    if (allowed.length) mcp.allowed_tools = allowed;
+    tools.push(mcp);
+  }
+  return tools;
+}
+
+function inputItems(message) {
+  // One playground message as Responses input items (the conversation is sent whole: store is false).
+  if (message.role === "user") {
+    if (!message.images || !message.images.length) return [{ role: "user", content: message.text }];
+    const parts = message.text ? [{ type: "input_text", text: message.text }] : [];
+    for (const url of message.images) parts.push({ type: "input_image", image_url: url, detail: message.detail || "auto" });
+    return [{ role: "user", content: parts }];
+  }
+  if (message.role === "tool") return [{ type: "function_call_output", call_id: message.tool_call_id, output: message.content }];
+  const items = message.content ? [{ role: "assistant", content: message.content }] : [];
+  for (const call of message.tool_calls || []) {
+    items.push({ type: "function_call", call_id: call.id, name: call.function.name, arguments: call.function.arguments });
+  }
+  return items;
+}
+
+const INCLUDES = { code_interpreter: "code_interpreter_call.outputs", web_search: "web_search_call.action.sources" };
+
+function responsesBody(messages, server) {
+  const body = { model: $("model").value, input: [] };
+  const system = $("system").value.trim();
+  if (system) body.input.push({ role: "system", content: system });
+  for (const m of sentMessages(messages)) body.input.push(...inputItems(m));
+  const functions = (toolsFromField() || []).map((t) => (t.type === "function" && t.function ? { type: "function", ...t.function } : t));
+  body.tools = [...functions, ...server];
+  if ($("tool-choice").value) body.tool_choice = $("tool-choice").value;
+  const { max_tokens: maxTokens, reasoning_effort: effort, ...rest } = sampling();
+  for (const [name, value] of Object.entries({ ...rest, max_output_tokens: maxTokens })) {
+    if (value !== undefined) body[name] = value;
+  }
+  if (effort) body.reasoning = { effort };
+  const format = responseFormat();
+  if (format) body.text = { format: { type: "json_schema", ...format.json_schema } };
+  const include = server.map((t) => INCLUDES[t.type]).filter(Boolean);
+  if (include.length) body.include = include;
+  body.store = false;
+  body.stream = true;
+  return body;
+}
+
+function buildRequest(messages) {
+  // {api, body} for the wire, with the Chat Completions form beside it (the xai-sdk snippet is built from it).
+  const server = serverTools();
+  const chat = chatBody(messages, server);
+  if (!server.length) return { api: "chat", body: chat, chat, server };
+  return { api: "responses", body: responsesBody(messages, server), chat, server };
 }
 
 // ---------- conversations ----------
@@ -303,6 +377,7 @@ function statLine(message) {
     item("reasoning", u.completion_tokens_details?.reasoning_tokens ?? 0, "reasoning");
     const images = u.prompt_tokens_details?.image_tokens ?? 0;
     if (images) item("image", images, "image");
+    if (u.server_tools !== undefined) item("server-tools", u.server_tools, "server-side tools");
   }
   if (s.ttft_ms != null) item("ttft", `${Math.round(s.ttft_ms)} ms`, "TTFT");
   if (s.tokens_per_s != null) item("tps", `${s.tokens_per_s.toFixed(1)} tok/s`, "speed");
@@ -387,22 +462,77 @@ function jsonBlock(text) {
   return codeBlock("json", shown.split("\n"));
 }
 
+const CALL_NAMES = { web_search_call: "web search", code_interpreter_call: "code execution", mcp_call: "MCP" };
+
+function webLink(url, text) {
+  // Only http(s) links from a tool's output become links; anything else is shown as text.
+  if (!/^https?:\/\//i.test(url || "")) return escapeHtml(text || url || "");
+  return `<a href="${escapeHtml(url)}" target="_blank" rel="noopener noreferrer">${escapeHtml(text || url)}</a>`;
+}
+
+function pretty(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text || ""; // still streaming, or not JSON: as sent
+  }
+}
+
+function codeOf(call) {
+  if (call.code) return call.code;
+  try {
+    return JSON.parse(call.arguments || "{}").code || "";
+  } catch {
+    return ""; // arguments still streaming
+  }
+}
+
+function serverCallHtml(call) {
+  // A call the server ran in its loop, with what the request `include`d of its result.
+  const title = call.type === "mcp_call" ? `MCP ${call.server_label || ""}.${call.name || ""}` : CALL_NAMES[call.type];
+  const body = [];
+  if (call.type === "code_interpreter_call") {
+    body.push(`<pre class="call-code">${escapeHtml(codeOf(call))}</pre>`);
+    for (const out of call.outputs || []) {
+      if (out.type === "logs") body.push(`<pre class="call-output">${escapeHtml(out.logs)}</pre>`);
+    }
+  } else if (call.type === "web_search_call") {
+    const action = call.action || {};
+    if (action.type === "open_page") body.push(`<div class="call-action">open ${webLink(action.url)}</div>`);
+    else body.push(`<div class="call-action">search <q>${escapeHtml(action.query || pretty(call.arguments))}</q></div>`);
+    if ((action.sources || []).length) {
+      body.push(`<ul class="call-sources">${action.sources.map((src) => `<li>${webLink(src.url)}</li>`).join("")}</ul>`);
+    }
+  } else {
+    body.push(`<pre class="call-args">${escapeHtml(pretty(call.arguments))}</pre>`);
+    if (call.output != null) body.push(`<pre class="call-output">${escapeHtml(call.output)}</pre>`);
+  }
+  if (call.error) body.push(`<div class="error">${escapeHtml(call.error)}</div>`);
+  return `<details class="server-call" data-type="${escapeHtml(call.type)}" data-status="${escapeHtml(call.status)}" open>` +
+    `<summary><b>${escapeHtml(title)}</b> <span class="call-status">${escapeHtml(call.status)}</span></summary>` +
+    `${body.join("")}</details>`;
+}
+
+function citationsHtml(citations) {
+  const urls = [...new Set(citations.map((c) => c.url))];
+  return `<div class="citations"><b>Sources</b><ol>${urls.map((u) => `<li>${webLink(u)}</li>`).join("")}</ol></div>`;
+}
+
 function fillAssistant(node, message) {
   const html = [];
   if (message.reasoning) {
     html.push(`<details class="reasoning"${message.content ? "" : " open"}><summary>Reasoning</summary>` +
       `<div class="reasoning-text">${escapeHtml(message.reasoning)}</div></details>`);
   }
+  if ((message.server_calls || []).length) {
+    html.push(`<div class="server-calls">${message.server_calls.map(serverCallHtml).join("")}</div>`);
+  }
   html.push(`<div class="content">${message.json ? jsonBlock(message.content || "") : renderMarkdown(message.content || "")}</div>`);
+  if ((message.citations || []).length) html.push(citationsHtml(message.citations));
   if (message.tool_calls && message.tool_calls.length) {
     html.push('<div class="tool-calls">');
     for (const call of message.tool_calls) {
-      let args = call.function.arguments;
-      try {
-        args = JSON.stringify(JSON.parse(args), null, 2);
-      } catch {
-        // still streaming, or not JSON: as sent
-      }
+      const args = pretty(call.function.arguments);
       html.push(`<div class="tool-call" data-id="${escapeHtml(call.id || "")}"><b>tool call</b> ` +
         `<code>${escapeHtml(call.function.name || "")}</code><pre>${escapeHtml(args)}</pre></div>`);
     }
@@ -492,12 +622,110 @@ function settingsProblem(messages) {
   return false;
 }
 
+async function* readChat(response, message, progress) {
+  for await (const data of sseData(response.body)) {
+    if (data === "[DONE]") break;
+    const chunk = JSON.parse(data);
+    if (chunk.error) throw new ApiError(errorMessage(chunk, "The stream failed."), response.status);
+    if (chunk.usage) message.usage = chunk.usage;
+    if (chunk.model) message.model = chunk.model;
+    for (const choice of chunk.choices || []) {
+      const delta = choice.delta || {};
+      if (delta.content || delta.reasoning_content || delta.tool_calls) progress();
+      if (delta.content) message.content += delta.content;
+      if (delta.reasoning_content) message.reasoning += delta.reasoning_content;
+      if (delta.tool_calls) mergeToolCalls(message, delta.tool_calls);
+      if (choice.finish_reason) message.finish_reason = choice.finish_reason;
+    }
+    yield;
+  }
+}
+
+function finishResponse(message, response) {
+  // The final response object: usage in the stat line's (Chat Completions) names, and how it ended.
+  const u = response.usage;
+  if (u) {
+    message.usage = {
+      prompt_tokens: u.input_tokens,
+      completion_tokens: u.output_tokens,
+      prompt_tokens_details: { cached_tokens: u.input_tokens_details?.cached_tokens ?? 0 },
+      completion_tokens_details: { reasoning_tokens: u.output_tokens_details?.reasoning_tokens ?? 0 },
+      server_tools: u.num_server_side_tools_used ?? 0,
+    };
+  }
+  if (response.status === "completed") message.finish_reason = message.tool_calls.length ? "tool_calls" : "stop";
+  else message.finish_reason = response.incomplete_details?.reason || response.status;
+  if (response.status === "failed") {
+    throw new ApiError(response.error?.message || "The response failed.", 0);
+  }
+}
+
+function serverCall(message, item) {
+  // The call item with this id, added as it first appears, replaced by its later versions.
+  const at = message.server_calls.findIndex((c) => c.id === item.id);
+  if (at < 0) message.server_calls.push(item);
+  else message.server_calls[at] = { ...message.server_calls[at], ...item };
+}
+
+async function* readResponses(response, message, progress) {
+  for await (const data of sseData(response.body)) {
+    const event = JSON.parse(data);
+    switch (event.type) {
+      case "error":
+        throw new ApiError(event.message || errorMessage(event, "The stream failed."), response.status);
+      case "response.created":
+        message.model = event.response.model || message.model;
+        break;
+      case "response.output_text.delta":
+        progress();
+        message.content += event.delta;
+        break;
+      case "response.reasoning_summary_text.delta":
+      case "response.reasoning_text.delta":
+        progress();
+        message.reasoning += event.delta;
+        break;
+      case "response.output_text.annotation.added":
+        message.citations.push(event.annotation);
+        break;
+      case "response.code_interpreter_call_code.delta": {
+        const call = message.server_calls.find((c) => c.id === event.item_id);
+        if (call) call.code = (call.code || "") + event.delta;
+        break;
+      }
+      case "response.output_item.added":
+      case "response.output_item.done": {
+        const item = event.item;
+        if (CALL_NAMES[item.type]) {
+          progress();
+          serverCall(message, item);
+        } else if (item.type === "function_call" && event.type === "response.output_item.done") {
+          progress();
+          message.tool_calls.push({ id: item.call_id, type: "function", function: { name: item.name, arguments: item.arguments } });
+        }
+        break;
+      }
+      case "response.completed":
+      case "response.incomplete":
+      case "response.failed":
+        finishResponse(message, event.response);
+        break;
+      default:
+        break;
+    }
+    yield;
+  }
+}
+
 async function generate(conv) {
   if (settingsProblem(conv.messages)) return;
-  const body = buildRequest(conv.messages);
+  const { api, body } = buildRequest(conv.messages);
   conv.lastRequest = body;
-  const message = { role: "assistant", content: "", reasoning: "", tool_calls: [], pending: true, model: body.model };
-  if (body.response_format) message.json = true;
+  const message = {
+    role: "assistant", content: "", reasoning: "", tool_calls: [], server_calls: [], citations: [], pending: true,
+    model: body.model,
+  };
+  if (body.response_format || body.text) message.json = true;
   conv.messages.push(message);
   renderAll();
   const node = $("messages").lastElementChild;
@@ -507,31 +735,18 @@ async function generate(conv) {
   const started = performance.now();
   let first = null;
   let pieces = 0;
+  const progress = () => {
+    first ??= performance.now();
+    pieces += 1;
+  };
   try {
-    const response = await fetch("/v1/chat/completions", {
+    const response = await fetch(api === "chat" ? "/v1/chat/completions" : "/v1/responses", {
       method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
     });
     message.request_id = response.headers.get("x-request-id");
     if (!response.ok) throw await failure(response);
-    for await (const data of sseData(response.body)) {
-      if (data === "[DONE]") break;
-      const chunk = JSON.parse(data);
-      if (chunk.error) throw new ApiError(errorMessage(chunk, "The stream failed."), response.status);
-      if (chunk.usage) message.usage = chunk.usage;
-      if (chunk.model) message.model = chunk.model;
-      for (const choice of chunk.choices || []) {
-        const delta = choice.delta || {};
-        if (delta.content || delta.reasoning_content || delta.tool_calls) {
-          first ??= performance.now();
-          pieces += 1;
-        }
-        if (delta.content) message.content += delta.content;
-        if (delta.reasoning_content) message.reasoning += delta.reasoning_content;
-        if (delta.tool_calls) mergeToolCalls(message, delta.tool_calls);
-        if (choice.finish_reason) message.finish_reason = choice.finish_reason;
-      }
-      scheduleRender(node, message);
-    }
+    const read = api === "chat" ? readChat : readResponses;
+    for await (const _ of read(response, message, progress)) scheduleRender(node, message);
   } catch (err) {
     if (err.name === "AbortError") {
       message.stopped = true;
@@ -669,9 +884,9 @@ function defaultGrpcHost() {
 }
 
 function renderCode() {
-  let body;
+  let request;
   try {
-    body = codeRequest();
+    request = codeRequest();
   } catch (err) {
     $("code").textContent = err.message;
     return;
@@ -683,7 +898,7 @@ function renderCode() {
     grpcHost: $("grpc-host").value.trim() || defaultGrpcHost(),
     keyRequired: state.keyRequired,
   };
-  const { code, note } = snippet(state.codeLang, body, options);
+  const { code, note } = snippet(state.codeLang, request, options);
   $("code").textContent = code;
   $("code-note").textContent = note;
   $("grpc-row").hidden = !(state.codeLang === "xai" && target === "local");
@@ -711,11 +926,26 @@ async function loadModels() {
     // an older server: no reasoning efforts offered
   }
   state.models = listed.models.map((m) => ({ ...m, ...(extra.models.find((e) => e.id === m.id) || {}) }));
+  state.serverTools = extra.server_tools || {};
+  offerServerTools();
   const select = $("model");
   const previous = select.value || load(STORE.settings, {}).model;
   select.replaceChildren(...state.models.map((m) => new Option(m.id, m.id)));
   if (state.models.some((m) => m.id === previous)) select.value = previous;
   updateCapabilities();
+}
+
+const TOOL_INPUTS = { code_execution: ["tool-code", "code-why"], web_search: ["tool-web", "web-why"],
+  mcp: ["mcp-url", "mcp-why"] };
+
+function offerServerTools() {
+  // A tool this server cannot run is greyed out, with the server's own reason beside it.
+  for (const [kind, [input, why]] of Object.entries(TOOL_INPUTS)) {
+    const reason = state.serverTools[kind] || "";
+    $(input).disabled = Boolean(reason);
+    $(why).textContent = reason ? `(${reason})` : "";
+  }
+  $("mcp-label").disabled = $("mcp-allowed").disabled = $("mcp-url").disabled;
 }
 
 function wire() {
@@ -766,7 +996,7 @@ function wire() {
     $("drop-hint").hidden = true;
     if (event.dataTransfer) attach(event.dataTransfer.files);
   });
-  for (const id of Object.values(FIELDS)) $(id).addEventListener("change", () => {
+  for (const id of [...Object.values(FIELDS), ...Object.values(CHECKS)]) $(id).addEventListener("change", () => {
     saveSettings();
     updateCapabilities();
   });

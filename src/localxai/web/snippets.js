@@ -1,5 +1,6 @@
 // "Show code": one chat request as curl, OpenAI Python or xai-sdk Python, ready to paste, aimed at
-// this localxai server or at xAI itself (https://api.x.ai/v1, gRPC api.x.ai).
+// this localxai server or at xAI itself (https://api.x.ai/v1, gRPC api.x.ai). With server-side tools on,
+// the REST snippets use the Responses API (where xAI runs those tools) and xai-sdk its tool helpers.
 
 const XAI_REST = "https://api.x.ai/v1";
 const LOOPBACK_GRPC = /^localhost:\d+$/;
@@ -50,10 +51,10 @@ function restBase(options) {
 
 // ----- curl -----
 
-function curl(body, options) {
+function curl(api, body, options) {
   const json = JSON.stringify(body, null, 2);
   return [
-    `curl ${restBase(options)}/chat/completions \\`,
+    `curl ${restBase(options)}/${api === "chat" ? "chat/completions" : "responses"} \\`,
     '  -H "Content-Type: application/json" \\',
     `  -H "Authorization: Bearer ${curlKey(options)}" \\`,
     "  --no-buffer \\",
@@ -98,6 +99,32 @@ function openai(body, options) {
     '        print("usage:", chunk.usage)',
   );
   return lines.join("\n");
+}
+
+function openaiResponses(body, options) {
+  const { model, input, stream, ...rest } = body;
+  const args = [["model", py(model, 1)], ["input", py(input, 1)]];
+  for (const [name, value] of Object.entries(rest)) args.push([name, py(value, 1)]);
+  args.push(["stream", py(Boolean(stream))]);
+  return [
+    "import os",
+    "",
+    "from openai import OpenAI",
+    "",
+    `client = OpenAI(api_key=${apiKeyExpr(options)}, base_url=${JSON.stringify(restBase(options))}, timeout=3600)`,
+    "",
+    "stream = client.responses.create(",
+    kwargs(args, 1),
+    ")",
+    "for event in stream:",
+    '    if event.type == "response.output_text.delta":',
+    '        print(event.delta, end="", flush=True)',
+    '    elif event.type == "response.output_item.done" and event.item.type.endswith("_call"):',
+    '        print(f"\\n[{event.item.type}]", event.item.model_dump_json(exclude_none=True), flush=True)',
+    '    elif event.type in ("response.completed", "response.incomplete"):',
+    '        print("\\nstatus:", event.response.status)',
+    '        print("usage:", event.response.usage)',
+  ].join("\n");
 }
 
 // ----- xai-sdk Python (gRPC) -----
@@ -145,7 +172,17 @@ function sdkTool(entry, names) {
   return `tool(name=${py(f.name)}, description=${py(f.description || "")}, parameters=${py(f.parameters || {}, 2)})`;
 }
 
-function xaiSdk(body, options) {
+// xai_sdk.tools helpers for the server-side tools, and the `include` that returns their outputs.
+const SDK_TOOLS = {
+  code_interpreter: () => ["code_execution()", "code_execution", "code_execution_call_output"],
+  web_search: () => ["web_search()", "web_search", "web_search_call_output"],
+  mcp: (t) => {
+    const allowed = t.allowed_tools ? `, allowed_tool_names=${py(t.allowed_tools)}` : "";
+    return [`mcp(server_url=${py(t.server_url)}, server_label=${py(t.server_label)}${allowed})`, "mcp", "mcp_call_output"];
+  },
+};
+
+function xaiSdk(body, options, server = []) {
   const names = new Set();
   const messages = body.messages.map((m) => `        ${sdkMessage(m, names)},`);
   const args = [["model", py(body.model)], ["messages", `[\n${messages.join("\n")}\n    ]`]];
@@ -160,18 +197,29 @@ function xaiSdk(body, options) {
     args.push(["response_format", "chat_pb2.ResponseFormat(format_type=chat_pb2.FORMAT_TYPE_JSON_SCHEMA, " +
       "schema=json.dumps(SCHEMA))"]);
   }
-  if (body.tools) args.push(["tools", `[\n${body.tools.map((t) => `        ${sdkTool(t, names)},`).join("\n")}\n    ]`]);
+  const tools = (body.tools || []).map((t) => sdkTool(t, names));
+  const helpers = new Set();
+  const include = [];
+  for (const t of server) {
+    const [call, helper, output] = SDK_TOOLS[t.type](t);
+    tools.push(call);
+    helpers.add(helper);
+    include.push(output);
+  }
+  if (tools.length) args.push(["tools", `[\n${tools.map((t) => `        ${t},`).join("\n")}\n    ]`]);
   if (body.tool_choice && typeof body.tool_choice === "string") args.push(["tool_choice", py(body.tool_choice)]);
+  if (include.length) args.push(["include", py(include)]);
 
   let host = "";
   if (options.target === "local") {
     const insecure = LOOPBACK_GRPC.test(options.grpcHost) ? "" : ", use_insecure_channel=True";
     host = `, api_host=${py(options.grpcHost)}${insecure}`;
   }
-  const helpers = [...names].filter((n) => n !== "chat_pb2").sort();
+  const chatHelpers = [...names].filter((n) => n !== "chat_pb2").sort();
   const lines = [schema ? "import json\nimport os" : "import os", "", "from xai_sdk import Client"];
-  if (helpers.length) lines.push(`from xai_sdk.chat import ${helpers.join(", ")}`);
+  if (chatHelpers.length) lines.push(`from xai_sdk.chat import ${chatHelpers.join(", ")}`);
   if (names.has("chat_pb2")) lines.push("from xai_sdk.proto import chat_pb2");
+  if (helpers.size) lines.push(`from xai_sdk.tools import ${[...helpers].sort().join(", ")}`);
   lines.push("");
   if (schema) lines.push(`SCHEMA = ${py(schema)}`, "");
   lines.push(
@@ -184,21 +232,44 @@ function xaiSdk(body, options) {
     '    print(chunk.content, end="", flush=True)',
     "print()",
   );
-  if (body.tools) lines.push("for call in response.tool_calls:", '    print("tool call:", call.function.name, call.function.arguments)');
+  if (tools.length) lines.push("for call in response.tool_calls:", '    print("tool call:", call.function.name, call.function.arguments)');
+  if (server.length) {
+    lines.push(
+      "for output in response.tool_outputs:",
+      '    print("tool output:", output.message.content)',
+      'print("citations:", list(response.citations))',
+      'print("server-side tools used:", response.server_side_tool_usage)',
+    );
+  }
   lines.push('print("finish_reason:", response.finish_reason)', 'print("usage:", response.usage)');
   return lines.join("\n");
 }
 
 // ----- the choice -----
 
-export function snippet(lang, body, options) {
+export function snippet(lang, request, options) {
+  // request: {api: "chat" | "responses", body: what the playground sends, chat: its Chat Completions form,
+  // server: the server-side tools in it}.
+  let body = request.body;
+  let outputs = "";
+  if (request.api === "responses" && options.target === "xai" && body.include) {
+    // xAI's REST API returns no server-side tool outputs (its only include is reasoning.encrypted_content).
+    const { include, ...rest } = body;
+    body = rest;
+    outputs = " xAI's REST API does not return what server-side tools output; xai-sdk's include does.";
+  }
   const key = options.target === "local" && !options.keyRequired
     ? "This server has no keys configured: any XAI_API_KEY works (the code falls back to \"local\")."
     : `Set XAI_API_KEY to your ${options.target === "xai" ? "xAI" : "localxai"} API key.`;
   const model = options.target === "xai"
     ? ` At xAI the model must be one of xAI's (${body.model} may be a local name; localxai aliases such as grok-4 help).`
     : "";
-  if (lang === "openai") return { code: openai(body, options), note: `pip install openai. ${key}${model}` };
-  if (lang === "xai") return { code: xaiSdk(body, options), note: `pip install xai-sdk (gRPC). ${key}${model}` };
-  return { code: curl(body, options), note: `${key}${model}` };
+  if (lang === "xai") {
+    return { code: xaiSdk(request.chat, options, request.server), note: `pip install xai-sdk (gRPC). ${key}${model}` };
+  }
+  if (lang === "openai") {
+    const code = request.api === "chat" ? openai(body, options) : openaiResponses(body, options);
+    return { code, note: `pip install openai. ${key}${model}${outputs}` };
+  }
+  return { code: curl(request.api, body, options), note: `${key}${model}${outputs}` };
 }
