@@ -758,9 +758,11 @@ async function generate(conv) {
   } finally {
     const ended = performance.now();
     const tokens = message.usage ? message.usage.completion_tokens : pieces;
+    // A tool loop's time is also its tools' and its turns' prompts: no tokens per second for it.
+    const decoding = first !== null && ended - first > 0 && tokens > 1 && !message.server_calls.length;
     message.stats = {
       ttft_ms: first === null ? null : first - started,
-      tokens_per_s: first !== null && ended - first > 0 && tokens > 1 ? (tokens - 1) / ((ended - first) / 1000) : null,
+      tokens_per_s: decoding ? (tokens - 1) / ((ended - first) / 1000) : null,
     };
     delete message.pending;
     if (state.controller === controller) state.controller = null;
