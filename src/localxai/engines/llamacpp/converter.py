@@ -518,8 +518,8 @@ class Converter:
         except patterns.PatternError as exc:
             raise self._refuse("pattern", schema, f"is not enforced: {exc}") from None
         fitted = None if node == patterns.NOTHING else patterns.fit(node, low, high)
-        if fitted is None:  # a limit of this server (strings without escapes), not of the schema: refused
-            detail = "matches no string that JSON can hold without escapes"
+        if fitted is None:  # lone surrogates only, or no such string within the lengths: refused
+            detail = "matches no string that a JSON string can hold"
             if low or high is not None:
                 detail += " within 'minLength'/'maxLength'"
             raise self._refuse(keyword, schema, detail)

@@ -1,10 +1,11 @@
 """String constraints as GBNF: JSON Schema `pattern` (ECMA-262), `format` and the lengths beside them.
 
 A pattern is parsed into a small regular-expression tree (characters, sequences, alternatives,
-repetitions) and written out as GBNF. What the grammar writes between the quotes of a JSON string is
-always raw text without escapes, so the string a client decodes is exactly the text the pattern was
-matched against: every character set is cut down to the characters JSON allows raw (no `"`, `\\` or
-control characters). That only ever narrows what may be written, never widens it.
+repetitions) over the text a client decodes, and written out as GBNF of the JSON string that holds it:
+a character JSON allows raw is written raw, a quote, backslash or control character as its JSON escape
+(`\\"`, `\\\\`, `\\n`, `\\u0001`, ...), so the decoded string is exactly a text the pattern matches.
+Only lone surrogates are left out (no JSON text decodes to one); that narrows what may be written, never
+widens it. The "any text" an unanchored side gets is raw text.
 
 Patterns are unanchored in JSON Schema (`"abc"` means "contains abc"), so a side without `^` or `$`
 gets "any text" added. `minLength`/`maxLength` beside a pattern or format are applied to the tree
@@ -68,6 +69,9 @@ def chars(text: str) -> Ranges:
 
 # What a grammar may write raw inside a JSON string: no quote, backslash, control character or surrogate.
 WRITABLE = complement(normalize([(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F), (0xD800, 0xDFFF)]))
+# What a JSON string can hold, raw or escaped: everything but lone surrogates.
+ENCODABLE = complement(((0xD800, 0xDFFF),))
+JSON_ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
 ASCII = ((0x00, 0x7F),)
 DIGIT = ((0x30, 0x39),)
 WORD = normalize([(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)])
@@ -82,7 +86,7 @@ SHORTHANDS = {
     "s": SPACE,
     "D": intersect(complement(DIGIT), ASCII),
     "W": intersect(complement(WORD), ASCII),
-    "S": intersect(complement(SPACE), ASCII),
+    "S": intersect(complement(normalize([*SPACE, (0x1C, 0x1F)])), ASCII),  # Python's `re` takes 1C-1F as space
 }
 
 
@@ -135,9 +139,9 @@ def length_range(node: Node) -> tuple[int, int | None]:
 
 
 def writable(node: Node) -> Node:
-    """`node` with every character set cut down to what JSON allows raw; NOTHING if no string is left."""
+    """`node` with every character set cut down to what a JSON string can hold; NOTHING if no string is left."""
     if isinstance(node, Chars):
-        ranges = intersect(node.ranges, WRITABLE)
+        ranges = intersect(node.ranges, ENCODABLE)
         return Chars(ranges) if ranges else NOTHING
     if isinstance(node, Seq):
         items = tuple(writable(i) for i in node.items)
@@ -365,7 +369,7 @@ class Parser:
 
 
 def parse(pattern: str) -> Node:
-    """The strings (JSON can hold raw) that contain a match of `pattern`."""
+    """The strings (a JSON string can hold) that contain a match of `pattern`."""
     return writable(Parser(pattern).parse())
 
 
@@ -492,13 +496,26 @@ def gbnf_class(ranges: Ranges) -> str:
     return f"[{mark}{''.join(parts)}]"
 
 
+def json_escape(code: int) -> str:
+    return JSON_ESCAPES.get(code) or f"\\u{code:04x}"
+
+
+def gbnf_json_chars(ranges: Ranges) -> str:
+    """One character of `ranges` inside a JSON string: raw where JSON allows it, else its escape."""
+    raw = intersect(ranges, WRITABLE)
+    escaped = intersect(ranges, complement(WRITABLE))
+    options = [gbnf_class(raw)] if raw else []
+    options += [gbnf_literal(json_escape(code)) for lo, hi in escaped for code in range(lo, hi + 1)]
+    return options[0] if len(options) == 1 else "( " + " | ".join(options) + " )"
+
+
 def to_gbnf(node: Node, name: str, add_rule: Callable[[str, str], str]) -> str:
-    """GBNF for `node`; repeated groups become rules of their own (named after `name`)."""
+    """GBNF of the JSON string body for `node`; repeated groups become rules of their own (after `name`)."""
     counter = [0]
 
     def emit(node: Node, group: bool) -> str:
         if isinstance(node, Chars):
-            return gbnf_class(node.ranges)
+            return gbnf_json_chars(node.ranges)
         if isinstance(node, Seq):
             parts = [p for p in (emit(i, True) for i in node.items) if p]
             text = " ".join(_merge_literals(parts))
