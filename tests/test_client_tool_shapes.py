@@ -116,8 +116,12 @@ async def test_local_shell_and_shell_calls() -> None:
     ("tool", "needle"),
     [
         (
-            {"type": "custom", "name": "p", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}},
-            "'lark' grammars are not served",
+            {
+                "type": "custom",
+                "name": "p",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: s s"},
+            },
+            "this Lark grammar cannot be enforced: line 1: s is not defined",
         ),
         ({"type": "shell", "environment": {"type": "container_auto"}}, "only a local shell"),
         ({"type": "namespace", "name": "n", "tools": []}, "non-empty list"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import openai
 import pytest
 from pydantic import BaseModel, Field
+
+from localxai import lark_regex
 
 from conftest import API_KEY, Server, start_server, stop_server
 
@@ -119,6 +122,19 @@ def test_function_tool_round_trip(client: openai.OpenAI) -> None:
         max_output_tokens=16,
     )
     assert answer.status in ("completed", "incomplete") and answer.output
+
+
+def test_a_custom_tool_with_a_lark_grammar_gets_input_in_its_language(client: openai.OpenAI) -> None:
+    """Codex's apply_patch tool, as OpenAI's custom tools define it: the model's input is a patch."""
+    grammar = (Path(__file__).parent / "fixtures" / "apply_patch.lark").read_text()
+    tool = {"type": "custom", "name": "apply_patch", "description": "Edit files with a patch.",
+            "format": {"type": "grammar", "syntax": "lark", "definition": grammar}}  # fmt: skip
+    response = client.responses.create(model=MODEL, input="Create hello.txt containing hi.", tools=[tool],
+                                       tool_choice="required", temperature=0, max_output_tokens=200)  # fmt: skip
+    [call] = [item for item in response.output if item.type == "custom_tool_call"][:1]
+    assert call.name == "apply_patch"
+    assert call.input.startswith("*** Begin Patch\n*** ") and call.input.rstrip("\n").endswith("*** End Patch")
+    assert re.fullmatch(lark_regex.to_regex(grammar), call.input)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])

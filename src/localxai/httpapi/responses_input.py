@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from localxai import sealing
+from localxai import lark_regex, sealing
 from localxai.agent.base import MAX_DOMAINS
 from localxai.chat import (
     ChatRequest,
@@ -391,7 +391,8 @@ def _tools(index: int, tool: dict[str, Any], namespace: str = "") -> list[Tool]:
 
 
 def _custom(where: str, tool: dict[str, Any], namespace: str) -> Tool:
-    """A custom tool: free-form text `input`, constrained by a regular expression when its format is one."""
+    """A custom tool: free-form text `input`, constrained by its grammar when it has one (a regular
+    expression, or a Lark grammar of a regular language, as one anchored pattern: lark_regex.py)."""
     name = _text(tool, "name", where)
     fmt = _object(tool.get("format") or {"type": "text"}, f"{where}.format")
     text: dict[str, Any] = {"type": "string", "description": "The tool's input, as free-form text."}
@@ -399,11 +400,13 @@ def _custom(where: str, tool: dict[str, Any], namespace: str) -> Tool:
         syntax, definition = fmt.get("syntax"), fmt.get("definition")
         if not isinstance(definition, str):
             raise InvalidArgument(f"{where}.format.definition must be a string.")
-        if syntax != "regex":
-            raise InvalidArgument(
-                f"{where}.format: {syntax!r} grammars are not served by localxai (regular expressions and free "
-                "text are); give the tool a regex or a text format, or make it a function tool."
-            )
+        if syntax == "lark":
+            try:
+                definition = lark_regex.to_regex(definition)
+            except lark_regex.LarkError as exc:
+                raise InvalidArgument(f"{where}.format: this Lark grammar cannot be enforced: {exc}.") from None
+        elif syntax != "regex":
+            raise InvalidArgument(f"{where}.format.syntax must be lark or regex, got {syntax!r}.")
         text["pattern"] = definition
     elif fmt.get("type") != "text":
         raise InvalidArgument(f"{where}.format.type must be text or grammar.")
