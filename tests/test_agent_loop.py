@@ -84,6 +84,8 @@ class _Toolset:
                 raise RuntimeError("a secret internal detail")
             if code == "hang":
                 await asyncio.sleep(3600)
+            if code.startswith("read "):  # a call that read a page: the answer's source
+                return Outcome(f"ran: {code}", sources=(code.removeprefix("read "),))
             return Outcome(f"ran: {code}")
         except asyncio.CancelledError:
             owner.cancelled += 1
@@ -284,6 +286,28 @@ async def test_two_tools_of_one_name_are_refused() -> None:
     assert r.status_code == 400 and "Two tools are named 'code_execution'" in r.json()["error"]
 
 
+PAGE = "https://example.org/otters"
+CITING = f"Otters hold hands ({PAGE}), see {PAGE}/ too."
+
+
+async def test_sources_are_annotated_where_the_answer_names_them() -> None:
+    engine = FakeEngine(reply=script(calls(f"read {PAGE}", "read https://example.org/other"), CITING))
+    async with rest(engine, Scripted()) as api:
+        body = (await api.post("/v1/responses", json=ask())).json()
+        streamed = (await api.post("/v1/responses", json=ask(stream=True))).text
+    notes = body["output"][-1]["content"][0]["annotations"]
+    spans = [(a["url"], a["start_index"], a["end_index"]) for a in notes]
+    first, second = CITING.index(PAGE), CITING.rindex(PAGE)
+    assert spans == [
+        (PAGE, first, first + len(PAGE)),
+        (PAGE, second, second + len(PAGE)),
+        ("https://example.org/other", 0, 0),
+    ]  # fmt: skip  (not named in the text: no position)
+    added = [json.loads(line[6:])["annotation"] for line in streamed.splitlines()
+             if line.startswith("data: ") and '"response.output_text.annotation.added"' in line]  # fmt: skip
+    assert added == notes
+
+
 # -- gRPC, through xai-sdk ----------------------------------------------------------------------------
 
 
@@ -314,6 +338,29 @@ async def test_xai_sdk_sample_reads_the_loop() -> None:
         chat.append(user("again"))
         again = await chat.sample()
         assert again.content == "two"
+
+
+async def test_xai_sdk_inline_citations_only_when_included() -> None:
+    engine = FakeEngine(reply=script(calls(f"read {PAGE}"), CITING))
+    async with sdk(engine, Scripted()) as client:
+        for include in ([], ["inline_citations"]):
+            chat = client.chat.create(model="fake-model", tools=[code_execution()], tool_choice="required",
+                                      include=include)  # fmt: skip
+            chat.append(user("otters?"))
+            sampled = await chat.sample()
+            streamed = None
+            async for streamed, _chunk in chat.stream():  # noqa: B007 - the last one is the whole response
+                pass
+            assert streamed is not None
+            for response in (sampled, streamed):
+                assert list(response.citations) == [PAGE]
+                spans = [(c.id, c.start_index, c.end_index, c.web_citation.url) for c in response.inline_citations]
+                if not include:
+                    assert spans == []
+                    continue
+                start = CITING.index(PAGE)
+                assert spans[0] == ("1", start, start + len(PAGE), PAGE) and spans[1][0] == "2"
+                assert response.content[spans[0][1] : spans[0][2]] == PAGE
 
 
 async def test_xai_sdk_stream_reads_the_loop() -> None:

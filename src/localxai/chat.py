@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -274,6 +275,27 @@ class Choice:
     def citations(self) -> tuple[str, ...]:
         """Every source the server-side calls read, once each, in order."""
         return tuple(dict.fromkeys(url for call in self.server_calls for url in call.sources))
+
+    def inline_citations(self) -> tuple[tuple[str, int, int], ...]:
+        """Where the answer names a source: (url, start, end) character offsets, as inline citations."""
+        return inline_citations(self.text, self.citations)
+
+
+def inline_citations(text: str, sources: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+    """Each place `text` names one of `sources` (its URL, with or without a trailing slash), in text order.
+    The model does not mark where it used a source, so a source it only paraphrases has no position."""
+    found: list[tuple[str, int, int]] = []
+    taken: set[int] = set()
+    for url in sorted(sources, key=len, reverse=True):  # a longer URL first: it may contain a shorter one
+        for form in dict.fromkeys((url, url.rstrip("/"))):
+            start = text.find(form)
+            while form and start >= 0:
+                end = start + len(form)
+                if not taken.intersection(range(start, end)):
+                    found.append((url, start, end))
+                    taken.update(range(start, end))
+                start = text.find(form, end)
+    return tuple(sorted(found, key=lambda f: f[1]))
 
 
 @dataclass(frozen=True)

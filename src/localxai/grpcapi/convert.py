@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -43,6 +43,7 @@ from localxai.chat import (
     ToolMode,
     Usage,
     UsageReport,
+    inline_citations,
 )
 from localxai.errors import InvalidArgument
 from localxai.sealing import Sealer
@@ -310,9 +311,21 @@ def tool_call(c: ToolCall, ended: ServerCall | None = None) -> chat_pb2.ToolCall
     return call
 
 
+INLINE = "inline_citations"  # beside the tool kinds in what a request includes
+
+
 def included(options: Iterable[int]) -> frozenset[str]:
-    """The tool kinds whose outputs a request's `include` asks for."""
-    return frozenset(INCLUDED_OUTPUTS[o] for o in options if o in INCLUDED_OUTPUTS)
+    """The tool kinds whose outputs a request's `include` asks for, and INLINE for inline citations."""
+    kinds = {INCLUDED_OUTPUTS[o] for o in options if o in INCLUDED_OUTPUTS}
+    return frozenset({*kinds, INLINE} if chat_pb2.INCLUDE_OPTION_INLINE_CITATIONS in options else kinds)
+
+
+def _inline(text: str, sources: Sequence[str]) -> list[chat_pb2.InlineCitation]:
+    """Where the answer names its sources, numbered as xAI numbers them ("1", "2", ...)."""
+    return [
+        chat_pb2.InlineCitation(id=str(n), start_index=start, end_index=end, web_citation=chat_pb2.WebCitation(url=url))
+        for n, (url, start, end) in enumerate(inline_citations(text, sources), 1)
+    ]
 
 
 def logprobs(entries: tuple[TokenLogprob, ...]) -> chat_pb2.LogProbs:
@@ -393,6 +406,8 @@ def _loop_outputs(choice: Choice, sealer: Sealer | None, include: frozenset[str]
         outputs.append(chat_pb2.CompletionOutput(finish_reason=finish, index=len(outputs), message=message))
     last = _output(choice, sealer)
     last.index = len(outputs)
+    if INLINE in include:
+        last.message.citations.extend(_inline(choice.text, choice.citations))
     return [*outputs, last]
 
 
@@ -442,6 +457,7 @@ class Chunks:
         self._offset = 0  # the output the answer so far is on
         self._ended: dict[str, ServerCall] = {}
         self._sources: list[str] = []
+        self._answer: list[str] = []  # the text since the last turn that called tools: where citations point
 
     def __call__(self, event: Event) -> list[chat_pb2.GetChatCompletionChunk]:
         head = _head(self._stream)
@@ -465,9 +481,16 @@ class Chunks:
                     chunks.append(_one(head, index, delta, sample_pb2.REASON_STOP))
                     index += 1
             self._offset = index
+            self._answer = []
             return chunks
         if isinstance(event, UsageReport):
-            return [chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage), citations=self._sources)]
+            last = chat_pb2.GetChatCompletionChunk(**head, usage=usage(event.usage), citations=self._sources)
+            inline = _inline("".join(self._answer), self._sources) if INLINE in self._include else []
+            if not inline:
+                return [last]
+            return [_one(head, self._offset, chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, citations=inline)), last]
+        if isinstance(event, TextDelta):
+            self._answer.append(event.text)
         return [chunk(self._stream, event, self.output(event.index))]
 
     def output(self, index: int) -> int:

@@ -42,6 +42,7 @@ from localxai.chat import (
     ToolCallDelta,
     ToolMode,
     Usage,
+    inline_citations,
 )
 from localxai.conversations import TurnStream
 from localxai.errors import InvalidArgument, LocalXAIError
@@ -270,13 +271,18 @@ def _logprobs(entries: Sequence[TokenLogprob] | None) -> list[dict[str, Any]]:
 def _text_part(
     text: str, logprobs: Sequence[TokenLogprob] | None = None, citations: Sequence[str] = ()
 ) -> dict[str, Any]:
-    annotations = [_citation(url) for url in citations]
-    return {"type": "output_text", "text": text, "logprobs": _logprobs(logprobs), "annotations": annotations}
+    return {"type": "output_text", "text": text, "logprobs": _logprobs(logprobs),
+            "annotations": _annotations(text, citations)}  # fmt: skip
 
 
-def _citation(url: str) -> dict[str, Any]:
-    """A source of the answer, as xAI annotates it (no position: the model does not mark where it used it)."""
-    return {"type": "url_citation", "url": url, "title": url, "start_index": 0, "end_index": 0}
+def _annotations(text: str, citations: Sequence[str]) -> list[dict[str, Any]]:
+    """The answer's sources as url_citation annotations: where the text names one, at that place; the
+    others at 0..0, as xAI annotates a source without a position."""
+    placed = inline_citations(text, citations)
+    named = {url for url, _, _ in placed}
+    spans = [*placed, *((url, 0, 0) for url in citations if url not in named)]
+    return [{"type": "url_citation", "url": url, "title": url, "start_index": start, "end_index": end}
+            for url, start, end in spans]  # fmt: skip
 
 
 def _message_item(
@@ -538,8 +544,8 @@ class _StreamedItems:
             item = _message_item(item_id, text, "completed", tokens, citations)
             frames = [
                 event("response.output_text.annotation.added", item_id=item_id, output_index=index,
-                      content_index=0, annotation_index=i, annotation=_citation(url))
-                for i, url in enumerate(citations)
+                      content_index=0, annotation_index=i, annotation=annotation)
+                for i, annotation in enumerate(item["content"][0]["annotations"])
             ]  # fmt: skip
             frames += [
                 event("response.output_text.done", content_index=0, item_id=item_id, output_index=index,
