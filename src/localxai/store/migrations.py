@@ -52,6 +52,12 @@ def _usage_tool_calls(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE usage ADD COLUMN server_tool_calls INTEGER NOT NULL DEFAULT 0"))
 
 
+def _files(conn: sa.Connection) -> None:
+    """Uploaded files and their bytes (the Files API)."""
+    tables.files.create(conn, checkfirst=True)
+    tables.file_chunks.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
@@ -59,6 +65,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (4, "server secrets", _server_secrets),
     (5, "api keys: server-side tools", _key_tools),
     (6, "usage ledger: server-side tool calls", _usage_tool_calls),
+    (7, "files", _files),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

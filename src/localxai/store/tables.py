@@ -78,6 +78,29 @@ responses = sa.Table(
     sa.Index("ix_responses_created", "created_at"),
 )
 
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(48), primary_key=True),  # file_<uuid>
+    sa.Column("owner", sa.String(40), nullable=False),
+    sa.Column("filename", sa.String(1024), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(10), nullable=False),  # uploading | ready: only ready files are seen
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),  # the last chunk written: stale uploads are removed
+    sa.Column("expires_at", sa.Float),
+    sa.Index("ix_files_owner_created", "owner", "created_at"),
+)
+
+# A file's bytes in ordered chunks, in the database every replica shares (one transaction per chunk).
+file_chunks = sa.Table(
+    "file_chunks",
+    metadata,
+    sa.Column("file_id", sa.String(48), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 server_secrets = sa.Table(
     "server_secrets",
     metadata,
