@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from localxai.engines.llamacpp.grammar import schema_to_gbnf
 from localxai.lark_regex import LarkError, to_regex
+
+from test_grammar import grammar
 
 APPLY_PATCH = (Path(__file__).parent / "fixtures" / "apply_patch.lark").read_text()
 
@@ -21,8 +22,10 @@ def test_codex_s_apply_patch_grammar_is_a_pattern_the_grammar_compiler_takes() -
     assert re.fullmatch(pattern, update) and re.fullmatch(pattern, add)
     for wrong in ("*** Begin Patch\n*** End Patch\n", "*** Begin Patch\n*** Add File: b\n*** End Patch\n", "patch"):
         assert not re.fullmatch(pattern, wrong), wrong
-    schema = {"type": "object", "properties": {"input": {"type": "string", "pattern": pattern}}}
-    assert "input" in schema_to_gbnf(json.dumps(schema))  # quotes and newlines are written as JSON escapes
+    schema = {"type": "object", "properties": {"input": {"type": "string", "pattern": pattern}}, "required": ["input"]}
+    g = grammar(schema)  # the tool's arguments: quotes and newlines in the patch are written as JSON escapes
+    assert g.accepts(json.dumps({"input": update})) and g.accepts(json.dumps({"input": add}))
+    assert not g.accepts(json.dumps({"input": "*** Begin Patch\n*** End Patch\n"}))
 
 
 def test_operators_ranges_repeats_and_imports() -> None:

@@ -276,10 +276,6 @@ class Choice:
         """Every source the server-side calls read, once each, in order."""
         return tuple(dict.fromkeys(url for call in self.server_calls for url in call.sources))
 
-    def inline_citations(self) -> tuple[tuple[str, int, int], ...]:
-        """Where the answer names a source: (url, start, end) character offsets, as inline citations."""
-        return inline_citations(self.text, self.citations)
-
 
 def inline_citations(text: str, sources: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
     """Each place `text` names one of `sources` (its URL, with or without a trailing slash), in text order.

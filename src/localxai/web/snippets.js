@@ -66,6 +66,17 @@ function curl(api, body, options) {
 
 // ----- OpenAI Python -----
 
+function openaiClient(options) {
+  return [
+    "import os",
+    "",
+    "from openai import OpenAI",
+    "",
+    `client = OpenAI(api_key=${apiKeyExpr(options)}, base_url=${JSON.stringify(restBase(options))}, timeout=3600)`,
+    "",
+  ];
+}
+
 function openai(body, options) {
   const { model, messages, stream, stream_options: streamOptions, ...rest } = body;
   const args = [["model", py(model, 1)], ["messages", py(messages, 1)]];
@@ -73,12 +84,7 @@ function openai(body, options) {
   args.push(["stream", py(Boolean(stream))]);
   if (streamOptions) args.push(["stream_options", py(streamOptions, 1)]);
   const lines = [
-    "import os",
-    "",
-    "from openai import OpenAI",
-    "",
-    `client = OpenAI(api_key=${apiKeyExpr(options)}, base_url=${JSON.stringify(restBase(options))}, timeout=3600)`,
-    "",
+    ...openaiClient(options),
     "stream = client.chat.completions.create(",
     kwargs(args, 1),
     ")",
@@ -107,12 +113,7 @@ function openaiResponses(body, options) {
   for (const [name, value] of Object.entries(rest)) args.push([name, py(value, 1)]);
   args.push(["stream", py(Boolean(stream))]);
   return [
-    "import os",
-    "",
-    "from openai import OpenAI",
-    "",
-    `client = OpenAI(api_key=${apiKeyExpr(options)}, base_url=${JSON.stringify(restBase(options))}, timeout=3600)`,
-    "",
+    ...openaiClient(options),
     "stream = client.responses.create(",
     kwargs(args, 1),
     ")",
