@@ -110,6 +110,13 @@ def test_bombs_and_loops_are_stopped_and_the_next_call_works(sandbox: CodeSandbo
     assert loop.error == "the code ran longer than 5 s and was stopped"
     assert after_loop.output.endswith("fresh\n") and "fresh interpreter" in after_loop.output
     assert flood.output.startswith("y" * 2000) and "[output truncated: 98001 more bytes]" in flood.output
+    # A process a call leaves behind ends with that call: it never writes into the next call's output.
+    _, later = run_code(
+        sandbox,
+        "import os, time\nif os.fork() == 0:\n    time.sleep(1)\n    print('left behind', flush=True)\n    os._exit(0)",
+        "import time\ntime.sleep(2)\nprint('next')",
+    )
+    assert later.output == "next\n"
 
 
 def test_without_bubblewrap_the_tool_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:

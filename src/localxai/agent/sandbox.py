@@ -79,10 +79,20 @@ for line in requests:
     except SystemExit:
         pass
     except BaseException as exc:  # the code's own frames only, not this driver's
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        if os.getpid() == driver:
+            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
     finally:
         if os.getpid() != driver:  # a process the code forked: it never answers
             os._exit(0)
+    try:  # what the call started ends with it (the sandbox's own pid namespace): nothing writes into the next
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
