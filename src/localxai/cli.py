@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default 64; larger: 413)")
     serve.add_argument(
+        "--file-quota-mb", type=float, help="file storage one API key may use in MiB (default 2048; 0: no limit)"
+    )
+    serve.add_argument(
         "--body-timeout-s", type=float, help="the whole request body must arrive within this (default 30; else 408)"
     )
     serve.add_argument(

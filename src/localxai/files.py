@@ -9,10 +9,12 @@ expiry. The quota (bytes a key may keep, uploads in progress included) is the op
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+from localxai.documents import extract_text
 from localxai.errors import InvalidArgument, NotFound, PayloadTooLarge, ResourceExhausted
 from localxai.store.files import SORTS, FileRecord, FileRows
 from localxai.store.store import Store
@@ -23,12 +25,34 @@ EXPIRY_S = (3600, 2_592_000)
 STALE_UPLOAD_S = 600.0  # an upload that has not moved for this long died with its process
 MAX_PAGE = 100
 NOT_FOUND = "File not found, deleted, or expired."
+CLEANUP_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class Files:
     def __init__(self, store: Store, quota_bytes: int | None = None) -> None:
         self._rows = FileRows(store)
         self._quota = quota_bytes
+        self._janitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Remove expired files and dead uploads now and every CLEANUP_S while the server runs."""
+        self._janitor = asyncio.create_task(self._clean(), name="files-cleanup")
+
+    async def close(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            await asyncio.gather(self._janitor, return_exceptions=True)
+
+    async def _clean(self) -> None:
+        while True:
+            try:
+                if removed := await self.expire():
+                    log.info("removed %d expired or abandoned files", removed)
+            except Exception:  # the database is away for a while: try again next round
+                log.warning("file cleanup failed", exc_info=True)
+            await asyncio.sleep(CLEANUP_S)
 
     async def upload(
         self, owner: str, filename: str, data: AsyncIterator[bytes], expires_after: int | None = None
@@ -75,32 +99,56 @@ class Files:
     async def page(
         self, owner: str, limit: int = MAX_PAGE, order: str = "desc", sort_by: str = "created_at", token: str = ""
     ) -> tuple[list[FileRecord], str]:
-        """One page and the token of the next (xAI always returns one: the end is a page shorter than `limit`)."""
+        """One page and the token of the next: the last file's id (xAI always returns one; the end is a page
+        shorter than `limit`). A token is also a file id, so OpenAI's `after` is the same thing."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}, got {limit}.")
         if order not in ("asc", "desc"):
             raise InvalidArgument(f"order must be asc or desc, got {order!r}.")
         if sort_by not in SORTS:
             raise InvalidArgument(f"sort_by must be one of {', '.join(SORTS)}, got {sort_by!r}.")
-        if token and not token.isdigit():
-            raise InvalidArgument("pagination_token is not one this server gave.")
-        offset = int(token or 0)
-        records = await asyncio.to_thread(self._rows.page, owner, limit, order == "desc", sort_by, offset)
-        return records, str(offset + len(records))
+        records = await asyncio.to_thread(self._rows.page, owner, limit, order == "desc", sort_by, token or None)
+        if records is None:
+            raise InvalidArgument("pagination_token is not one of this key's files (deleted or expired?).")
+        return records, records[-1].id if records else token
 
     async def delete(self, file_id: str, owner: str) -> None:
         if not await asyncio.to_thread(self._rows.delete, file_id, owner):
             raise NotFound(NOT_FOUND)
 
-    async def content(self, file_id: str, owner: str) -> tuple[FileRecord, AsyncIterator[bytes]]:
-        """The file, and its bytes a stored chunk at a time (NotFound before any byte)."""
-        return await self.get(file_id, owner), self._stream(file_id)
+    async def content(self, file_id: str, owner: str, text: bool = False) -> tuple[FileRecord, AsyncIterator[bytes]]:
+        """The file, and its bytes a stored chunk at a time, or its extracted text (errors before any byte)."""
+        record = await self.get(file_id, owner)
+        if not text:
+            return record, self._stream(file_id)
+        extracted = (await self.text(record)).encode()
+        return record, _pieces(extracted)
+
+    async def text(self, record: FileRecord) -> str:
+        """A file's text (documents.py), extracted on first use and kept beside it."""
+        kept = await asyncio.to_thread(self._rows.text, record.id)
+        if kept is not None:
+            return kept
+        extracted = await extract_text(record.filename, self._stream(record.id))
+        await asyncio.to_thread(self._rows.save_text, record.id, extracted)
+        return extracted
 
     async def _stream(self, file_id: str) -> AsyncIterator[bytes]:
         chunks: Iterator[bytes] = self._rows.chunks(file_id)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             yield chunk
 
+    async def head(self, record: FileRecord, size: int = 16) -> bytes:
+        """A file's first bytes (what kind of file it is)."""
+        async for chunk in self._stream(record.id):
+            return chunk[:size]
+        return b""
+
     async def expire(self) -> int:
         now = time.time()
         return await asyncio.to_thread(self._rows.expire, now, now - STALE_UPLOAD_S)
+
+
+async def _pieces(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]

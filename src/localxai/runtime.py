@@ -18,6 +18,7 @@ from localxai.deferred import DeferredCompletions
 from localxai.engines.base import Engine
 from localxai.engines.registry import build_engines
 from localxai.errors import ConfigError
+from localxai.files import Files
 from localxai.hub import pulled
 from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
@@ -41,6 +42,7 @@ class Options:
     drop_server_tools: bool = False  # `--server-tools drop`
     executors: tuple[Executor, ...] = ()  # the server-side tools served (agent/)
     agent_limits: AgentLimits | None = None
+    file_quota_bytes: int | None = None  # what one key may keep in the Files API; None: no limit
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Runtime:
     metrics: Metrics
     conversations: Conversations
     sealer: Sealer  # reasoning.encrypted_content: a blob only this server (or a replica) can open
+    files: Files
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
@@ -79,7 +82,10 @@ class Runtime:
         agent = Agent(service, options.executors, options.agent_limits, observer=metrics)
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
-        return cls(service, deferred, auth, store, metrics, conversations, sealer, options.max_body_bytes, shutdown)
+        files = Files(store, options.file_quota_bytes)
+        return cls(
+            service, deferred, auth, store, metrics, conversations, sealer, files, options.max_body_bytes, shutdown
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -120,6 +126,7 @@ class Runtime:
                     drop_server_tools=settings.server_tools == "drop",
                     executors=executors(settings),
                     agent_limits=AgentLimits(max_turns=settings.agent_max_turns),
+                    file_quota_bytes=int(settings.file_quota_mb * 1024 * 1024) or None,
                 ),
             )
             return replace(runtime, grpc_port=settings.grpc_port)
@@ -133,6 +140,7 @@ class Runtime:
         await self.conversations.agent.start()
         await self.service.open()
         await self.deferred.start()
+        await self.files.start()
 
     def halt(self) -> None:
         """A forced exit (second Ctrl-C): stop engine threads and children, hand back deferred work."""
@@ -140,6 +148,7 @@ class Runtime:
         self.service.halt()
 
     async def close(self) -> None:
+        await self.files.close()
         await self.deferred.close()
         await self.service.close()
         self.store.close()

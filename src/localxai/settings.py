@@ -66,6 +66,7 @@ class Settings:
     mcp: str = "on"  # remote MCP servers named by requests: "on" or "off"
     tool_allow_private: bool = False  # let MCP servers and fetched pages be on loopback/private addresses
     agent_max_turns: int = 10  # model turns of one response's agent loop at most
+    file_quota_mb: float = 2048.0  # what one key may keep in the Files API (MiB; 0: no limit)
     models: ModelsConfig = field(default_factory=ModelsConfig)  # what to serve: from --config or the flags
 
     def check(self) -> Settings:
@@ -107,6 +108,7 @@ class Settings:
         if self.mcp not in ("on", "off"):
             raise ConfigError("--mcp (LOCALXAI_MCP) must be on or off")
         _check_range("--agent-max-turns", self.agent_max_turns, 1, 100)
+        _check_range("--file-quota-mb", self.file_quota_mb, 0, None)
         if self.web_search_url is not None and not self.web_search_url.startswith(("http://", "https://")):
             raise ConfigError(f"--web-search-url must be an http(s) URL, got {self.web_search_url!r}")
         if self.log_level not in LOG_LEVELS:
@@ -194,6 +196,7 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "web_search_url": str,
         "mcp": str,
         "agent_max_turns": int,
+        "file_quota_mb": float,
     }
     for name, convert in simple.items():
         raw = env.get(f"LOCALXAI_{name.upper()}")

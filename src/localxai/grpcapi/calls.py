@@ -148,3 +148,31 @@ def streaming(
             call.done()
 
     return handle
+
+
+def client_streaming(
+    method: Callable[[Any, AsyncIterator[Any], grpc.aio.ServicerContext, ApiKey], Awaitable[Reply]],
+) -> Callable[[Any, AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[Reply]]:
+    """A call whose client sends a stream of messages (an upload): `method` reads them, each checked."""
+
+    @functools.wraps(method)
+    async def handle(self: Servicer, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Reply:
+        call = _Call(self, method.__name__, None, context)
+
+        async def checked() -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, Malformed):
+                    raise e.InvalidArgument(f"A message of {call.method} does not decode ({request.reason}).")
+                yield request
+
+        try:
+            return await method(self, checked(), context, await call.authenticate(None))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+            raise  # not reached: fail() aborts
+        finally:
+            call.done()
+
+    return handle

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from xai_sdk.proto.v5 import chat_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
+from xai_sdk.proto.v5 import chat_pb2, files_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
 from localxai import sealing
 from localxai.agent.base import MAX_DOMAINS
@@ -48,6 +48,7 @@ from localxai.chat import (
 from localxai.errors import InvalidArgument
 from localxai.sealing import Sealer
 from localxai.service import ChatStream
+from localxai.store.files import FileRecord
 
 ROLES = {
     chat_pb2.ROLE_USER: Role.USER,
@@ -275,6 +276,15 @@ def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
         "guidelines": len(req.guidelines) > 0,
     }
     return tuple(name for name, is_set in checks.items() if is_set)
+
+
+def file(record: FileRecord) -> files_pb2.File:
+    message = files_pb2.File(
+        id=record.id, filename=record.filename, size=record.bytes, created_at=timestamp(int(record.created_at))
+    )
+    if record.expires_at is not None:
+        message.expires_at.CopyFrom(timestamp(int(record.expires_at)))
+    return message
 
 
 def timestamp(seconds: int) -> Timestamp:

@@ -19,6 +19,8 @@ from xai_sdk.proto.v5 import (
     chat_pb2,
     chat_pb2_grpc,
     deferred_pb2,
+    files_pb2,
+    files_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     tokenize_pb2,
@@ -30,7 +32,7 @@ from localxai.auth import ApiKey
 from localxai.chat import Finished, StoredResponse
 from localxai.conversations import Turn
 from localxai.grpcapi import convert
-from localxai.grpcapi.calls import lenient_bodies, streaming, unary
+from localxai.grpcapi.calls import client_streaming, lenient_bodies, streaming, unary
 from localxai.listen import grpc_addresses
 from localxai.runtime import Runtime
 from localxai.sealing import Sealer
@@ -158,6 +160,63 @@ class AuthServicer(_Base, auth_pb2_grpc.AuthServicer):
         )
 
 
+FILE_ORDERS = {files_pb2.ASCENDING: "asc", files_pb2.DESCENDING: "desc"}
+FILE_SORTS = {
+    files_pb2.FILES_SORT_BY_CREATED_AT: "created_at",
+    files_pb2.FILES_SORT_BY_FILENAME: "filename",
+    files_pb2.FILES_SORT_BY_SIZE: "size",
+}
+
+
+class FilesServicer(_Base, files_pb2_grpc.FilesServicer):
+    @client_streaming
+    async def UploadFile(self, requests: AsyncIterator[files_pb2.UploadFileChunk], context: Any, caller: ApiKey) -> Any:
+        first = await anext(requests, None)
+        if first is None or not first.HasField("init"):
+            raise e.InvalidArgument("UploadFile's first message must be init (the file's name), then its data.")
+        init = first.init
+
+        async def data() -> AsyncIterator[bytes]:
+            async for message in requests:
+                if message.HasField("init"):
+                    raise e.InvalidArgument("UploadFile takes one init message, the first.")
+                yield message.data
+
+        expires_after = init.expires_after if init.HasField("expires_after") else None
+        record = await self.runtime.files.upload(caller.key_id, init.name, data(), expires_after)
+        return convert.file(record)
+
+    @unary
+    async def ListFiles(self, request: files_pb2.ListFilesRequest, context: Any, caller: ApiKey) -> Any:
+        if request.filter:
+            raise e.UnsupportedParameter("Argument not supported: filter (ListFiles)")
+        if request.order not in FILE_ORDERS or request.sort_by not in FILE_SORTS:
+            raise e.InvalidArgument("order or sort_by is not one of the values the Files API defines.")
+        records, token = await self.runtime.files.page(
+            caller.key_id, request.limit or 100, FILE_ORDERS[request.order], FILE_SORTS[request.sort_by],
+            request.pagination_token,
+        )  # fmt: skip
+        return files_pb2.ListFilesResponse(data=[convert.file(r) for r in records], pagination_token=token)
+
+    @unary
+    async def RetrieveFile(self, request: files_pb2.RetrieveFileRequest, context: Any, caller: ApiKey) -> Any:
+        return convert.file(await self.runtime.files.get(request.file_id, caller.key_id))
+
+    @unary
+    async def DeleteFile(self, request: files_pb2.DeleteFileRequest, context: Any, caller: ApiKey) -> Any:
+        await self.runtime.files.delete(request.file_id, caller.key_id)
+        return files_pb2.DeleteFileResponse(id=request.file_id, deleted=True)
+
+    @streaming
+    async def RetrieveFileContent(
+        self, request: files_pb2.RetrieveFileContentRequest, context: Any, caller: ApiKey
+    ) -> AsyncIterator[files_pb2.FileContentChunk]:
+        text = request.format == files_pb2.DOWNLOAD_FORMAT_TEXT
+        _, chunks = await self.runtime.files.content(request.file_id, caller.key_id, text=text)
+        async for chunk in chunks:
+            yield files_pb2.FileContentChunk(data=chunk)
+
+
 @asynccontextmanager
 async def grpc_server(
     runtime: Runtime, host: str, port: int, min_ping_interval_ms: int = MIN_PING_INTERVAL_MS
@@ -177,6 +236,7 @@ async def grpc_server(
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(runtime), server)
     tokenize_pb2_grpc.add_TokenizeServicer_to_server(TokenizeServicer(runtime), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(runtime), server)
+    files_pb2_grpc.add_FilesServicer_to_server(FilesServicer(runtime), server)
     bound = 0
     for address in (f"[{a}]" if ":" in a else a for a in grpc_addresses(host)):
         try:

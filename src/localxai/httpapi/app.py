@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from localxai import logs
 from localxai.auth import ApiKey
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
-from localxai.httpapi import completions, convert, playground, responses, responses_input
+from localxai.httpapi import completions, convert, files, playground, responses, responses_input
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.connections import BODY_TIMED_OUT
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
@@ -83,6 +83,8 @@ class GatewayMiddleware:
                 )
             except LocalXAIError as exc:
                 return await refuse(exc)
+        if files.streams_body(scope["method"], scope["path"]):
+            return await self.app(scope, receive, send)  # an upload: the route reads it as it arrives, capped
         limit = self.runtime.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -323,6 +325,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    files.add_routes(app, runtime.files)
     playground.add_routes(app, runtime)
 
     return app

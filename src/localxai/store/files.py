@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from localxai.store.store import Store
-from localxai.store.tables import file_chunks, files
+from localxai.store.tables import file_chunks, file_texts, files
 
 SORTS = {"created_at": files.c.created_at, "filename": files.c.filename, "size": files.c.bytes}
 
@@ -58,8 +58,7 @@ class FileRows:
     def discard(self, file_id: str) -> None:
         """An upload that failed (too big, over quota, the client went away): its rows and bytes go."""
         with self._store._write() as conn:
-            conn.execute(file_chunks.delete().where(file_chunks.c.file_id == file_id))
-            conn.execute(files.delete().where(files.c.id == file_id))
+            _drop(conn, [file_id])
 
     def _visible(self, owner: str, now: float) -> sa.ColumnElement[bool]:
         alive = sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now)
@@ -71,12 +70,23 @@ class FileRows:
             row = conn.execute(query).mappings().first()
         return None if row is None else _record(row)
 
-    def page(self, owner: str, limit: int, descending: bool, sort_by: str, offset: int) -> list[FileRecord]:
+    def page(
+        self, owner: str, limit: int, descending: bool, sort_by: str, after: str | None
+    ) -> list[FileRecord] | None:
+        """Up to `limit` files in order, those after the file `after` (keyset: stable while files come and go);
+        None when `after` is not one of `owner`'s files."""
         column = SORTS[sort_by]
         order = (column.desc(), files.c.id.desc()) if descending else (column.asc(), files.c.id.asc())
-        query = sa.select(files).where(self._visible(owner, time.time())).order_by(*order)
+        visible = self._visible(owner, time.time())
+        query = sa.select(files).where(visible).order_by(*order).limit(limit)
         with self._store._read() as conn:
-            rows = conn.execute(query.offset(offset).limit(limit)).mappings().all()
+            if after:
+                mark = conn.execute(sa.select(column, files.c.id).where(visible, files.c.id == after)).first()
+                if mark is None:
+                    return None
+                key, mark_key = sa.tuple_(column, files.c.id), sa.tuple_(sa.literal(mark[0]), sa.literal(mark[1]))
+                query = query.where(key < mark_key if descending else key > mark_key)
+            rows = conn.execute(query).mappings().all()
         return [_record(r) for r in rows]
 
     def used_bytes(self, owner: str) -> int:
@@ -106,7 +116,7 @@ class FileRows:
             gone = conn.execute(files.delete().where(files.c.id == file_id, self._visible(owner, time.time())))
             if gone.rowcount != 1:
                 return False
-            conn.execute(file_chunks.delete().where(file_chunks.c.file_id == file_id))
+            _drop(conn, [file_id])
             return True
 
     def expire(self, now: float, stale_before: float) -> int:
@@ -118,9 +128,27 @@ class FileRows:
             )
             ids = list(conn.scalars(sa.select(files.c.id).where(dead)))
             if ids:
-                conn.execute(file_chunks.delete().where(file_chunks.c.file_id.in_(ids)))
-                conn.execute(files.delete().where(files.c.id.in_(ids)))
+                _drop(conn, ids)
             return len(ids)
+
+    def text(self, file_id: str) -> str | None:
+        with self._store._read() as conn:
+            return conn.scalar(sa.select(file_texts.c.text).where(file_texts.c.file_id == file_id))
+
+    def save_text(self, file_id: str, text: str) -> None:
+        """Keep a file's extracted text, unless the file went meanwhile (or another reader kept it first)."""
+        with self._store._write() as conn:
+            if conn.scalar(sa.select(files.c.id).where(files.c.id == file_id)) is None:
+                return
+            if conn.scalar(sa.select(file_texts.c.file_id).where(file_texts.c.file_id == file_id)) is None:
+                conn.execute(file_texts.insert().values(file_id=file_id, text=text))
+
+
+def _drop(conn: sa.Connection, ids: list[str]) -> None:
+    """A file's rows: its bytes, its text, itself."""
+    conn.execute(file_chunks.delete().where(file_chunks.c.file_id.in_(ids)))
+    conn.execute(file_texts.delete().where(file_texts.c.file_id.in_(ids)))
+    conn.execute(files.delete().where(files.c.id.in_(ids)))
 
 
 def _record(row: sa.RowMapping) -> FileRecord:

@@ -58,6 +58,11 @@ def _files(conn: sa.Connection) -> None:
     tables.file_chunks.create(conn, checkfirst=True)
 
 
+def _file_texts(conn: sa.Connection) -> None:
+    """The text extracted from uploaded files (attachments, format=text)."""
+    tables.file_texts.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
@@ -66,6 +71,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "api keys: server-side tools", _key_tools),
     (6, "usage ledger: server-side tool calls", _usage_tool_calls),
     (7, "files", _files),
+    (8, "file texts", _file_texts),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

@@ -101,6 +101,14 @@ file_chunks = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
+# A file's text as extraction found it (PDF pages joined by form feeds), kept so each use reads it once.
+file_texts = sa.Table(
+    "file_texts",
+    metadata,
+    sa.Column("file_id", sa.String(48), primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
 server_secrets = sa.Table(
     "server_secrets",
     metadata,
