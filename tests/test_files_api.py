@@ -255,3 +255,86 @@ def _declared_only(server: Server, length: int) -> bytes:
             f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n\r\n".encode()
         )
         return conn.recv(4096)
+
+
+QUESTION = "What is the launch code in the document? Answer with the number only."
+DOCUMENT = "Project notes.\nThe launch code is 4711.\nThe weather was fine.\n"
+
+
+def test_chat_with_an_uploaded_file_through_openai(server: Server) -> None:
+    client = oai(server)
+    made = client.files.create(file=("notes.pdf", pdf(*DOCUMENT.splitlines())), purpose="assistants")
+    asked = [{"type": "text", "text": QUESTION}]
+    attached = [{"type": "file", "file": {"file_id": made.id}}, *asked]
+    plain = client.chat.completions.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": asked}], temperature=0, max_tokens=16
+    )
+    answer = client.chat.completions.create(
+        model="gemma-3-270m", messages=[{"role": "user", "content": attached}], temperature=0, max_tokens=16
+    )
+    assert "4711" in (answer.choices[0].message.content or "")
+    assert answer.usage.prompt_tokens > plain.usage.prompt_tokens + 20  # the document is in the prompt, counted
+    with pytest.raises(openai.NotFoundError):  # another key's file cannot be attached
+        oai(server, OTHER_KEY).chat.completions.create(
+            model="gemma-3-270m", messages=[{"role": "user", "content": attached}], max_tokens=4
+        )
+    both = [{"type": "file", "file": {"file_id": made.id, "file_data": "aGk="}}, *asked]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="gemma-3-270m", messages=[{"role": "user", "content": both}])
+    assert "exactly one of file_id" in str(refused.value.body)
+
+
+def test_responses_input_file_inline_and_by_id(server: Server) -> None:
+    import base64
+
+    client = oai(server)
+    inline = {"type": "input_file", "filename": "notes.txt",
+              "file_data": "data:text/plain;base64," + base64.b64encode(DOCUMENT.encode()).decode()}  # fmt: skip
+    answer = client.responses.create(
+        model="gemma-3-270m",
+        input=[{"role": "user", "content": [inline, {"type": "input_text", "text": QUESTION}]}],
+        temperature=0,
+        max_output_tokens=16,
+    )
+    assert "4711" in answer.output_text
+    made = client.files.create(file=("notes.txt", DOCUMENT.encode()), purpose="assistants")
+    by_id = client.responses.create(
+        model="gemma-3-270m",
+        input=[
+            {
+                "role": "user",
+                "content": [{"type": "input_file", "file_id": made.id}, {"type": "input_text", "text": QUESTION}],
+            }
+        ],
+        temperature=0,
+        max_output_tokens=16,
+    )
+    assert "4711" in by_id.output_text
+    items = client.responses.input_items.list(by_id.id).data
+    assert items[0].content[0].type == "input_file" and items[0].content[0].file_id == made.id
+    binary = {"type": "input_file", "filename": "x.bin", "file_data": base64.b64encode(bytes(range(256))).decode()}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gemma-3-270m", input=[{"role": "user", "content": [binary]}])
+    assert "neither text nor a PDF" in str(refused.value.body)
+    private = {"type": "input_file", "file_url": f"{server.base_url}/health"}
+    with pytest.raises(openai.BadRequestError) as refused:  # the SSRF rules: no loopback targets
+        client.responses.create(model="gemma-3-270m", input=[{"role": "user", "content": [private]}])
+    assert "file_url" in str(refused.value.body)
+
+
+def test_xai_sdk_chat_with_a_file(server: Server) -> None:
+    from xai_sdk.chat import file, user
+
+    client = xai(server)
+    uploaded = client.files.upload(DOCUMENT.encode(), filename="notes.md")
+    chat = client.chat.create(model="gemma-3-270m", temperature=0, max_tokens=16)
+    chat.append(user(QUESTION, file(uploaded.id)))
+    assert "4711" in chat.sample().content
+    inline = client.chat.create(model="gemma-3-270m", temperature=0, max_tokens=16)
+    inline.append(user(QUESTION, file(data=DOCUMENT.encode(), filename="notes.md")))
+    assert "4711" in inline.sample().content
+    with pytest.raises(grpc.RpcError) as foreign:
+        other = xai(server, OTHER_KEY).chat.create(model="gemma-3-270m", max_tokens=4)
+        other.append(user(QUESTION, file(uploaded.id)))
+        other.sample()
+    assert foreign.value.code() == grpc.StatusCode.NOT_FOUND

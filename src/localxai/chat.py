@@ -33,7 +33,18 @@ class ImagePart:
     detail: Detail = Detail.AUTO
 
 
-Part = TextPart | ImagePart
+@dataclass(frozen=True)
+class FilePart:
+    """A document attached to a message: an uploaded file, its bytes, or a URL (exactly one). The chat
+    service puts its text in the prompt (attachments.py); engines never see one."""
+
+    file_id: str | None = None
+    data: bytes | None = None
+    url: str | None = None
+    filename: str | None = None
+
+
+Part = TextPart | ImagePart | FilePart
 
 
 @dataclass(frozen=True)

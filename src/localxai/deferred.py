@@ -90,9 +90,12 @@ class DeferredCompletions:
 
     async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
         """Admit and check `request` (raises like a live request) and queue it; returns the request id."""
-        await self._service.check(await self._service.admit(request, caller))
+        admission = await self._service.admit(request, caller)
+        await self._service.check(admission)
         request_id = new_id()
-        await asyncio.to_thread(self._store.create_deferred, request_id, caller.key_id, codec.dumps(request))
+        # What was admitted: attached documents are text by now (the file may go before the request runs).
+        payload = codec.dumps(admission.request)
+        await asyncio.to_thread(self._store.create_deferred, request_id, caller.key_id, payload)
         self._wake.set()
         return request_id
 

@@ -67,6 +67,7 @@ class Runtime:
         aliases, limits, fetch_policy = options.aliases, options.limits, options.fetch_policy
         metrics = Metrics(engines)
         shutdown = Shutdown()
+        files = Files(store, options.file_quota_bytes)
         service = ChatService(
             engines,
             aliases=aliases,
@@ -75,6 +76,7 @@ class Runtime:
             observer=metrics,
             fetch_policy=fetch_policy,
             shutdown=shutdown,
+            files=files,
         )
         deferred = DeferredCompletions(service, store, options.worker_id, lease_s=options.deferred_lease_s)
         open_access = is_open_access(keys, store) if options.open_access is None else options.open_access
@@ -82,7 +84,6 @@ class Runtime:
         agent = Agent(service, options.executors, options.agent_limits, observer=metrics)
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
-        files = Files(store, options.file_quota_bytes)
         return cls(
             service, deferred, auth, store, metrics, conversations, sealer, files, options.max_body_bytes, shutdown
         )

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from localxai import logs
 from localxai.accounting import Accounting
+from localxai.attachments import Attachments
 from localxai.auth import ApiKey
 from localxai.chat import (
     ChatRequest,
@@ -43,6 +44,7 @@ from localxai.chat import (
 )
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.errors import ConfigError, InternalError, InvalidArgument, ModelNotFound, UnsupportedParameter
+from localxai.files import Files
 from localxai.media.fetch import FetchPolicy, ImageFetchError
 from localxai.media.images import LoadedImage, load_images
 from localxai.schemas import parse_schema
@@ -128,10 +130,12 @@ class ChatService:
         observer: Observer | None = None,
         fetch_policy: FetchPolicy | None = None,
         shutdown: Shutdown | None = None,
+        files: Files | None = None,
     ):
         self._engines = list(engines)
         self._shutdown = shutdown or Shutdown()
         self._fetch_policy = fetch_policy or FetchPolicy()
+        self._attachments = Attachments(files, self._fetch_policy)
         self._limits = limits or Limits()
         self._accounting = accounting or Accounting(None)
         self._observer = observer
@@ -197,6 +201,8 @@ class ChatService:
                 "server-side tools run on the Responses API (/v1/responses) and gRPC GetCompletion(Chunk), not here",
             )
         info, engine = self._resolve(request.model)
+        self._accounting.check_access(caller, info.id)
+        request = await self._attachments.resolve(request, caller.key_id if caller else None)  # documents: text
         self._validate(request, info)
         await self._accounting.admit(caller, info.id)
         return Admission(request, info, engine, caller.key_id if caller else None)

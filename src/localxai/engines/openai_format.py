@@ -7,7 +7,7 @@ import contextlib
 import json
 from typing import Any
 
-from localxai.chat import ImagePart, Message, Role, Tool, ToolCall
+from localxai.chat import ImagePart, Message, Part, Role, TextPart, Tool, ToolCall
 
 
 def role_name(role: Role) -> str:
@@ -20,17 +20,20 @@ def tool_definition(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
+def _part(p: Part) -> dict[str, Any]:
+    if isinstance(p, ImagePart):
+        return {"type": "image_url", "image_url": {"url": p.url, "detail": p.detail.value}}
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text}
+    raise AssertionError("file parts are text by the time a request reaches an engine (attachments.py)")
+
+
 def message(m: Message, parsed_arguments: bool = False) -> dict[str, Any]:
     """One message; images as `image_url` parts. Chat templates want call arguments as objects
     (`parsed_arguments`), servers as the JSON text the client sent."""
     out: dict[str, Any] = {"role": role_name(m.role)}
     if m.images:
-        out["content"] = [
-            {"type": "image_url", "image_url": {"url": p.url, "detail": p.detail.value}}
-            if isinstance(p, ImagePart)
-            else {"type": "text", "text": p.text}
-            for p in m.content
-        ]
+        out["content"] = [_part(p) for p in m.content]
     else:
         out["content"] = m.text
     if m.tool_calls:

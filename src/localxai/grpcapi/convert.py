@@ -11,6 +11,7 @@ from xai_sdk.proto.v5 import chat_pb2, files_pb2, image_pb2, models_pb2, sample_
 
 from localxai import sealing
 from localxai.agent.base import MAX_DOMAINS
+from localxai.attachments import file_part
 from localxai.chat import (
     CallStatus,
     ChatRequest,
@@ -248,6 +249,9 @@ def _message(index: int, m: chat_pb2.Message, sealer: Sealer | None) -> Message:
         elif kind == "image_url":
             detail = _enum(DETAILS, content.image_url.detail, f"messages[{index}].content.image_url.detail")
             parts.append(ImagePart(content.image_url.image_url, detail))
+        elif kind == "file":
+            f = content.file
+            parts.append(file_part(f"messages[{index}].content.file", f.file_id, f.data, f.url, f.filename))
         else:
             raise InvalidArgument(f"messages[{index}]: content of type {kind} is not supported.")
     calls = tuple(

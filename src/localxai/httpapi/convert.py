@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from localxai.attachments import decode_file_data, file_part
 from localxai.chat import (
     ChatRequest,
     Choice,
@@ -30,6 +31,8 @@ from localxai.chat import (
 from localxai.httpapi.schema import (
     ChatCompletionRequest,
     ChatMessage,
+    ContentPart,
+    ImageContent,
     JsonObjectFormat,
     JsonSchemaResponseFormat,
     NamedToolChoice,
@@ -93,18 +96,22 @@ def _response_format(body: ChatCompletionRequest) -> ResponseFormat:
     return ResponseFormat()
 
 
+def _part(p: ContentPart) -> Part:
+    if isinstance(p, TextContent):
+        return TextPart(p.text)
+    if isinstance(p, ImageContent):
+        return ImagePart(p.image_url.url, Detail(p.image_url.detail or "auto"))
+    ref, where = p.file, "a file part"
+    return file_part(where, ref.file_id, decode_file_data(ref.file_data, where), ref.url, ref.filename)
+
+
 def _message(m: ChatMessage) -> Message:
     if m.content is None:
         parts: tuple[Part, ...] = ()
     elif isinstance(m.content, str):
         parts = (TextPart(m.content),)
     else:
-        parts = tuple(
-            TextPart(p.text)
-            if isinstance(p, TextContent)
-            else ImagePart(p.image_url.url, Detail(p.image_url.detail or "auto"))
-            for p in m.content
-        )
+        parts = tuple(_part(p) for p in m.content)
     calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
     return Message(
         role=Role(m.role),

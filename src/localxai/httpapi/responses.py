@@ -25,6 +25,7 @@ from localxai.chat import (
     Choice,
     Completion,
     Event,
+    FilePart,
     FinishReason,
     FormatType,
     ImagePart,
@@ -616,6 +617,9 @@ def _input_items(message: Message, tools: Sequence[Tool]) -> list[dict[str, Any]
 def _input_part(part: Part) -> dict[str, Any]:
     if isinstance(part, ImagePart):
         return {"type": "input_image", "image_url": part.url, "detail": part.detail.value}
+    if isinstance(part, FilePart):  # the reference as sent; inline bytes are not echoed back
+        ref = {"file_id": part.file_id} if part.file_id else {"file_url": part.url} if part.url else {}
+        return {"type": "input_file", **ref, **({"filename": part.filename} if part.filename else {})}
     return {"type": "input_text", "text": part.text}
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from localxai import lark_regex, sealing
 from localxai.agent.base import MAX_DOMAINS
+from localxai.attachments import decode_file_data, file_part
 from localxai.chat import (
     ChatRequest,
     Detail,
@@ -242,6 +243,12 @@ def _parts(content: Any, where: str) -> tuple[Part, ...]:
             except ValueError:
                 raise InvalidArgument(f"{where}.content[{j}].detail must be auto, low or high.") from None
             parts.append(ImagePart(url, detail))
+        elif kind == "input_file":
+            at = f"{where}.content[{j}]"
+            file_id, data, url, name = (
+                _optional_text(part, k, at) for k in ("file_id", "file_data", "file_url", "filename")
+            )
+            parts.append(file_part(at, file_id, decode_file_data(data, at), url, name))
         else:
             raise InvalidArgument(f"{where}.content[{j}]: parts of type {kind!r} are not supported.")
     return tuple(parts)

@@ -66,7 +66,19 @@ class ImageContent(WireModel):
     image_url: ImageUrl
 
 
-ContentPart = Annotated[TextContent | ImageContent, Field(discriminator="type")]
+class FileRef(WireModel):
+    file_id: str | None = None
+    url: str | None = None
+    file_data: str | None = None  # base64, or a data URL (as OpenAI's SDKs send it)
+    filename: str | None = None
+
+
+class FileContent(WireModel):
+    type: Literal["file"]
+    file: FileRef
+
+
+ContentPart = Annotated[TextContent | ImageContent | FileContent, Field(discriminator="type")]
 
 
 class FunctionCall(WireModel):
