@@ -187,8 +187,11 @@ async def test_function_call_round_trip() -> None:
         ({"tools": [{"type": "web_search"}]}, 400, "Tool type 'web_search' is not available on this server"),
         ({"tools": [{"type": "mcp", "server_url": "x"}]}, 400, "Tool type 'mcp'"),
         ({"input": [{"type": "function_call_output", "call_id": "call_1", "output": "x"}]}, 400, "call_1"),
-        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f", "file_url": "u"}]}]}, 400,
-         "exactly one"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f", "file_url": "u"}]}]},
+            400,
+            "exactly one",
+        ),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file_x"}]}]}, 404, "not found"),
         ({"input": [{"type": "image_generation_output"}]}, 400, "image_generation_output"),
         ({"input": [{"role": "robot", "content": "x"}]}, 400, "role"),
