@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-mb", type=float, help="largest request body in MiB (default 64; larger: 413)")
     serve.add_argument(
+        "--embedding-model",
+        action="append",
+        help="a GGUF embedding model beside the default (a path or hf:ORG/REPO[:QUANT]; NAME=SPEC to name it; "
+        "repeatable; or LOCALXAI_EMBEDDING_MODELS=a,b)",
+    )
+    serve.add_argument(
         "--file-quota-mb", type=float, help="file storage one API key may use in MiB (default 2048; 0: no limit)"
     )
     serve.add_argument(

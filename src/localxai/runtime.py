@@ -15,6 +15,7 @@ from localxai.agent.web_search import MAX_PAGE_BYTES, SearxngSearch
 from localxai.auth import Authenticator, is_open_access
 from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
+from localxai.embeddings import Embedder, Embeddings, embedders
 from localxai.engines.base import Engine
 from localxai.engines.registry import build_engines
 from localxai.errors import ConfigError
@@ -43,6 +44,7 @@ class Options:
     executors: tuple[Executor, ...] = ()  # the server-side tools served (agent/)
     agent_limits: AgentLimits | None = None
     file_quota_bytes: int | None = None  # what one key may keep in the Files API; None: no limit
+    embedders: tuple[Embedder, ...] = ()  # the embedding models served (embeddings.py)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Runtime:
     conversations: Conversations
     sealer: Sealer  # reasoning.encrypted_content: a blob only this server (or a replica) can open
     files: Files
+    embeddings: Embeddings
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
@@ -84,9 +87,11 @@ class Runtime:
         agent = Agent(service, options.executors, options.agent_limits, observer=metrics)
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
+        embeddings = Embeddings(options.embedders, Accounting(store))
         return cls(
-            service, deferred, auth, store, metrics, conversations, sealer, files, options.max_body_bytes, shutdown
-        )
+            service, deferred, auth, store, metrics, conversations, sealer, files, embeddings,
+            options.max_body_bytes, shutdown,
+        )  # fmt: skip
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -104,6 +109,13 @@ class Runtime:
             # Downloads happen here, at the composition root: building the settings only reads.
             engines = build_engines(pulled(settings.models, settings.offline), settings.data_dir)
         except BaseException:
+            store.close()
+            raise
+        try:
+            served_embedders = embedders(settings.embedding_models, settings.threads, settings.offline)
+        except BaseException:
+            for engine in engines:
+                engine.halt()
             store.close()
             raise
         try:
@@ -128,6 +140,7 @@ class Runtime:
                     executors=executors(settings),
                     agent_limits=AgentLimits(max_turns=settings.agent_max_turns),
                     file_quota_bytes=int(settings.file_quota_mb * 1024 * 1024) or None,
+                    embedders=tuple(served_embedders),
                 ),
             )
             return replace(runtime, grpc_port=settings.grpc_port)
@@ -149,6 +162,7 @@ class Runtime:
         self.service.halt()
 
     async def close(self) -> None:
+        self.embeddings.close()
         await self.files.close()
         await self.deferred.close()
         await self.service.close()

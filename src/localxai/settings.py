@@ -66,6 +66,7 @@ class Settings:
     mcp: str = "on"  # remote MCP servers named by requests: "on" or "off"
     tool_allow_private: bool = False  # let MCP servers and fetched pages be on loopback/private addresses
     agent_max_turns: int = 10  # model turns of one response's agent loop at most
+    embedding_models: tuple[str, ...] = ()  # GGUF embedding models beside the default (--embedding-model)
     file_quota_mb: float = 2048.0  # what one key may keep in the Files API (MiB; 0: no limit)
     models: ModelsConfig = field(default_factory=ModelsConfig)  # what to serve: from --config or the flags
 
@@ -235,6 +236,10 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     if not aliases and env.get("LOCALXAI_ALIASES"):
         aliases = [a for a in env["LOCALXAI_ALIASES"].split(",") if a.strip()]
     values["aliases"] = tuple(parse_alias(a) for a in aliases)
+    embedding = list(flags.get("embedding_model") or [])
+    if not embedding and env.get("LOCALXAI_EMBEDDING_MODELS"):
+        embedding = [m.strip() for m in env["LOCALXAI_EMBEDDING_MODELS"].split(",") if m.strip()]
+    values["embedding_models"] = tuple(embedding)
     settings = Settings(**values).check()
     if not models:
         return settings

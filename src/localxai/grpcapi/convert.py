@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from xai_sdk.proto.v5 import chat_pb2, files_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
+from xai_sdk.proto.v5 import chat_pb2, embed_pb2, files_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
 from localxai import sealing
 from localxai.agent.base import MAX_DOMAINS
@@ -46,6 +49,7 @@ from localxai.chat import (
     UsageReport,
     inline_citations,
 )
+from localxai.embeddings import Embedded, EmbeddingModelInfo
 from localxai.errors import InvalidArgument
 from localxai.sealing import Sealer
 from localxai.service import ChatStream
@@ -280,6 +284,33 @@ def _unsupported(req: chat_pb2.GetCompletionsRequest) -> tuple[str, ...]:
         "guidelines": len(req.guidelines) > 0,
     }
     return tuple(name for name, is_set in checks.items() if is_set)
+
+
+def embedding_model(info: EmbeddingModelInfo) -> models_pb2.EmbeddingModel:
+    return models_pb2.EmbeddingModel(
+        name=info.id,
+        aliases=list(info.aliases),
+        version="1.0.0",
+        input_modalities=[MODALITIES["text"]],
+        output_modalities=[models_pb2.EMBEDDING],
+        created=timestamp(info.created),
+        system_fingerprint=info.fingerprint,
+    )
+
+
+def embedded(done: Embedded, base64_vectors: bool) -> embed_pb2.EmbedResponse:
+    def vector(row: np.ndarray) -> embed_pb2.FeatureVector:
+        if base64_vectors:
+            return embed_pb2.FeatureVector(base64_array=base64.b64encode(row.astype("<f4").tobytes()).decode())
+        return embed_pb2.FeatureVector(float_array=row.tolist())
+
+    return embed_pb2.EmbedResponse(
+        id=str(uuid.uuid4()),
+        embeddings=[embed_pb2.Embedding(index=i, embeddings=[vector(row)]) for i, row in enumerate(done.vectors)],
+        usage=usage_pb2.EmbeddingUsage(num_text_embeddings=len(done.vectors)),
+        model=done.model.id,
+        system_fingerprint=done.model.fingerprint,
+    )
 
 
 def file(record: FileRecord) -> files_pb2.File:

@@ -19,6 +19,8 @@ from xai_sdk.proto.v5 import (
     chat_pb2,
     chat_pb2_grpc,
     deferred_pb2,
+    embed_pb2,
+    embed_pb2_grpc,
     files_pb2,
     files_pb2_grpc,
     models_pb2,
@@ -133,6 +135,34 @@ class ModelsServicer(_Base, models_pb2_grpc.ModelsServicer):
     async def GetLanguageModel(self, request: models_pb2.GetModelRequest, context: Any, caller: ApiKey) -> Any:
         return convert.language_model(self.runtime.service.get_model(request.name))
 
+    @unary
+    async def ListEmbeddingModels(self, request: empty_pb2.Empty, context: Any, caller: ApiKey) -> Any:
+        models = [convert.embedding_model(m) for m in self.runtime.embeddings.list_models()]
+        return models_pb2.ListEmbeddingModelsResponse(models=models)
+
+    @unary
+    async def GetEmbeddingModel(self, request: models_pb2.GetModelRequest, context: Any, caller: ApiKey) -> Any:
+        return convert.embedding_model(self.runtime.embeddings.get_model(request.name))
+
+    @unary
+    async def ListImageGenerationModels(self, request: empty_pb2.Empty, context: Any, caller: ApiKey) -> Any:
+        return models_pb2.ListImageGenerationModelsResponse()  # this server generates no images
+
+    @unary
+    async def GetImageGenerationModel(self, request: models_pb2.GetModelRequest, context: Any, caller: ApiKey) -> Any:
+        raise e.NotFound(f"The model {request.name!r} does not exist: this server generates no images.")
+
+
+class EmbedderServicer(_Base, embed_pb2_grpc.EmbedderServicer):
+    @unary
+    async def Embed(self, request: embed_pb2.EmbedRequest, context: Any, caller: ApiKey) -> Any:
+        if any(i.WhichOneof("input") != "string" for i in request.input):
+            raise e.InvalidArgument("input: the embedding models here take text, not images.")
+        if request.encoding_format not in (embed_pb2.FORMAT_INVALID, embed_pb2.FORMAT_FLOAT, embed_pb2.FORMAT_BASE64):
+            raise e.InvalidArgument("encoding_format is not one the Embedder service defines.")
+        done = await self.runtime.embeddings.embed(request.model, [i.string for i in request.input], caller=caller)
+        return convert.embedded(done, base64_vectors=request.encoding_format == embed_pb2.FORMAT_BASE64)
+
 
 class TokenizeServicer(_Base, tokenize_pb2_grpc.TokenizeServicer):
     @unary
@@ -237,6 +267,7 @@ async def grpc_server(
     tokenize_pb2_grpc.add_TokenizeServicer_to_server(TokenizeServicer(runtime), server)
     auth_pb2_grpc.add_AuthServicer_to_server(AuthServicer(runtime), server)
     files_pb2_grpc.add_FilesServicer_to_server(FilesServicer(runtime), server)
+    embed_pb2_grpc.add_EmbedderServicer_to_server(EmbedderServicer(runtime), server)
     bound = 0
     for address in (f"[{a}]" if ":" in a else a for a in grpc_addresses(host)):
         try:

@@ -18,9 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from localxai import logs
 from localxai.auth import ApiKey
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
-from localxai.httpapi import completions, convert, files, playground, responses, responses_input
+from localxai.httpapi import completions, convert, embeddings, files, playground, responses, responses_input
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.connections import BODY_TIMED_OUT
+from localxai.httpapi.errors import require_json
 from localxai.httpapi.schema import ChatCompletionRequest, TokenizeRequest
 from localxai.httpapi.sse import chat_chunks
 from localxai.runtime import Runtime
@@ -115,13 +116,6 @@ class GatewayMiddleware:
 
 def _too_large(size: int, limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"Request body too large: {size} bytes exceeds this server's limit of {limit} bytes.")
-
-
-def require_json(request: Request) -> None:
-    """xAI answers 415 when the Content-Type is not JSON (the body itself parsed fine here)."""
-    problem = http_errors.body_media_problem(request, None)
-    if problem is not None:
-        raise problem
 
 
 async def until_disconnect(request: Request, work: Awaitable[Any], shutdown: Shutdown) -> Any:
@@ -326,6 +320,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
     files.add_routes(app, runtime.files)
+    embeddings.add_routes(app, runtime.embeddings)
     playground.add_routes(app, runtime)
 
     return app

@@ -52,6 +52,13 @@ def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "")
 
 
+def require_json(request: Request) -> None:
+    """xAI answers 415 when the Content-Type is not JSON (the body itself parsed fine here)."""
+    problem = body_media_problem(request, None)
+    if problem is not None:
+        raise problem
+
+
 def body_media_problem(request: Request, body: bytes | None) -> e.UnsupportedMediaType | None:
     """xAI answers 415 for an empty POST body or a Content-Type other than JSON."""
     content_type = request.headers.get("content-type", "")
