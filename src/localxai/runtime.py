@@ -13,6 +13,7 @@ from localxai.agent.remote_mcp import CONNECT_TIMEOUT_S, RemoteMcp
 from localxai.agent.sandbox import CodeSandbox
 from localxai.agent.web_search import MAX_PAGE_BYTES, SearxngSearch
 from localxai.auth import Authenticator, is_open_access
+from localxai.collections import Collections
 from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
 from localxai.embeddings import Embedder, Embeddings, embedders
@@ -58,6 +59,7 @@ class Runtime:
     sealer: Sealer  # reasoning.encrypted_content: a blob only this server (or a replica) can open
     files: Files
     embeddings: Embeddings
+    collections: Collections
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
@@ -88,8 +90,9 @@ class Runtime:
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
         embeddings = Embeddings(options.embedders, Accounting(store))
+        collections = Collections(store, files, embeddings)
         return cls(
-            service, deferred, auth, store, metrics, conversations, sealer, files, embeddings,
+            service, deferred, auth, store, metrics, conversations, sealer, files, embeddings, collections,
             options.max_body_bytes, shutdown,
         )  # fmt: skip
 
@@ -155,6 +158,7 @@ class Runtime:
         await self.service.open()
         await self.deferred.start()
         await self.files.start()
+        await self.collections.start()
 
     def halt(self) -> None:
         """A forced exit (second Ctrl-C): stop engine threads and children, hand back deferred work."""
@@ -162,6 +166,7 @@ class Runtime:
         self.service.halt()
 
     async def close(self) -> None:
+        await self.collections.close()
         self.embeddings.close()
         await self.files.close()
         await self.deferred.close()

@@ -63,6 +63,39 @@ def _file_texts(conn: sa.Connection) -> None:
     tables.file_texts.create(conn, checkfirst=True)
 
 
+def _collections(conn: sa.Connection) -> None:
+    """Collections, their documents and chunks, with the full-text index of each database, and on
+    PostgreSQL a pgvector column when the extension can be had (else vectors are scanned, as on SQLite)."""
+    for table in (tables.collections, tables.collection_documents, tables.document_chunks):
+        table.create(conn, checkfirst=True)
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE IF NOT EXISTS document_chunks_fts USING fts5(content)")
+        return
+    conn.exec_driver_sql(
+        "ALTER TABLE document_chunks ADD COLUMN tsv tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('english', content)) STORED"
+    )
+    conn.exec_driver_sql("CREATE INDEX ix_document_chunks_tsv ON document_chunks USING GIN (tsv)")
+    schema = vector_schema(conn, create=True)
+    if schema is not None:
+        conn.exec_driver_sql(f'ALTER TABLE document_chunks ADD COLUMN embedding_vec "{schema}".vector')
+
+
+def vector_schema(conn: sa.Connection, create: bool = False) -> str | None:
+    """The schema pgvector lives in (installed into public when `create` and the server has it), or None."""
+    if create:
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+            savepoint.commit()
+        except sa.exc.DBAPIError:
+            savepoint.rollback()  # not installed on this server, or not ours to install
+    query = (
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'"
+    )
+    return conn.exec_driver_sql(query).scalar()
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
@@ -72,6 +105,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (6, "usage ledger: server-side tool calls", _usage_tool_calls),
     (7, "files", _files),
     (8, "file texts", _file_texts),
+    (9, "collections", _collections),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

@@ -109,6 +109,66 @@ file_texts = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
 )
 
+# Collections of documents for search (collections.py): each its owner key's, with an embedding model
+# and a chunking of its own.
+collections = sa.Table(
+    "collections",
+    metadata,
+    sa.Column("id", sa.String(48), primary_key=True),  # collection_<uuid>
+    sa.Column("owner", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(1024), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),  # the embedding model
+    sa.Column("chunk_chars", sa.Integer, nullable=False),
+    sa.Column("overlap_chars", sa.Integer, nullable=False),
+    sa.Column("inject_name", sa.Boolean, nullable=False),
+    sa.Column("field_definitions", sa.Text, nullable=False),  # JSON list
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_collections_owner", "owner", "created_at"),
+)
+
+# A file in a collection, and where its indexing stands (processing | processed | failed). The row is
+# the indexer's work queue too: a lease lets one worker (of any replica) take it; a dead one's lease ends.
+collection_documents = sa.Table(
+    "collection_documents",
+    metadata,
+    sa.Column("collection_id", sa.String(48), primary_key=True),
+    sa.Column("file_id", sa.String(48), primary_key=True),
+    sa.Column("owner", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(1024), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),  # JSON object of strings
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("indexed_at", sa.Float),
+    sa.Index("ix_collection_documents_status", "status", "lease_until"),
+)
+
+# A document's chunks: text with its place in the document's text (characters) and page, its vector
+# (float32, unit length). Keyword search uses the database's full-text index (created by migration 9:
+# FTS5 on SQLite, a tsvector column on PostgreSQL); PostgreSQL with pgvector also keeps a vector column.
+document_chunks = sa.Table(
+    "document_chunks",
+    metadata,
+    sa.Column("rowid", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(48), nullable=False, unique=True),  # chunk_<uuid>
+    sa.Column("collection_id", sa.String(48), nullable=False),
+    sa.Column("file_id", sa.String(48), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("start_char", sa.Integer, nullable=False),
+    sa.Column("end_char", sa.Integer, nullable=False),
+    sa.Column("page", sa.Integer),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Index("ix_document_chunks_doc", "collection_id", "file_id", "seq"),
+)
+
 server_secrets = sa.Table(
     "server_secrets",
     metadata,
