@@ -18,7 +18,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from localxai import logs
 from localxai.auth import ApiKey
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
-from localxai.httpapi import completions, convert, embeddings, files, playground, responses, responses_input
+from localxai.httpapi import (
+    collections,
+    completions,
+    convert,
+    embeddings,
+    files,
+    playground,
+    responses,
+    responses_input,
+)
 from localxai.httpapi import errors as http_errors
 from localxai.httpapi.connections import BODY_TIMED_OUT
 from localxai.httpapi.errors import require_json
@@ -321,6 +330,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
 
     files.add_routes(app, runtime.files)
     embeddings.add_routes(app, runtime.embeddings)
+    collections.add_routes(app, runtime)
     playground.add_routes(app, runtime)
 
     return app

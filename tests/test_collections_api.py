@@ -1,0 +1,179 @@
+"""Collections on the wire, through a real server on SQLite and PostgreSQL: xai-sdk's `client.collections`
+(management channel pointed at the server) and `collections.search`, and the REST routes with httpx;
+retrieval quality on a small document set (the right document first in every mode), ownership and errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import grpc
+import httpx
+import pytest
+from xai_sdk import Client
+from xai_sdk.proto.v5 import collections_pb2
+
+from conftest import API_KEY, Server, start_server, stop_server
+
+OTHER_KEY = "xai-collections-other-0000"
+DOCS = {
+    "bread.md": "# Baking\n\nTo bake bread, knead flour, water, salt and yeast, then let the dough rise for two "
+    "hours before baking it in a hot oven.",
+    "cats.txt": "The kitten sleeps on the sunny windowsill for most of the afternoon, purring quietly.",
+    "tax.txt": "Quarterly revenue rose twelve percent; the company paid its corporate taxes in March.",
+    "trains.txt": "The night train to Vienna leaves platform four at eleven and arrives before breakfast.",
+}
+QUERIES = (
+    ("keyword", "dough yeast oven", "bread.md"),
+    ("semantic", "a cat napping in the sun", "cats.txt"),
+    ("hybrid", "corporate taxes and revenue", "tax.txt"),
+    ("hybrid", "overnight rail journey", "trains.txt"),
+)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    args = ["--api-key", API_KEY, "--api-key", OTHER_KEY, "--ctx-size", "1024"]
+    if request.param == "postgresql":
+        import uuid
+
+        import psycopg
+
+        from conftest import PG_URL
+
+        schema = f"lx_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        args += ["--database-url", f"{PG_URL}?options=-csearch_path%3D{schema}"]
+    running = start_server(tmp_path_factory.mktemp(f"collections-{request.param}"), *args)
+    yield running
+    stop_server(running)
+    if request.param == "postgresql":
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def xai(server: Server, key: str = API_KEY) -> Client:
+    host = f"localhost:{server.grpc_port}"
+    return Client(api_key=key, api_host=host, management_api_key=key, management_api_host=host, timeout=60)
+
+
+def test_xai_sdk_collections_end_to_end(server: Server) -> None:
+    client = xai(server)
+    made = client.collections.create("notes", description="test documents")
+    assert made.collection_id.startswith("collection_") and made.collection_name == "notes"
+    assert made.index_configuration.model_name == "wordllama-l2-supercat"
+    ids = {}
+    for name, text in DOCS.items():
+        document = client.collections.upload_document(
+            made.collection_id, name, text.encode(), wait_for_indexing=True, poll_interval=timedelta(milliseconds=100)
+        )
+        assert document.status == collections_pb2.DOCUMENT_STATUS_PROCESSED and document.chunk_count == 1
+        ids[name] = document.file_metadata.file_id
+    assert client.collections.get(made.collection_id).documents_count == 4
+    listed = client.collections.list_documents(made.collection_id, limit=10)
+    assert {d.file_metadata.name for d in listed.documents} == set(DOCS)
+    for mode, query, expected in QUERIES:
+        matches = client.collections.search(query, [made.collection_id], limit=3, retrieval_mode=mode).matches
+        assert matches[0].file_id == ids[expected], (mode, query, [m.file_id for m in matches])
+        assert matches[0].collection_ids == [made.collection_id] and matches[0].chunk_content
+    batch = client.collections.batch_get_documents(made.collection_id, [ids["cats.txt"], ids["tax.txt"]])
+    assert {d.file_metadata.file_id for d in batch.documents} == {ids["cats.txt"], ids["tax.txt"]}
+    client.collections.update_document(made.collection_id, ids["cats.txt"], fields={"topic": "pets"})
+    assert dict(client.collections.get_document(ids["cats.txt"], made.collection_id).fields) == {"topic": "pets"}
+    client.collections.reindex_document(made.collection_id, ids["bread.md"])
+    client.collections.remove_document(made.collection_id, ids["trains.txt"])
+    left = client.collections.search("night train Vienna", [made.collection_id], retrieval_mode="keyword").matches
+    assert ids["trains.txt"] not in [m.file_id for m in left]
+    # Another key sees none of it.
+    other = xai(server, OTHER_KEY)
+    for call in (
+        lambda: other.collections.get(made.collection_id),
+        lambda: other.collections.search("bread", [made.collection_id]),
+        lambda: other.collections.add_existing_document(made.collection_id, ids["cats.txt"]),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert made.collection_id not in [c.collection_id for c in other.collections.list().collections]
+    client.collections.delete(made.collection_id)
+    with pytest.raises(grpc.RpcError) as gone:
+        client.collections.get(made.collection_id)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_rest_routes_and_bad_input(server: Server) -> None:
+    api = httpx.Client(base_url=server.v1, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    made = api.post("/collections", json={"collection_name": "rest", "chunk_configuration": {
+        "chars_configuration": {"max_chunk_size_chars": 400, "chunk_overlap_chars": 50}}}).json()  # fmt: skip
+    collection = made["collection_id"]
+    assert made["chunk_configuration"]["chars_configuration"]["max_chunk_size_chars"] == 400
+    long_text = (
+        ("Filler about nothing in particular. " * 30)
+        + "The secret ingredient is cardamom. "
+        + ("More filler text follows here. " * 30)
+    )
+    file_id = api.post("/files", files={"file": ("long.txt", long_text.encode())}).json()["id"]
+    added = api.post(f"/collections/{collection}/documents/{file_id}")
+    assert added.status_code == 200 and added.json()["status"] in (
+        "DOCUMENT_STATUS_PROCESSING",
+        "DOCUMENT_STATUS_PROCESSED",
+    )
+    deadline = time.monotonic() + 30
+    while api.get(f"/collections/{collection}/documents/{file_id}").json()["status"] != "DOCUMENT_STATUS_PROCESSED":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    document = api.get(f"/collections/{collection}/documents/{file_id}").json()
+    assert int(document["chunk_count"]) > 3
+    found = api.post("/documents/search", json={"query": "secret ingredient cardamom", "source": {
+        "collection_ids": [collection]}, "retrieval_mode": "keyword", "limit": 2}).json()  # fmt: skip
+    first = found["matches"][0]
+    assert first["file_id"] == file_id and "cardamom" in first["chunk_content"] and first["chunk_id"]
+    # The chunk's text stands where it says in the document (offsets survive into citations).
+    assert api.get("/collections", params={"order": "asc", "sort_by": "name"}).json()["collections"][0]["collection_id"]
+    for body, status, needle in (
+        ({"query": "x", "source": {"collection_ids": ["collection_nope"]}}, 404, "Collection not found"),
+        ({"query": "x", "source": {"collection_ids": [collection]}, "retrieval_mode": "fuzzy"}, 400, "retrieval_mode"),
+        ({"query": "", "source": {"collection_ids": [collection]}}, 400, "query"),
+        ({"query": "x", "source": {"collection_ids": []}}, 400, "at least one collection"),
+        ({"query": "x", "source": {"collection_ids": [collection]}, "filter": "a = 1"}, 400, "filter"),
+        ({"query": "x", "source": {"collection_ids": [collection]}, "limit": 1000}, 400, "limit"),
+        ({"query": "x", "source": "everything"}, 400, "Invalid request"),
+    ):
+        answer = api.post("/documents/search", json=body)
+        assert answer.status_code == status and needle in answer.json()["error"], (body, answer.text)
+    for body, needle in (
+        ({"collection_name": ""}, "name"),
+        ({"collection_name": "x", "index_configuration": {"model_name": "nope"}}, "does not exist"),
+        ({"collection_name": "x", "chunk_configuration": {"tokens_configuration": {"max_chunk_size_tokens": 5}}},
+         "tokens_configuration"),
+        ({"collection_name": "x", "chunk_configuration": {"chars_configuration": {"max_chunk_size_chars": 5}}},
+         "max_chunk_size_chars"),
+        ({"collection_name": 5}, "Invalid request"),
+    ):  # fmt: skip
+        answer = api.post("/collections", json=body)
+        assert answer.status_code in (400, 404) and needle in answer.json()["error"], (body, answer.text)
+    assert api.post(f"/collections/{collection}/documents/{file_id}").status_code == 400  # there already
+    assert api.post(f"/collections/{collection}/documents/file_nope").status_code == 404
+    other = httpx.Client(base_url=server.v1, headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    assert other.get(f"/collections/{collection}").status_code == 404
+    assert other.delete(f"/collections/{collection}").status_code == 404
+    assert api.delete(f"/collections/{collection}/documents/{file_id}").json()["deleted"]
+    assert api.delete(f"/collections/{collection}").json()["deleted"]
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_failing_document_says_why(server: Server) -> None:
+    api = httpx.Client(base_url=server.v1, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    collection = api.post("/collections", json={"collection_name": "bad"}).json()["collection_id"]
+    file_id = api.post("/files", files={"file": ("blob.bin", bytes(range(256)) * 8)}).json()["id"]
+    api.post(f"/collections/{collection}/documents/{file_id}")
+    deadline = time.monotonic() + 30
+    while (document := api.get(f"/collections/{collection}/documents/{file_id}").json())["status"].endswith(
+        "PROCESSING"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert document["status"] == "DOCUMENT_STATUS_FAILED" and "neither text nor a PDF" in document["error_message"]
+    api.delete(f"/collections/{collection}")
