@@ -5,6 +5,7 @@ semantic and hybrid search ranking the right chunk first, ownership, removal, re
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -117,6 +118,6 @@ def test_chunks_know_their_place() -> None:
     for c in chunks:
         assert c.content.replace("\n", "\f").strip() in text[c.start_char : c.end_char].replace("\n", "\f")
     assert chunks[0].page == 1 and chunks[-1].page == 2
-    assert all(b.start_char < a.end_char for a, b in zip(chunks, chunks[1:], strict=False))  # they overlap
+    assert all(b.start_char < a.end_char for a, b in itertools.pairwise(chunks))  # they overlap
     assert chunk("no pages here", 300, 50)[0].page is None
     assert chunk("", 300, 50) == []
