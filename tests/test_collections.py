@@ -121,3 +121,20 @@ def test_chunks_know_their_place() -> None:
     assert all(b.start_char < a.end_char for a, b in itertools.pairwise(chunks))  # they overlap
     assert chunk("no pages here", 300, 50)[0].page is None
     assert chunk("", 300, 50) == []
+
+
+def test_postgresql_with_pgvector_searches_in_the_database(pg_url: str) -> None:
+    """Where the PostgreSQL server has pgvector (CI builds it), semantic search runs in the database."""
+    import psycopg
+
+    from localxai.store.collections import CollectionRows
+
+    from conftest import PG_URL
+
+    with psycopg.connect(PG_URL) as conn:
+        available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    store = Store(pg_url)
+    try:
+        assert CollectionRows(store).vectors_in_database == (available is not None)
+    finally:
+        store.close()

@@ -177,3 +177,62 @@ def test_a_failing_document_says_why(server: Server) -> None:
         time.sleep(0.1)
     assert document["status"] == "DOCUMENT_STATUS_FAILED" and "neither text nor a PDF" in document["error_message"]
     api.delete(f"/collections/{collection}")
+
+
+def _notes(client: Client) -> tuple[str, dict[str, str]]:
+    made = client.collections.create("tool notes")
+    ids = {}
+    for name, text in DOCS.items():
+        document = client.collections.upload_document(
+            made.collection_id, name, text.encode(), wait_for_indexing=True, poll_interval=timedelta(milliseconds=100)
+        )
+        ids[name] = document.file_metadata.file_id
+    return made.collection_id, ids
+
+
+def test_openai_file_search_runs_on_the_collections(server: Server) -> None:
+    import openai
+
+    collection, ids = _notes(xai(server))
+    client = openai.OpenAI(base_url=server.v1, api_key=API_KEY, max_retries=0)
+    response = client.responses.create(
+        model="gemma-3-270m",
+        input="How long does bread dough rise?",
+        tools=[{"type": "file_search", "vector_store_ids": [collection], "max_num_results": 2}],
+        tool_choice="required",
+        include=["file_search_call.results"],
+        max_output_tokens=32,
+        extra_body={"max_turns": 2},  # the search, then the answer (xAI's field)
+    )
+    [call] = [item for item in response.output if item.type == "file_search_call"]
+    assert call.status == "completed" and call.queries and call.queries[0]
+    assert call.results and {r.file_id for r in call.results} <= set(ids.values())
+    assert response.usage.model_extra["server_side_tool_usage_details"]["file_search_calls"] == 1
+    answer = [item for item in response.output if item.type == "message"][-1]
+    cited = {a.url for a in answer.content[0].annotations}
+    assert cited and all(url.startswith(f"collections://{collection}/files/") for url in cited)
+    with pytest.raises(openai.NotFoundError):  # another key's collection
+        openai.OpenAI(base_url=server.v1, api_key=OTHER_KEY, max_retries=0).responses.create(
+            model="gemma-3-270m", input="x", tools=[{"type": "file_search", "vector_store_ids": [collection]}]
+        )
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="gemma-3-270m", input="x", tools=[{"type": "file_search", "vector_store_ids": [
+            collection], "filters": {"type": "eq", "key": "a", "value": 1}}])  # fmt: skip
+
+
+def test_xai_sdk_collections_search_tool(server: Server) -> None:
+    from xai_sdk.chat import user
+    from xai_sdk.proto.v5 import chat_pb2
+    from xai_sdk.tools import collections_search
+
+    client = xai(server)
+    collection, _ids = _notes(client)
+    chat = client.chat.create(
+        model="gemma-3-270m", tools=[collections_search([collection], limit=2)],
+        tool_choice="required", max_tokens=32, max_turns=2,
+        include=[chat_pb2.INCLUDE_OPTION_COLLECTIONS_SEARCH_CALL_OUTPUT],
+    )  # fmt: skip
+    chat.append(user("When does the night train to Vienna leave?"))
+    response = chat.sample()
+    assert response.server_side_tool_usage.get("SERVER_SIDE_TOOL_COLLECTIONS_SEARCH") == 1
+    assert any(c.startswith(f"collections://{collection}/files/") for c in response.citations)

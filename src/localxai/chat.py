@@ -240,6 +240,18 @@ class CallStatus(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class SearchResult:
+    """A passage a collections search found: the chunk, its document and where it came from."""
+
+    file_id: str
+    filename: str
+    chunk_id: str
+    collection_id: str
+    score: float
+    text: str
+
+
+@dataclass(frozen=True)
 class ServerCall:
     """A server-side tool call of the agent loop, as the client sees it."""
 
@@ -249,6 +261,7 @@ class ServerCall:
     error: str | None = None  # why it failed (status FAILED)
     sources: tuple[str, ...] = ()  # URLs it read (web search): the answer's citations
     server_label: str | None = None  # mcp: the server it went to
+    results: tuple[SearchResult, ...] = ()  # collections search: the passages it found
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,17 @@ class Collections:
         records = records[:limit]
         return records, records[-1].file_id if records else token
 
+    async def documents_by_id(self, owner: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The names of the documents (collection id, file id) of the owner's collections."""
+        names: dict[tuple[str, str], str] = {}
+        for collection_id in dict.fromkeys(c for c, _ in keys):
+            if await asyncio.to_thread(self._rows.get, collection_id, owner) is None:
+                continue
+            wanted = [f for c, f in keys if c == collection_id]
+            for document in await asyncio.to_thread(self._rows.documents, collection_id, wanted):
+                names[(collection_id, document.file_id)] = document.name
+        return names
+
     async def file_of(self, document: DocumentRecord, owner: str) -> FileRecord | None:
         try:
             return await self._files.get(document.file_id, owner)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from localxai.accounting import Accounting
 from localxai.agent.base import Executor
+from localxai.agent.collections_search import CollectionsSearch
 from localxai.agent.loop import Agent, AgentLimits
 from localxai.agent.remote_mcp import CONNECT_TIMEOUT_S, RemoteMcp
 from localxai.agent.sandbox import CodeSandbox
@@ -86,11 +87,12 @@ class Runtime:
         deferred = DeferredCompletions(service, store, options.worker_id, lease_s=options.deferred_lease_s)
         open_access = is_open_access(keys, store) if options.open_access is None else options.open_access
         auth = Authenticator(keys, store, open_access)
-        agent = Agent(service, options.executors, options.agent_limits, observer=metrics)
-        conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
-        sealer = Sealer(store.secret("sealed-blobs"))
         embeddings = Embeddings(options.embedders, Accounting(store))
         collections = Collections(store, files, embeddings)
+        served = (*options.executors, CollectionsSearch(collections))  # collections are always served
+        agent = Agent(service, served, options.agent_limits, observer=metrics)
+        conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
+        sealer = Sealer(store.secret("sealed-blobs"))
         return cls(
             service, deferred, auth, store, metrics, conversations, sealer, files, embeddings, collections,
             options.max_body_bytes, shutdown,

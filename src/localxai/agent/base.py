@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from localxai.auth import ApiKey
-from localxai.chat import ServerTool, Tool, ToolCall
+from localxai.chat import SearchResult, ServerTool, Tool, ToolCall
 from localxai.errors import InvalidArgument
 
 T = TypeVar("T")
@@ -31,6 +31,7 @@ class Outcome:
     output: str
     error: str | None = None
     sources: tuple[str, ...] = ()
+    results: tuple[SearchResult, ...] = ()  # collections search: what it found, for the client's item
 
 
 def failed(message: str) -> Outcome:

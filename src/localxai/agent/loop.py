@@ -65,9 +65,7 @@ NOT_SERVED = {
     "web_search": "web search needs a search backend: start the server with --web-search-url (a SearXNG instance)",
     "mcp": "remote MCP servers are off on this server (--mcp)",
     "x_search": "X search needs xAI's index of X, which a self-hosted server does not have",
-    "file_search": "collections and file search are not served by localxai yet",
-    "collections_search": "collections and file search are not served by localxai yet",
-    "attachment_search": "file attachments are not served by localxai yet",
+    "attachment_search": "attachment search is not served: attached documents go into the prompt whole",
     "image_generation": "image generation is not served by localxai",
 }
 
@@ -211,7 +209,9 @@ class Agent:
             log.info("%s call %s %s in %.2f s", call.kind, call.name, status.value, seconds)
             if self._observer is not None:
                 self._observer.tool_call(call.kind, status.value, seconds)
-            await ended.put(ServerCall(call, status, outcome.output, outcome.error, outcome.sources, toolset.label))
+            await ended.put(
+                ServerCall(call, status, outcome.output, outcome.error, outcome.sources, toolset.label, outcome.results)
+            )
 
         tasks = [asyncio.ensure_future(run(i, call)) for i, call in enumerate(calls)]
         try:

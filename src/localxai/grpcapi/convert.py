@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from xai_sdk.proto.v5 import chat_pb2, embed_pb2, files_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
 from localxai import sealing
+from localxai.agent import collections_search
 from localxai.agent.base import MAX_DOMAINS
 from localxai.attachments import file_part
 from localxai.chat import (
@@ -215,6 +216,12 @@ def _server_tool(tool: chat_pb2.Tool) -> ServerTool:
             config["allowed_tools"] = list(m.allowed_tool_names)
         if m.HasField("authorization"):
             config["authorization"] = m.authorization
+    elif kind == "collections_search":
+        c = tool.collections_search
+        mode = c.WhichOneof("retrieval_mode")
+        raw = {"collection_ids": list(c.collection_ids), "limit": c.limit if c.HasField("limit") else None,
+               "mode": mode.removesuffix("_retrieval") if mode else None}  # fmt: skip
+        config = collections_search.settings(kind, raw, "tools.collections_search")
     return ServerTool(SERVER_TOOL_KINDS.get(kind, kind), json.dumps(config))
 
 

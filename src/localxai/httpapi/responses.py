@@ -247,6 +247,13 @@ def server_call_item(call: ServerCall, shown: Sequence[str]) -> dict[str, Any]:
     elif c.kind == "mcp":
         item["server_label"] = call.server_label or ""
         item["output"] = call.output if call.status is CallStatus.COMPLETED else None
+    elif c.kind in ("file_search", "collections_search"):
+        item["queries"] = [str(args.get("query", ""))]
+        item["results"] = [
+            {"file_id": r.file_id, "filename": r.filename, "score": r.score, "text": r.text,
+             "attributes": {"collection_id": r.collection_id, "chunk_id": r.chunk_id}}
+            for r in call.results
+        ] if show else None  # fmt: skip
     if call.error is not None:
         item["error"] = call.error
     return item

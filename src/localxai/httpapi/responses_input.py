@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from localxai import lark_regex, sealing
+from localxai.agent import collections_search
 from localxai.agent.base import MAX_DOMAINS
 from localxai.attachments import decode_file_data, file_part
 from localxai.chat import (
@@ -289,6 +290,8 @@ def _server_tool(index: int, tool: dict[str, Any]) -> ServerTool:
         return ServerTool(kind)
     if kind == "mcp":
         return ServerTool(kind, json.dumps(_mcp(settings, where)))
+    if kind in ("file_search", "collections_search"):
+        return ServerTool(kind, json.dumps(collections_search.settings(kind, settings, where)))
     return ServerTool(kind, json.dumps(settings))  # not served: refused with its name (agent.unavailable)
 
 
@@ -467,7 +470,7 @@ def _format(text: dict[str, Any] | None) -> ResponseFormat:
 
 # What a Responses `include` asks to see of server-side calls (mcp_call shows its output always, as OpenAI's).
 INCLUDED_OUTPUTS = {"code_interpreter_call.outputs": "code_execution", "web_search_call.action.sources": "web_search",
-                    "web_search_call.results": "web_search"}  # fmt: skip
+                    "web_search_call.results": "web_search", "file_search_call.results": "file_search"}  # fmt: skip
 MAX_INPUT_ITEMS_PAGE = 100
 
 
