@@ -138,3 +138,24 @@ def test_postgresql_with_pgvector_searches_in_the_database(pg_url: str) -> None:
         assert CollectionRows(store).vectors_in_database == (available is not None)
     finally:
         store.close()
+
+
+async def test_attachment_search_finds_the_passage(db_url: str) -> None:
+    from localxai.agent.attachment_search import AttachmentToolset
+    from localxai.chat import ToolCall
+
+    store = Store(db_url)
+    files = Files(store)
+    try:
+        filler = "".join(f"Section {n}: the committee discussed budgets, rooms and schedules.\n" for n in range(400))
+        text = filler[:9000] + "The vault combination is 8142.\n" + filler[9000:]
+        made = await files.upload("alice", "minutes.txt", pieces(text.encode()))
+        toolset = AttachmentToolset(files, Embeddings([EMBEDDER]), "alice", [made.id], 3)
+        outcome = await toolset.run(ToolCall("c1", "attachment_search", '{"query": "vault combination"}'))
+        assert outcome.error is None and "8142" in outcome.results[0].text
+        assert outcome.output.startswith("[1] minutes.txt")
+        other = AttachmentToolset(files, Embeddings([EMBEDDER]), "bob", [made.id], 3)  # not bob's file
+        refused = await other.run(ToolCall("c2", "attachment_search", '{"query": "vault"}'))
+        assert refused.error is not None and "File not found" in refused.error
+    finally:
+        store.close()

@@ -82,6 +82,14 @@ def test_xai_sdk_collections_end_to_end(server: Server) -> None:
     assert {d.file_metadata.file_id for d in batch.documents} == {ids["cats.txt"], ids["tax.txt"]}
     client.collections.update_document(made.collection_id, ids["cats.txt"], fields={"topic": "pets"})
     assert dict(client.collections.get_document(ids["cats.txt"], made.collection_id).fields) == {"topic": "pets"}
+    # REST's filter: the documents it admits, chosen before ranking (a query matching others finds only them).
+    api = httpx.Client(base_url=server.v1, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    for text, expected in (('topic = "pets"', {ids["cats.txt"]}), ('name = "tax.txt"', {ids["tax.txt"]}),
+                           ('topic = "cars"', set())):  # fmt: skip
+        body = {"query": "bread dough revenue kitten", "source": {"collection_ids": [made.collection_id]},
+                "filter": text, "retrieval_mode": "semantic"}  # fmt: skip
+        found = api.post("/documents/search", json=body).json()["matches"]
+        assert {m["file_id"] for m in found} == expected, text
     client.collections.reindex_document(made.collection_id, ids["bread.md"])
     client.collections.remove_document(made.collection_id, ids["trains.txt"])
     left = client.collections.search("night train Vienna", [made.collection_id], retrieval_mode="keyword").matches
@@ -137,7 +145,8 @@ def test_rest_routes_and_bad_input(server: Server) -> None:
         ({"query": "x", "source": {"collection_ids": [collection]}, "retrieval_mode": "fuzzy"}, 400, "retrieval_mode"),
         ({"query": "", "source": {"collection_ids": [collection]}}, 400, "query"),
         ({"query": "x", "source": {"collection_ids": []}}, 400, "at least one collection"),
-        ({"query": "x", "source": {"collection_ids": [collection]}, "filter": "a = 1"}, 400, "filter"),
+        ({"query": "x", "source": {"collection_ids": [collection]}, "filter": "a = "}, 400, "filter"),
+        ({"query": "x", "source": {"collection_ids": [collection]}, "group_by": "file_id"}, 400, "group_by"),
         ({"query": "x", "source": {"collection_ids": [collection]}, "limit": 1000}, 400, "limit"),
         ({"query": "x", "source": "everything"}, 400, "Invalid request"),
     ):

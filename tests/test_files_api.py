@@ -338,3 +338,35 @@ def test_xai_sdk_chat_with_a_file(server: Server) -> None:
         other.append(user(QUESTION, file(uploaded.id)))
         other.sample()
     assert foreign.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_document_too_long_for_the_prompt_is_searched(server: Server) -> None:
+    """Past half the context (1,024 tokens here), an uploaded document is not put in the prompt: the model gets
+    the attachment_search tool over it (as xAI does), and Chat Completions says where that runs."""
+    filler = "".join(
+        f"Section {n}: the committee discussed budgets, rooms and schedules at length.\n" for n in range(300)
+    )
+    text = filler[: len(filler) // 2] + "The vault combination is 8142.\n" + filler[len(filler) // 2 :]
+    client = oai(server)
+    made = client.files.create(file=("minutes.txt", text.encode()), purpose="assistants")
+    asked = [
+        {"type": "input_file", "file_id": made.id},
+        {"type": "input_text", "text": "What is the vault combination?"},
+    ]
+    response = client.responses.create(
+        model="gemma-3-270m",
+        input=[{"role": "user", "content": asked}],
+        tool_choice="required",  # the small model would rarely search on its own
+        max_output_tokens=24,
+        extra_body={"max_turns": 2},
+    )
+    [call] = [item for item in response.output if item.type == "attachment_search_call"]
+    assert call.status == "completed", call
+    assert response.usage.input_tokens < 1024  # the document was never in the prompt whole
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gemma-3-270m", max_tokens=8,
+            messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": made.id}},
+                                                   {"type": "text", "text": "Summarise."}]}],
+        )  # fmt: skip
+    assert "attachment_search" in str(refused.value.body)

@@ -12,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from localxai.chat import ChatRequest, FilePart, ImagePart, Message, Part, TextPart
+from localxai.chat import ChatRequest, FilePart, ImagePart, Message, Part, ServerTool, TextPart
 from localxai.documents import PAGE_BREAK, extract_text, is_image
 from localxai.errors import InvalidArgument
 from localxai.files import MAX_FILE_BYTES, Files
 from localxai.media.fetch import MAX_IMAGE_BYTES, FetchPolicy, fetch
 
 MAX_ATTACHMENTS = 32  # documents in one request
+CHARS_PER_TOKEN = 3  # a cautious estimate, to decide without tokenizing megabytes
+INLINE_SHARE = 0.5  # a document inlined takes at most this share of the model's context
+SEARCH = "attachment_search"
+DOCUMENT_HEAD = "The attached file "
 IMAGE_MIMES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif", b"RIFF": "image/webp"}
 
 
@@ -59,14 +64,58 @@ class Attachments:
         self._files = files
         self._policy = replace(fetch_policy, max_bytes=MAX_FILE_BYTES, timeout_s=max(fetch_policy.timeout_s, 30.0))
 
-    async def resolve(self, request: ChatRequest, owner: str | None) -> ChatRequest:
-        """`request` with every file part made a text or an image part; the caller's error when one cannot be."""
+    async def plan(self, request: ChatRequest, owner: str | None, context_tokens: int) -> ChatRequest:
+        """Where the agent loop runs (Responses, gRPC): an uploaded document too long for the prompt is not
+        put there; the part says so and the request gains the attachment_search tool over it (xAI's way).
+        The rest is left to `resolve`, at admission."""
+        if not has_files(request) or self._files is None or owner is None:
+            return request
+        budget = int(context_tokens * INLINE_SHARE * CHARS_PER_TOKEN)
+        searched: list[str] = []
+        messages = []
+        for message in request.messages:
+            parts: list[Part] = []
+            for part in message.content:
+                if isinstance(part, FilePart) and part.file_id is not None:
+                    record = await self._files.get(part.file_id, owner)
+                    if not is_image(await self._files.head(record)):
+                        text = await self._files.text(record)
+                        if len(text) > budget:
+                            searched.append(record.id)
+                            parts.append(TextPart(_searched_note(record.filename, text)))
+                            continue
+                parts.append(part)
+            messages.append(replace(message, content=tuple(parts)))
+        explicit = next((t for t in request.server_tools if t.kind == SEARCH), None)
+        if not searched and explicit is None:
+            return request
+        attached = [p.file_id for m in request.messages for p in m.content if isinstance(p, FilePart) and p.file_id]
+        settings = json.loads(explicit.config) if explicit is not None else {}
+        tool = ServerTool(SEARCH, json.dumps({"limit": settings.get("limit") or 10,
+                                              "file_ids": list(dict.fromkeys(attached))}))  # fmt: skip
+        others = tuple(t for t in request.server_tools if t.kind != SEARCH)
+        return replace(request, messages=tuple(messages), server_tools=(*others, tool))
+
+    async def resolve(self, request: ChatRequest, owner: str | None, context_tokens: int | None = None) -> ChatRequest:
+        """`request` with every file part made a text or an image part; the caller's error when one cannot be
+        (a document too long for the model's context among them: never cut)."""
         if not has_files(request):
             return request
         count = sum(isinstance(p, FilePart) for m in request.messages for p in m.content)
         if count > MAX_ATTACHMENTS:
             raise InvalidArgument(f"Too many attached files: {count}; this server accepts at most {MAX_ATTACHMENTS}.")
         messages = await asyncio.gather(*(self._message(m, owner) for m in request.messages))
+        if context_tokens is not None:
+            budget = int(context_tokens * INLINE_SHARE * CHARS_PER_TOKEN)
+            for message in messages:
+                for part in message.content:
+                    if isinstance(part, TextPart) and part.text.startswith(DOCUMENT_HEAD) and len(part.text) > budget:
+                        raise InvalidArgument(
+                            f"An attached document is about {len(part.text) // CHARS_PER_TOKEN} tokens, more than "
+                            f"this model reads in one prompt ({context_tokens}). Upload it with the Files API and "
+                            "attach it by file_id on the Responses API or gRPC: it is then searched "
+                            "(attachment_search) instead of read whole."
+                        )
         return replace(request, messages=tuple(messages))
 
     async def _message(self, message: Message, owner: str | None) -> Message:
@@ -105,7 +154,16 @@ def _document(name: str, text: str) -> TextPart:
     if len(pages) > 1:
         text = "\n\n".join(f"[page {n}]\n{page}" for n, page in enumerate(pages, 1))
     # Parts are joined as they are: the document stands apart from the text around it.
-    return TextPart(f"The attached file {name}:\n\n{text.strip()}\n\n(end of {name})\n\n")
+    return TextPart(f"{DOCUMENT_HEAD}{name}:\n\n{text.strip()}\n\n(end of {name})\n\n")
+
+
+def _searched_note(name: str, text: str) -> str:
+    pages = text.count(PAGE_BREAK) + 1
+    size = f"{pages} pages, " if pages > 1 else ""
+    return (
+        f"(The attached file {name}, {size}about {len(text) // CHARS_PER_TOKEN} tokens, is too long to show whole: "
+        f"search it with the {SEARCH} tool.)\n\n"
+    )
 
 
 def _image(data: bytes, name: str) -> ImagePart:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from localxai import filters
 from localxai.documents import PAGE_BREAK
 from localxai.embeddings import DEFAULT_EMBEDDING_MODEL, Embeddings
 from localxai.errors import InvalidArgument, LocalXAIError, NotFound
@@ -233,8 +234,9 @@ class Collections:
     # -- search ------------------------------------------------------------------------------------
 
     async def search(
-        self, owner: str, query: str, collection_ids: Sequence[str], limit: int | None = None, mode: str = "hybrid"
-    ) -> list[Match]:
+        self, owner: str, query: str, collection_ids: Sequence[str], limit: int | None = None, mode: str = "hybrid",
+        filter_text: str = "",
+    ) -> list[Match]:  # fmt: skip
         if not query.strip():
             raise InvalidArgument("query must not be empty.")
         if not collection_ids:
@@ -249,16 +251,25 @@ class Collections:
         if missing:
             raise NotFound(f"Collection not found: {missing[0]}.")
         ids = [c.id for c in owned]
+        file_ids = None
+        if filter_text:  # the documents it admits, decided before ranking so `limit` still holds
+            admits = filters.parse(filter_text)
+            file_ids = [
+                d.file_id
+                for c in ids
+                for d in await asyncio.to_thread(self._rows.documents, c)
+                if admits({**d.fields, "file_id": d.file_id, "name": d.name})
+            ]
         keyword: list[Hit] = []
         semantic: list[Hit] = []
         depth = limit if mode != "hybrid" else limit * 4
         if mode in ("keyword", "hybrid"):
-            keyword = await asyncio.to_thread(self._rows.keyword, query, ids, depth)
+            keyword = await asyncio.to_thread(self._rows.keyword, query, ids, depth, file_ids)
         if mode in ("semantic", "hybrid"):
             for model in {c.model for c in owned}:  # one query vector per model the collections use
                 vector = (await self._embeddings.embed(model, [query])).vectors[0]
                 group = [c.id for c in owned if c.model == model]
-                semantic += await asyncio.to_thread(self._rows.semantic, vector, group, depth)
+                semantic += await asyncio.to_thread(self._rows.semantic, vector, group, depth, file_ids)
             semantic.sort(key=lambda h: h.score, reverse=True)
         hits = keyword if mode == "keyword" else semantic if mode == "semantic" else _fused(keyword, semantic)
         return [Match(**vars(h), collection_ids=(h.collection_id,)) for h in hits[:limit]]

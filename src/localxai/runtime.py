@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from localxai.accounting import Accounting
+from localxai.agent.attachment_search import AttachmentSearch
 from localxai.agent.base import Executor
 from localxai.agent.collections_search import CollectionsSearch
 from localxai.agent.loop import Agent, AgentLimits
@@ -89,7 +90,8 @@ class Runtime:
         auth = Authenticator(keys, store, open_access)
         embeddings = Embeddings(options.embedders, Accounting(store))
         collections = Collections(store, files, embeddings)
-        served = (*options.executors, CollectionsSearch(collections))  # collections are always served
+        # Collections and attachments are always searchable: the store and the embedding model are here.
+        served = (*options.executors, CollectionsSearch(collections), AttachmentSearch(files, embeddings))
         agent = Agent(service, served, options.agent_limits, observer=metrics)
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))

@@ -202,10 +202,17 @@ class ChatService:
             )
         info, engine = self._resolve(request.model)
         self._accounting.check_access(caller, info.id)
-        request = await self._attachments.resolve(request, caller.key_id if caller else None)  # documents: text
+        owner = caller.key_id if caller else None
+        request = await self._attachments.resolve(request, owner, info.context_length)  # documents: prompt text
         self._validate(request, info)
         await self._accounting.admit(caller, info.id)
         return Admission(request, info, engine, caller.key_id if caller else None)
+
+    async def plan_attachments(self, request: ChatRequest, caller: ApiKey | None) -> ChatRequest:
+        """Before an agent loop: documents too long for the prompt become searched (attachments.plan)."""
+        info, _ = self._resolve(request.model)
+        self._accounting.check_access(caller, info.id)
+        return await self._attachments.plan(request, caller.key_id if caller else None, info.context_length)
 
     async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
         """Admit and start; raises client errors before any output exists."""

@@ -25,7 +25,9 @@ FUNCTION = Tool(
     parameters=json.dumps(
         {
             "type": "object",
-            "properties": {"query": {"type": "string", "description": "What to look for, in a few words."}},
+            "properties": {
+                "query": {"type": "string", "minLength": 1, "description": "What to look for, in a few words."}
+            },
             "required": ["query"],
         }
     ),

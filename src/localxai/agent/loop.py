@@ -65,7 +65,6 @@ NOT_SERVED = {
     "web_search": "web search needs a search backend: start the server with --web-search-url (a SearXNG instance)",
     "mcp": "remote MCP servers are off on this server (--mcp)",
     "x_search": "X search needs xAI's index of X, which a self-hosted server does not have",
-    "attachment_search": "attachment search is not served: attached documents go into the prompt whole",
     "image_generation": "image generation is not served by localxai",
 }
 
@@ -98,6 +97,7 @@ class Agent:
 
     async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
         """Start the request; with server-side tools, the loop. Raises client errors before any output."""
+        request = await self._service.plan_attachments(request, caller)
         if not request.server_tools:
             return await self._service.generate(request, caller, api)
         if request.n != 1:

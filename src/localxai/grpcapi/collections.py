@@ -230,10 +230,14 @@ class CollectionsOperations(_Operations):
 
 class DocumentsOperations(_Operations):
     async def Search(self, request: documents_pb2.SearchRequest, caller: ApiKey) -> Any:
+        return await self.search(request, caller)
+
+    async def search(self, request: documents_pb2.SearchRequest, caller: ApiKey, filter_text: str = "") -> Any:
+        """Search, with REST's filter (gRPC's SearchRequest has none)."""
         mode = request.WhichOneof("retrieval_mode")  # unset: hybrid, as at xAI
         matches = await self.collections.search(
             caller.key_id, request.query, list(request.source.collection_ids), request.limit or None,
-            (mode or "hybrid_retrieval").removesuffix("_retrieval"),
+            (mode or "hybrid_retrieval").removesuffix("_retrieval"), filter_text,
         )  # fmt: skip
         return documents_pb2.SearchResponse(matches=[match_message(m) for m in matches])
 

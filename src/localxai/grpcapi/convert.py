@@ -222,6 +222,9 @@ def _server_tool(tool: chat_pb2.Tool) -> ServerTool:
         raw = {"collection_ids": list(c.collection_ids), "limit": c.limit if c.HasField("limit") else None,
                "mode": mode.removesuffix("_retrieval") if mode else None}  # fmt: skip
         config = collections_search.settings(kind, raw, "tools.collections_search")
+    elif kind == "attachment_search":
+        limit = tool.attachment_search.limit if tool.attachment_search.HasField("limit") else None
+        config = {"limit": limit} if limit else {}
     return ServerTool(SERVER_TOOL_KINDS.get(kind, kind), json.dumps(config))
 
 

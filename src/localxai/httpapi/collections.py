@@ -48,11 +48,11 @@ def _json(message: Message) -> dict[str, Any]:
     )
 
 
-def search_request(body: dict[str, Any]) -> documents_pb2.SearchRequest:
-    """xAI's REST search body: `retrieval_mode` a name (or `{"type": name}`); `filter` and `group_by` refused."""
-    for refused in ("filter", "group_by"):
-        if body.get(refused):
-            raise UnsupportedParameter(f"Argument not supported: {refused}")
+def search_request(body: dict[str, Any]) -> tuple[documents_pb2.SearchRequest, str]:
+    """xAI's REST search body: `retrieval_mode` a name (or `{"type": name}`); `group_by` refused. The filter
+    is returned beside the message (the proto has no field for it)."""
+    if body.get("group_by"):
+        raise UnsupportedParameter("Argument not supported: group_by")
     fields = {k: v for k, v in body.items() if k not in ("filter", "group_by", "retrieval_mode")}
     mode = body.get("retrieval_mode")
     if isinstance(mode, dict):
@@ -61,7 +61,10 @@ def search_request(body: dict[str, Any]) -> documents_pb2.SearchRequest:
         if mode not in MODES:
             raise InvalidArgument(f"retrieval_mode must be one of {', '.join(MODES)}, got {mode!r}.")
         fields[MODES[mode]] = {}
-    return _message(documents_pb2.SearchRequest, fields)  # type: ignore[no-any-return]
+    filter_text = body.get("filter") or ""
+    if not isinstance(filter_text, str):
+        raise InvalidArgument("filter must be a string (AIP-160).")
+    return _message(documents_pb2.SearchRequest, fields), filter_text
 
 
 def add_routes(app: FastAPI, runtime: Runtime) -> None:
@@ -70,8 +73,8 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.post("/v1/documents/search")
     async def search(request: Request) -> dict[str, Any]:
-        reply = await documents.Search(search_request(await _body(request)), request.state.api_key)
-        return _json(reply)
+        message, filter_text = search_request(await _body(request))
+        return _json(await documents.search(message, request.state.api_key, filter_text))
 
     @app.post("/v1/collections")
     async def create_collection(request: Request) -> dict[str, Any]:

@@ -317,34 +317,45 @@ class CollectionRows:
 
     # -- search ------------------------------------------------------------------------------------
 
-    def keyword(self, query: str, collection_ids: Sequence[str], limit: int) -> list[Hit]:
+    def keyword(
+        self, query: str, collection_ids: Sequence[str], limit: int, file_ids: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """The best chunks holding a query word; only those of `file_ids` when given (a search's filter)."""
         words = WORD.findall(query.lower())[:64]
-        if not words:
+        if not words or file_ids == []:
             return []
         ids = list(collection_ids)
         with self._store._read() as conn:
             if self._store.dialect == "sqlite":
                 match = " OR ".join(f'"{w}"' for w in words)
                 placeholders = ", ".join("?" for _ in ids)
+                only = "" if file_ids is None else f" AND c.file_id IN ({', '.join('?' for _ in file_ids)})"
                 rows = conn.exec_driver_sql(
                     "SELECT c.id, c.collection_id, c.file_id, c.content, -bm25(document_chunks_fts), c.start_char, "
                     "c.end_char, c.page FROM document_chunks_fts f JOIN document_chunks c ON c.rowid = f.rowid "
-                    f"WHERE document_chunks_fts MATCH ? AND c.collection_id IN ({placeholders}) "
+                    f"WHERE document_chunks_fts MATCH ? AND c.collection_id IN ({placeholders}){only} "
                     "ORDER BY bm25(document_chunks_fts) LIMIT ?",
-                    (match, *ids, limit),
+                    (match, *ids, *(file_ids or ()), limit),
                 ).all()
             else:
+                only = "" if file_ids is None else " AND file_id = ANY(:files)"
                 rows = conn.execute(
                     sa.text(
                         "SELECT id, collection_id, file_id, content, ts_rank_cd(tsv, q), start_char, end_char, page "
                         "FROM document_chunks, to_tsquery('english', :q) q "
-                        "WHERE tsv @@ q AND collection_id = ANY(:ids) ORDER BY ts_rank_cd(tsv, q) DESC LIMIT :n"
+                        f"WHERE tsv @@ q AND collection_id = ANY(:ids){only} ORDER BY ts_rank_cd(tsv, q) DESC LIMIT :n"
                     ),
-                    {"q": " | ".join(words), "ids": ids, "n": limit},
+                    {"q": " | ".join(words), "ids": ids, "n": limit, "files": list(file_ids or ())},
                 ).all()
         return [Hit(*row) for row in rows]
 
-    def semantic(self, vector: npt.NDArray[np.float32], collection_ids: Sequence[str], limit: int) -> list[Hit]:
+    def semantic(
+        self, vector: npt.NDArray[np.float32], collection_ids: Sequence[str], limit: int,
+        file_ids: Sequence[str] | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """The chunks nearest `vector`; only those of `file_ids` when given."""
+        if file_ids == []:
+            return []
         ids = list(collection_ids)
         if self._vector_schema is not None:
             with self._store._read() as conn:
@@ -353,22 +364,23 @@ class CollectionRows:
                         "SELECT id, collection_id, file_id, content, 1 - (embedding_vec OPERATOR("
                         f'"{self._vector_schema}".<=>) CAST(:v AS "{self._vector_schema}".vector)), '
                         "start_char, end_char, page FROM document_chunks WHERE collection_id = ANY(:ids) "
-                        f'ORDER BY embedding_vec OPERATOR("{self._vector_schema}".<=>) '
+                        + ("" if file_ids is None else "AND file_id = ANY(:files) ")
+                        + f'ORDER BY embedding_vec OPERATOR("{self._vector_schema}".<=>) '
                         f'CAST(:v AS "{self._vector_schema}".vector) LIMIT :n'
                     ),
-                    {"v": _vector_text(vector), "ids": ids, "n": limit},
+                    {"v": _vector_text(vector), "ids": ids, "n": limit, "files": list(file_ids or ())},
                 ).all()
             return [Hit(*row) for row in rows]
         best: list[tuple[float, int]] = []  # (score, rowid): the best `limit` seen so far
         after = 0
         while True:
+            query = sa.select(document_chunks.c.rowid, document_chunks.c.embedding).where(
+                document_chunks.c.collection_id.in_(ids), document_chunks.c.rowid > after
+            )
+            if file_ids is not None:
+                query = query.where(document_chunks.c.file_id.in_(list(file_ids)))
             with self._store._read() as conn:
-                page = conn.execute(
-                    sa.select(document_chunks.c.rowid, document_chunks.c.embedding)
-                    .where(document_chunks.c.collection_id.in_(ids), document_chunks.c.rowid > after)
-                    .order_by(document_chunks.c.rowid)
-                    .limit(SCAN_PAGE)
-                ).all()
+                page = conn.execute(query.order_by(document_chunks.c.rowid).limit(SCAN_PAGE)).all()
             if not page:
                 break
             after = page[-1][0]
