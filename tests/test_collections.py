@@ -159,3 +159,37 @@ async def test_attachment_search_finds_the_passage(db_url: str) -> None:
         assert refused.error is not None and "File not found" in refused.error
     finally:
         store.close()
+
+
+async def test_a_document_that_never_finishes_indexing_fails_in_time(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import localxai.collections as module
+
+    class Stuck:
+        info = EMBEDDER.info
+
+        def count(self, texts: list[str]) -> list[int]:
+            return [1 for _ in texts]
+
+        def embed(self, texts: list[str]) -> object:
+            import time
+
+            time.sleep(3)  # far past the (shortened) indexing limit
+            raise AssertionError("not reached in time")
+
+    monkeypatch.setattr(module, "INDEX_TIMEOUT_S", 0.5)
+    store = Store(db_url)
+    files = Files(store)
+    collections = Collections(store, files, Embeddings([Stuck()]))  # type: ignore[list-item]
+    await collections.start()
+    try:
+        made = await collections.create("alice", "stuck")
+        file = await files.upload("alice", "a.txt", pieces(b"words to embed"))
+        await collections.add_document(made.id, "alice", file.id)
+        await indexed(collections, made.id, "alice", timeout=10)
+        [document] = await collections.documents(made.id, "alice")
+        assert document.status == "failed" and "longer than" in (document.error or "")
+    finally:
+        await collections.close()
+        store.close()

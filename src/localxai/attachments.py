@@ -3,8 +3,9 @@
 A file part names an uploaded file (the caller's own: another key's id is "not found"), carries the
 bytes, or a URL fetched through the SSRF-checked fetcher. An image goes the image path (an image part
 of a data URL); any other document becomes a text part holding its whole text (documents.py), marked
-with its name and PDF page numbers. Nothing is cut: a document too long for the model's context makes
-the request fail with the context error, naming what it costs, never a silently shortened prompt.
+with its name and PDF page numbers. Nothing is cut: an uploaded document too long for the prompt is
+searched by the model instead (`plan`, before an agent loop: the attachment_search tool); where no loop
+runs, or the document came inline, the request fails saying so, never with a silently shortened prompt.
 """
 
 from __future__ import annotations
