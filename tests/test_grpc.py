@@ -264,3 +264,36 @@ def test_stored_completions_continue_get_and_delete(real_server: Server, client:
     # The continuation kept its own resolved context: deleting an ancestor loses nothing.
     assert client.chat.get_stored_completion(second.id)[0].content == second.content
     assert httpx.get(f"{real_server.v1}/responses/{second.id}", headers=AUTH).status_code == 200
+
+
+def test_compact_context_stands_in_for_the_conversation(real_server: Server, client: Client) -> None:
+    chat = client.chat.create(model="gemma-3-270m", max_tokens=16, temperature=0)
+    chat.append(system("You are a terse assistant."))
+    chat.append(user("My name is Ada and I live in Lisbon. " * 55))
+    chat.append(chat.sample())
+    before = list(chat.messages)
+    compact = chat.compact()  # the SDK replaces the messages with one holding the sealed summary
+    assert compact.dropped_message_count == 3 and compact.encrypted_content and compact.usage.completion_tokens > 0
+    chat.append(user("Where do I live?"))
+    after = chat.sample()
+    whole = client.chat.create(model="gemma-3-270m", max_tokens=16, temperature=0)
+    for message in before:
+        whole.append(message)
+    whole.append(user("Where do I live?"))
+    # Everything before the compaction is dropped: the summary (at most a quarter of the context) stands for it.
+    assert after.usage.prompt_tokens < whole.sample().usage.prompt_tokens
+    forged = client.chat.create(model="gemma-3-270m", max_tokens=4)
+    forged.append(user("hi"))
+    forged.append(chat_pb2.Message(role=chat_pb2.ROLE_USER, encrypted_content="not-a-blob"))
+    forged.append(user("again"))
+    assert forged.sample().usage.prompt_tokens > 0  # another server's blob is ignored, not an error
+    with pytest.raises(grpc.RpcError) as empty:
+        client.chat.compact_context(model="gemma-3-270m", messages=[])
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_me(real_server: Server) -> None:
+    import httpx
+
+    me = httpx.get(f"{real_server.v1}/me", headers=AUTH).json()
+    assert me["user_id"] and me["api_key"]["redacted_api_key"].startswith("xai-") and me["team_blocked"] is False

@@ -159,7 +159,7 @@ def chat_request(
     )
     return ChatRequest(
         model=req.model,
-        messages=tuple(_message(i, m, sealer) for i, m in enumerate(req.messages)),
+        messages=messages(req.messages, sealer),
         sampling=sampling,
         n=req.n if req.HasField("n") else 1,
         stream=stream,
@@ -249,6 +249,24 @@ def _response_format(req: chat_pb2.GetCompletionsRequest) -> ResponseFormat:
     fmt = req.response_format
     kind = _enum(FORMATS, fmt.format_type, "response_format.format_type")
     return ResponseFormat(kind, fmt.schema if kind is FormatType.JSON_SCHEMA and fmt.HasField("schema") else None)
+
+
+COMPACTED = "A summary of the earlier conversation:"  # as the Responses API hydrates a compaction item
+
+
+def messages(given: Sequence[chat_pb2.Message], sealer: Sealer | None) -> tuple[Message, ...]:
+    """The request's messages; from the last compaction on (`chat.compact()` leaves one message whose
+    `encrypted_content` is the sealed summary): what came before is dropped and the summary stands for it."""
+    out: list[Message] = []
+    for index, m in enumerate(given):
+        summary = sealer.open(m.encrypted_content, sealing.COMPACTION) if sealer and m.encrypted_content else None
+        if summary is not None:
+            out = [Message(Role.SYSTEM, (TextPart(f"{COMPACTED}\n{summary}"),))]
+            continue
+        if m.encrypted_content and not m.content and not m.tool_calls:
+            continue  # only another server's blob (a compaction, say): nothing here can read it
+        out.append(_message(index, m, sealer))
+    return tuple(out)
 
 
 def _message(index: int, m: chat_pb2.Message, sealer: Sealer | None) -> Message:

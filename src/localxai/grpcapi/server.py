@@ -30,8 +30,9 @@ from xai_sdk.proto.v5 import (
 )
 
 from localxai import errors as e
+from localxai import sealing
 from localxai.auth import ApiKey
-from localxai.chat import Finished, StoredResponse
+from localxai.chat import ChatRequest, Finished, StoredResponse
 from localxai.conversations import Turn
 from localxai.grpcapi import collections, convert
 from localxai.grpcapi.calls import client_streaming, lenient_bodies, streaming, unary
@@ -91,6 +92,21 @@ class ChatServicer(_Base, chat_pb2_grpc.ChatServicer):
     def _sealer(self, response: StoredResponse) -> Sealer | None:
         """The sealer when the client asked for its thinking sealed (`use_encrypted_content`)."""
         return self.runtime.sealer if response.sealed_reasoning else None
+
+    @unary
+    async def CompactContext(self, request: chat_pb2.CompactContextRequest, context: Any, caller: ApiKey) -> Any:
+        """The same compaction as REST's /v1/responses/compact: a summary, sealed, to stand for the input."""
+        if not request.input:
+            raise e.InvalidArgument("input: give the messages to compact.")
+        sealer = self.runtime.sealer
+        chat = ChatRequest(model=request.model, messages=convert.messages(request.input, sealer))
+        summary = await self.runtime.conversations.compact(chat, caller)
+        return chat_pb2.CompactContextResponse(
+            id=summary.id,
+            encrypted_content=sealer.seal(summary.choices[0].text, sealing.COMPACTION),
+            dropped_message_count=len(request.input),
+            usage=convert.usage(summary.usage),
+        )
 
     @unary
     async def GetStoredCompletion(

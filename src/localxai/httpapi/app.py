@@ -307,6 +307,18 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             "api_key_disabled": False,
         }
 
+    @app.get("/v1/me")
+    async def me(request: Request) -> dict[str, Any]:
+        """Who is calling (xAI's shape): a local user and team, and the caller's key."""
+        key: ApiKey = request.state.api_key
+        return {
+            "user_id": "local",
+            "team_id": "local",
+            "zdr_status": "disabled",  # nothing is stored beyond what the API's own storage keeps
+            "team_blocked": False,
+            "api_key": {"api_key_id": key.key_id, "redacted_api_key": key.redacted, "blocked": False, "disabled": False},
+        }
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness: the process answers."""
