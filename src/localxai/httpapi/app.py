@@ -316,7 +316,9 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             "team_id": "local",
             "zdr_status": "disabled",  # nothing is stored beyond what the API's own storage keeps
             "team_blocked": False,
-            "api_key": {"api_key_id": key.key_id, "redacted_api_key": key.redacted, "blocked": False, "disabled": False},
+            "api_key": {
+                "api_key_id": key.key_id, "redacted_api_key": key.redacted, "blocked": False, "disabled": False,
+            },  # fmt: skip
         }
 
     @app.get("/health")
