@@ -317,8 +317,11 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             "zdr_status": "disabled",  # nothing is stored beyond what the API's own storage keeps
             "team_blocked": False,
             "api_key": {
-                "api_key_id": key.key_id, "redacted_api_key": key.redacted, "blocked": False, "disabled": False,
-            },  # fmt: skip
+                "api_key_id": key.key_id,
+                "redacted_api_key": key.redacted,
+                "blocked": False,
+                "disabled": False,
+            },
         }
 
     @app.get("/health")
