@@ -53,3 +53,10 @@ def test_bad_filters_say_where(text: str, needle: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         parse(text)
     assert needle in refused.value.message
+
+
+def test_deep_nesting_is_a_clear_error() -> None:
+    for text in ("- " * 1000 + "a = 1", "(" * 600 + "a = 1" + ")" * 600):
+        with pytest.raises(InvalidArgument) as refused:
+            parse(text)
+        assert "nested more than" in refused.value.message or "longer than" in refused.value.message

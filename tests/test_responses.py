@@ -186,6 +186,8 @@ async def test_function_call_round_trip() -> None:
         ({"background": True}, 400, "background"),
         ({"tools": [{"type": "web_search"}]}, 400, "Tool type 'web_search' is not available on this server"),
         ({"tools": [{"type": "mcp", "server_url": "x"}]}, 400, "Tool type 'mcp'"),
+        ({"tools": [{"type": "attachment_search", "limit": "x"}]}, 400, "limit"),
+        ({"tools": [{"type": "attachment_search", "file_ids": ["file_x"]}]}, 400, "file_ids"),
         ({"input": [{"type": "function_call_output", "call_id": "call_1", "output": "x"}]}, 400, "call_1"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f", "file_url": "u"}]}]},

@@ -71,6 +71,7 @@ class Attachments:
         The rest is left to `resolve`, at admission."""
         if not has_files(request) or self._files is None or owner is None:
             return request
+        _check_count(request)
         budget = int(context_tokens * INLINE_SHARE * CHARS_PER_TOKEN)
         searched: list[str] = []
         messages = []
@@ -102,9 +103,7 @@ class Attachments:
         (a document too long for the model's context among them: never cut)."""
         if not has_files(request):
             return request
-        count = sum(isinstance(p, FilePart) for m in request.messages for p in m.content)
-        if count > MAX_ATTACHMENTS:
-            raise InvalidArgument(f"Too many attached files: {count}; this server accepts at most {MAX_ATTACHMENTS}.")
+        _check_count(request)
         messages = await asyncio.gather(*(self._message(m, owner) for m in request.messages))
         if context_tokens is not None:
             budget = int(context_tokens * INLINE_SHARE * CHARS_PER_TOKEN)
@@ -148,6 +147,12 @@ class Attachments:
         if is_image(fetched.body[:16]):
             return _image(fetched.body, name)
         return _document(name, await extract_text(name, _once(fetched.body)))
+
+
+def _check_count(request: ChatRequest) -> None:
+    count = sum(isinstance(p, FilePart) for m in request.messages for p in m.content)
+    if count > MAX_ATTACHMENTS:
+        raise InvalidArgument(f"Too many attached files: {count}; this server accepts at most {MAX_ATTACHMENTS}.")
 
 
 def _document(name: str, text: str) -> TextPart:

@@ -42,8 +42,8 @@ DEFAULT_OVERLAP = 200
 MAX_PAGE = 100
 SEARCH_LIMIT = (1, 10, 100)  # least, default, most matches
 RRF_K = 60
-LEASE_S = 120.0
 INDEX_TIMEOUT_S = 600.0
+LEASE_S = INDEX_TIMEOUT_S + 60.0  # past the time one document may take: no other worker takes it meanwhile
 MAX_ATTEMPTS = 3
 EMBED_BATCH = 64
 NOT_FOUND = "Collection not found."
@@ -173,6 +173,8 @@ class Collections:
         self, collection_id: str, owner: str, file_ids: Sequence[str] | None = None
     ) -> list[DocumentRecord]:
         await self.get(collection_id, owner)
+        if file_ids is not None and len(file_ids) > MAX_PAGE:
+            raise InvalidArgument(f"Ask for at most {MAX_PAGE} documents at once, not {len(file_ids)}.")
         return await asyncio.to_thread(self._rows.documents, collection_id, file_ids)
 
     async def page_documents(
@@ -250,27 +252,31 @@ class Collections:
         missing = sorted(set(collection_ids) - {c.id for c in owned})
         if missing:
             raise NotFound(f"Collection not found: {missing[0]}.")
-        ids = [c.id for c in owned]
-        file_ids = None
-        if filter_text:  # the documents it admits, decided before ranking so `limit` still holds
+        # With a filter, each collection is searched among the documents it admits there (decided before
+        # ranking, so `limit` still holds); without, the collections of one model are searched together.
+        groups: list[tuple[list[str], str, list[str] | None]] = []
+        if filter_text:
             admits = filters.parse(filter_text)
-            file_ids = [
-                d.file_id
-                for c in ids
-                for d in await asyncio.to_thread(self._rows.documents, c)
-                if admits({**d.fields, "file_id": d.file_id, "name": d.name})
-            ]
+            for collection in owned:
+                documents = await asyncio.to_thread(self._rows.documents, collection.id)
+                allowed = [d.file_id for d in documents if admits({**d.fields, "file_id": d.file_id, "name": d.name})]
+                groups.append(([collection.id], collection.model, allowed))
+        else:
+            for model in dict.fromkeys(c.model for c in owned):
+                groups.append(([c.id for c in owned if c.model == model], model, None))
         keyword: list[Hit] = []
         semantic: list[Hit] = []
         depth = limit if mode != "hybrid" else limit * 4
-        if mode in ("keyword", "hybrid"):
-            keyword = await asyncio.to_thread(self._rows.keyword, query, ids, depth, file_ids)
-        if mode in ("semantic", "hybrid"):
-            for model in {c.model for c in owned}:  # one query vector per model the collections use
-                vector = (await self._embeddings.embed(model, [query])).vectors[0]
-                group = [c.id for c in owned if c.model == model]
-                semantic += await asyncio.to_thread(self._rows.semantic, vector, group, depth, file_ids)
-            semantic.sort(key=lambda h: h.score, reverse=True)
+        vectors: dict[str, np.ndarray] = {}
+        for ids, model, file_ids in groups:
+            if mode in ("keyword", "hybrid"):
+                keyword += await asyncio.to_thread(self._rows.keyword, query, ids, depth, file_ids)
+            if mode in ("semantic", "hybrid"):
+                if model not in vectors:  # one query vector per model the collections use
+                    vectors[model] = (await self._embeddings.embed(model, [query])).vectors[0]
+                semantic += await asyncio.to_thread(self._rows.semantic, vectors[model], ids, depth, file_ids)
+        keyword.sort(key=lambda h: h.score, reverse=True)
+        semantic.sort(key=lambda h: h.score, reverse=True)
         hits = keyword if mode == "keyword" else semantic if mode == "semantic" else _fused(keyword, semantic)
         return [Match(**vars(h), collection_ids=(h.collection_id,)) for h in hits[:limit]]
 
@@ -287,7 +293,11 @@ class Collections:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=2.0)
                 continue
-            await self._index(*claimed)
+            try:
+                await self._index(*claimed)
+            except Exception:  # recording the outcome failed (the database went away): the lease runs out
+                log.warning("indexing %s/%s left for a retry", claimed[0].collection_id, claimed[0].file_id,
+                            exc_info=True)  # fmt: skip
 
     async def _index(self, document: DocumentRecord, owner: str) -> None:
         key = (document.collection_id, document.file_id)

@@ -25,6 +25,9 @@ PDF_TIMEOUT_S = 60.0
 PDF_MEMORY_BYTES = 1 << 30
 PDF_CPU_S = 45
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+PDF_READERS = 2  # PDFs read at once, whatever the requests (each child may take 1 GiB)
+_readers: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+MAX_STDERR = 4096  # of a child's complaints, kept for the log
 # What the child's exit status means (the rest: it could not read the PDF).
 ENCRYPTED, TOO_LONG = 3, 4
 
@@ -76,6 +79,12 @@ def _too_long(filename: str) -> InvalidArgument:
 
 
 async def _pdf_text(filename: str, first: bytes, rest: AsyncIterator[bytes]) -> str:
+    readers = _readers.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(PDF_READERS))
+    async with readers:
+        return await _read_pdf(filename, first, rest)
+
+
+async def _read_pdf(filename: str, first: bytes, rest: AsyncIterator[bytes]) -> str:
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "localxai.pdftext", str(MAX_TEXT_CHARS), str(PDF_MEMORY_BYTES), str(PDF_CPU_S),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -94,7 +103,7 @@ async def _pdf_text(filename: str, first: bytes, rest: AsyncIterator[bytes]) -> 
             pass  # the child stopped reading (it failed): its status says why
 
     async def run() -> tuple[bytes, bytes, int]:
-        _, out, err = await asyncio.gather(feed(), stdout.read(), stderr.read())
+        _, out, err = await asyncio.gather(feed(), stdout.read(), _tail(stderr))
         return out, err, await child.wait()
 
     try:
@@ -113,3 +122,11 @@ async def _pdf_text(filename: str, first: bytes, rest: AsyncIterator[bytes]) -> 
         raise _too_long(filename)
     log.info("pdf text of %s failed (status %s): %s", filename, status, err.decode("utf-8", "replace")[-500:])
     raise InvalidArgument(f"{filename} is not a PDF this server can read (damaged, or past its memory or time limit).")
+
+
+async def _tail(stream: asyncio.StreamReader) -> bytes:
+    """What a stream says, keeping only its last MAX_STDERR bytes."""
+    kept = b""
+    while piece := await stream.read(65536):
+        kept = (kept + piece)[-MAX_STDERR:]
+    return kept

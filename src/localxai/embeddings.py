@@ -106,7 +106,8 @@ class LlamaCppEmbedder:
         self.info = EmbeddingModelInfo(model_id, (dim,), int(path.stat().st_mtime), f"fp_{digest}")
 
     def count(self, texts: Sequence[str]) -> list[int]:
-        return [len(self._llama.tokenize(t.encode(), add_bos=False, special=False)) for t in texts]
+        # As embed() feeds them: with the beginning-of-text token, and one more for an end token some add.
+        return [len(self._llama.tokenize(t.encode(), add_bos=True, special=False)) + 1 for t in texts]
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         rows = [self._llama.embed(t, normalize=False, truncate=False) for t in texts]

@@ -27,6 +27,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, ">=": operator.ge,
 }  # fmt: skip
 MAX_FILTER = 2000
+MAX_DEPTH = 32  # nested parentheses and NOTs
 
 
 def parse(text: str) -> Predicate:
@@ -52,7 +53,7 @@ def parse(text: str) -> Predicate:
 
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str, int]], text: str) -> None:
-        self.tokens, self.text, self.at = tokens, text, 0
+        self.tokens, self.text, self.at, self.depth = tokens, text, 0, 0
 
     def _peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -80,6 +81,15 @@ class _Parser:
         return terms[0] if len(terms) == 1 else lambda f: any(t(f) for t in terms)
 
     def _unary(self) -> Predicate:
+        self.depth += 1
+        try:
+            return self._unary_inner()
+        finally:
+            self.depth -= 1
+
+    def _unary_inner(self) -> Predicate:
+        if self.depth > MAX_DEPTH:
+            raise InvalidArgument(f"filter: nested more than {MAX_DEPTH} deep.")
         token = self._take()
         if token[:2] == ("word", "NOT") or token[:2] == ("word", "-"):
             inner = self._unary()

@@ -208,11 +208,14 @@ class ChatService:
         await self._accounting.admit(caller, info.id)
         return Admission(request, info, engine, caller.key_id if caller else None)
 
-    async def plan_attachments(self, request: ChatRequest, caller: ApiKey | None) -> ChatRequest:
-        """Before an agent loop: documents too long for the prompt become searched (attachments.plan)."""
+    async def attach(self, request: ChatRequest, caller: ApiKey | None) -> ChatRequest:
+        """Before an agent loop, once for all its turns: documents too long for the prompt become searched
+        (attachments.plan), the others prompt text (attachments.resolve)."""
         info, _ = self._resolve(request.model)
         self._accounting.check_access(caller, info.id)
-        return await self._attachments.plan(request, caller.key_id if caller else None, info.context_length)
+        owner = caller.key_id if caller else None
+        planned = await self._attachments.plan(request, owner, info.context_length)
+        return await self._attachments.resolve(planned, owner, info.context_length)
 
     async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
         """Admit and start; raises client errors before any output exists."""

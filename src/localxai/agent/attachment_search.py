@@ -21,7 +21,7 @@ from localxai.agent.base import Outcome, Session, Toolset, arguments, config, fa
 from localxai.chat import SearchResult, ServerTool, Tool, ToolCall
 from localxai.collections import CHUNK_CHARS, DEFAULT_OVERLAP, RRF_K, chunk
 from localxai.embeddings import DEFAULT_EMBEDDING_MODEL, MAX_INPUTS, Embeddings
-from localxai.errors import LocalXAIError
+from localxai.errors import InvalidArgument, LocalXAIError
 from localxai.files import Files
 from localxai.store.collections import WORD
 
@@ -39,6 +39,18 @@ FUNCTION = Tool(
         }
     ),
 )
+
+
+MAX_LIMIT = 50
+
+
+def attachment_settings(limit: object, where: str) -> dict[str, int]:
+    """The client's settings of the tool (only `limit`); the files are always the request's attachments."""
+    if limit is None:
+        return {}
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgument(f"{where}.limit must be a number from 1 to {MAX_LIMIT}.")
+    return {"limit": limit}
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ class AttachmentToolset:
 
     def __init__(self, files: Files, embeddings: Embeddings, owner: str, file_ids: list[str], limit: int) -> None:
         self._files, self._embeddings, self._owner = files, embeddings, owner
-        self._file_ids, self._limit = file_ids, max(1, min(limit, 50))
+        self._file_ids, self._limit = file_ids, max(1, min(limit, MAX_LIMIT))
         self._index: tuple[list[_Passage], np.ndarray, dict[str, float]] | None = None
         self._lock = asyncio.Lock()
 

@@ -97,7 +97,7 @@ class Agent:
 
     async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
         """Start the request; with server-side tools, the loop. Raises client errors before any output."""
-        request = await self._service.plan_attachments(request, caller)
+        request = await self._service.attach(request, caller)
         if not request.server_tools:
             return await self._service.generate(request, caller, api)
         if request.n != 1:

@@ -14,6 +14,7 @@ from xai_sdk.proto.v5 import chat_pb2, embed_pb2, files_pb2, image_pb2, models_p
 
 from localxai import sealing
 from localxai.agent import collections_search
+from localxai.agent.attachment_search import attachment_settings
 from localxai.agent.base import MAX_DOMAINS
 from localxai.attachments import file_part
 from localxai.chat import (
@@ -224,7 +225,7 @@ def _server_tool(tool: chat_pb2.Tool) -> ServerTool:
         config = collections_search.settings(kind, raw, "tools.collections_search")
     elif kind == "attachment_search":
         limit = tool.attachment_search.limit if tool.attachment_search.HasField("limit") else None
-        config = {"limit": limit} if limit else {}
+        config = attachment_settings(limit, "tools.attachment_search")
     return ServerTool(SERVER_TOOL_KINDS.get(kind, kind), json.dumps(config))
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from localxai import lark_regex, sealing
 from localxai.agent import collections_search
+from localxai.agent.attachment_search import attachment_settings
 from localxai.agent.base import MAX_DOMAINS
 from localxai.attachments import decode_file_data, file_part
 from localxai.chat import (
@@ -292,6 +293,10 @@ def _server_tool(index: int, tool: dict[str, Any]) -> ServerTool:
         return ServerTool(kind, json.dumps(_mcp(settings, where)))
     if kind in ("file_search", "collections_search"):
         return ServerTool(kind, json.dumps(collections_search.settings(kind, settings, where)))
+    if kind == "attachment_search":  # over the request's attached files (attachments.plan), nothing else
+        limit = settings.pop("limit", None)
+        _no_others(settings, where)
+        return ServerTool(kind, json.dumps(attachment_settings(limit, where)))
     return ServerTool(kind, json.dumps(settings))  # not served: refused with its name (agent.unavailable)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 
+from localxai.errors import InternalError
 from localxai.store.migrations import vector_schema
 from localxai.store.store import Store
 from localxai.store.tables import collection_documents, collections, document_chunks
@@ -173,6 +174,15 @@ class CollectionRows:
     def add_document(self, collection_id: str, file_id: str, owner: str, name: str, size: int,
                      fields: dict[str, str]) -> bool:  # fmt: skip
         """False when the file is in the collection already."""
+        try:
+            return self._add(collection_id, file_id, owner, name, size, fields)
+        except InternalError as exc:
+            if isinstance(exc.__cause__, sa.exc.IntegrityError):
+                return False  # added by another request at the same moment
+            raise
+
+    def _add(self, collection_id: str, file_id: str, owner: str, name: str, size: int,
+             fields: dict[str, str]) -> bool:  # fmt: skip
         now = time.time()
         with self._store._write() as conn:
             present = conn.execute(
@@ -264,7 +274,9 @@ class CollectionRows:
         now = time.time()
         with self._store._write() as conn:
             key = sa.and_(
-                collection_documents.c.collection_id == collection_id, collection_documents.c.file_id == file_id
+                collection_documents.c.collection_id == collection_id,
+                collection_documents.c.file_id == file_id,
+                collection_documents.c.status == "processing",  # not removed, failed or reindexed meanwhile
             )
             if conn.execute(sa.select(collection_documents.c.file_id).where(key)).first() is None:
                 return False
