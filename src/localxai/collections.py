@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from localxai.store.files import FileRecord
 from localxai.store.store import Store
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 CHUNK_CHARS = (200, 1200, 8000)  # least, default, most characters in a chunk
 DEFAULT_OVERLAP = 200
@@ -367,16 +368,19 @@ def chunk(text: str, size: int, overlap: int) -> list[Chunk]:
     return chunks
 
 
+def reciprocal_rank(*rankings: Sequence[K]) -> dict[K, float]:
+    """Reciprocal rank fusion: each ranking adds 1 / (RRF_K + rank) for what it found; best first."""
+    scores: dict[K, float] = {}
+    for ranked in rankings:
+        for rank, key in enumerate(ranked, 1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
+    return dict(sorted(scores.items(), key=lambda item: item[1], reverse=True))
+
+
 def _fused(keyword: list[Hit], semantic: list[Hit]) -> list[Hit]:
-    """Reciprocal rank fusion: each list adds 1 / (RRF_K + rank) for the chunks it found."""
-    scores: dict[str, float] = {}
-    hits: dict[str, Hit] = {}
-    for ranked in (keyword, semantic):
-        for rank, hit in enumerate(ranked, 1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
-            hits.setdefault(hit.chunk_id, hit)
-    order = sorted(scores, key=lambda c: scores[c], reverse=True)
-    return [replace(hits[c], score=scores[c]) for c in order]
+    hits = {h.chunk_id: h for h in (*semantic, *keyword)}
+    scores = reciprocal_rank([h.chunk_id for h in keyword], [h.chunk_id for h in semantic])
+    return [replace(hits[c], score=score) for c, score in scores.items()]
 
 
 def _chunking(chars: int | None, overlap: int | None) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed
 from localxai.chat import SearchResult, ServerTool, Tool, ToolCall
-from localxai.collections import CHUNK_CHARS, DEFAULT_OVERLAP, RRF_K, chunk
+from localxai.collections import CHUNK_CHARS, DEFAULT_OVERLAP, chunk, reciprocal_rank
 from localxai.embeddings import DEFAULT_EMBEDDING_MODEL, MAX_INPUTS, Embeddings
 from localxai.errors import InvalidArgument, LocalXAIError
 from localxai.files import Files
@@ -108,11 +108,8 @@ class AttachmentToolset:
             return Outcome(output="The attached files hold no text.")
         semantic = np.argsort(-(vectors @ asked))[: self._limit * 4].tolist()
         keyword = _bm25(query, passages, idf)[: self._limit * 4]
-        fused: dict[int, float] = {}
-        for ranked in (semantic, keyword):
-            for rank, index in enumerate(ranked, 1):
-                fused[index] = fused.get(index, 0.0) + 1.0 / (RRF_K + rank)
-        best = sorted(fused, key=lambda i: fused[i], reverse=True)[: self._limit]
+        fused = reciprocal_rank(semantic, keyword)
+        best = list(fused)[: self._limit]
         results = tuple(
             SearchResult(passages[i].file_id, passages[i].filename, f"{passages[i].file_id}:{passages[i].seq}", "",
                          fused[i], passages[i].text)
