@@ -103,6 +103,8 @@ class Collections:
     ) -> tuple[list[CollectionRecord], str]:
         _check_page(limit, order)
         records = await asyncio.to_thread(self._rows.page, owner, limit, order == "desc", sort_by, token or None)
+        if records is None:
+            raise InvalidArgument("pagination_token is not one of this key's collections.")
         return records, records[-1].id if records else token
 
     async def update(

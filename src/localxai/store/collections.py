@@ -137,14 +137,18 @@ class CollectionRows:
             query = query.where(collections.c.id.in_(list(ids)))
         return [_collection(r) for r in conn.execute(query).mappings()]
 
-    def page(self, owner: str, limit: int, descending: bool, sort_by: str, after: str | None) -> list[CollectionRecord]:
+    def page(
+        self, owner: str, limit: int, descending: bool, sort_by: str, after: str | None
+    ) -> list[CollectionRecord] | None:
         """An owner's collections in order, after the collection `after` (there are few: sorted here)."""
         with self._store._read() as conn:
             records = self._collections(conn, None, owner)
         records.sort(key=lambda r: (r.name if sort_by == "name" else r.created_at, r.id), reverse=descending)
         if after:
             ids = [r.id for r in records]
-            records = records[ids.index(after) + 1 :] if after in ids else []
+            if after not in ids:
+                return None
+            records = records[ids.index(after) + 1 :]
         return records[:limit]
 
     def update(self, collection_id: str, owner: str, **values: Any) -> bool:
