@@ -4,6 +4,7 @@ mode, over REST (the OpenAI SDK, httpx) and gRPC (Embedder.Embed, the SDK's mode
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
 
 import grpc
@@ -124,3 +125,17 @@ def test_grpc_embedder(server: Server) -> None:
         stub.Embed(embed_pb2.EmbedRequest(input=[image], model=DEFAULT_EMBEDDING_MODEL), metadata=metadata)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     channel.close()
+
+
+def test_the_default_model_leaves_logging_alone() -> None:
+    """wordllama configures the root logger at import; the embedder takes that back (a subprocess: fresh
+    imports), or `localxai chat` shows every request's log line in the conversation."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from localxai.embeddings import WordLlamaEmbedder; WordLlamaEmbedder(); "
+        "root = logging.getLogger(); print(root.level, len(root.handlers))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == [str(logging.WARNING), "0"]

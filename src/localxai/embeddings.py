@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,8 @@ class WordLlamaEmbedder:
     def __init__(self, model_id: str = DEFAULT_EMBEDDING_MODEL) -> None:
         from safetensors import safe_open
         from tokenizers import Tokenizer
-        from wordllama.inference import WordLlamaInference
+
+        WordLlamaInference = _wordllama_inference()
 
         package = resources.files("wordllama")
         weights = Path(str(package / "weights" / "l2_supercat_256.safetensors"))
@@ -84,6 +86,20 @@ class WordLlamaEmbedder:
         vectors = self._model.embed([texts[i] for i in order], norm=False, batch_size=16)
         out[order] = vectors
         return out
+
+
+def _wordllama_inference() -> type:
+    """wordllama's inference class. Importing wordllama calls `logging.basicConfig(level=INFO)`, which would
+    take over the root logger (every library's INFO lines on the terminal): what it adds is taken back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        from wordllama.inference import WordLlamaInference
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    return WordLlamaInference  # type: ignore[no-any-return]
 
 
 class LlamaCppEmbedder:
