@@ -35,6 +35,9 @@ QUERIES = (
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ["--api-key", API_KEY, "--api-key", OTHER_KEY, "--ctx-size", "1024"]
+    state = tmp_path_factory.mktemp(f"state-{request.param}")
+    if request.param == "sqlite":  # a database of its own: the default data dir is every test server's
+        args += ["--database-url", f"sqlite:///{state / 'state.db'}"]
     if request.param == "postgresql":
         import uuid
 

@@ -46,6 +46,9 @@ def pdf(*pages: str, deflated: bytes | None = None) -> bytes:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ["--api-key", API_KEY, "--api-key", OTHER_KEY, "--ctx-size", "1024", "--file-quota-mb", "60"]
+    state = tmp_path_factory.mktemp(f"state-{request.param}")
+    if request.param == "sqlite":  # a database of its own: the default data dir is every test server's
+        args += ["--database-url", f"sqlite:///{state / 'state.db'}"]
     if request.param == "postgresql":
         import uuid
 
@@ -189,7 +192,7 @@ def test_bad_uploads_get_xai_errors_and_leave_nothing(server: Server) -> None:
     assert "filename" in api.post("/files", content=no_name, headers=multipart).json()["error"]
     # 50 MB and one byte, streamed without a Content-Length: 413 on the bytes themselves.
     huge = api.post("/files", files={"file": ("big.bin", _Sized(50_000_001))})
-    assert huge.status_code == 413 and "50 MB" in huge.json()["error"]
+    assert huge.status_code == 413 and "50 MB" in huge.json()["error"], huge.text
     assert _declared_only(server, 60 << 20).startswith(b"HTTP/1.1 413")  # refused before any byte is read
     # Over the key's quota (60 MiB here): 429 with the reason, and the partial upload is gone.
     kept = api.post("/files", files={"file": ("fill.bin", b"f" * 40_000_000)}).json()
