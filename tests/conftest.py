@@ -183,9 +183,14 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 PG_URL = os.environ.get("LOCALXAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A private schema in the PostgreSQL test database (the one this machine and CI start)."""
+@contextmanager
+def private_database(kind: str, tmp: Path) -> Iterator[str]:
+    """A database of its own: an SQLite file in `tmp`, or a private schema in the PostgreSQL test database
+    (the one this machine and CI start), dropped afterwards. (A server left to its default data dir would
+    share that directory's database with every other test server.)"""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'state.db'}"
+        return
     import uuid
 
     import psycopg
@@ -198,6 +203,12 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    with private_database("postgresql", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,7 +14,7 @@ import pytest
 from xai_sdk import Client
 from xai_sdk.proto.v5 import collections_pb2
 
-from conftest import API_KEY, Server, start_server, stop_server
+from conftest import API_KEY, Server, private_database, start_server, stop_server
 
 OTHER_KEY = "xai-collections-other-0000"
 DOCS = {
@@ -35,26 +35,11 @@ QUERIES = (
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ["--api-key", API_KEY, "--api-key", OTHER_KEY, "--ctx-size", "1024"]
-    state = tmp_path_factory.mktemp(f"state-{request.param}")
-    if request.param == "sqlite":  # a database of its own: the default data dir is every test server's
-        args += ["--database-url", f"sqlite:///{state / 'state.db'}"]
-    if request.param == "postgresql":
-        import uuid
-
-        import psycopg
-
-        from conftest import PG_URL
-
-        schema = f"lx_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        args += ["--database-url", f"{PG_URL}?options=-csearch_path%3D{schema}"]
-    running = start_server(tmp_path_factory.mktemp(f"collections-{request.param}"), *args)
-    yield running
-    stop_server(running)
-    if request.param == "postgresql":
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    tmp = tmp_path_factory.mktemp(f"collections-{request.param}")
+    with private_database(request.param, tmp) as url:
+        running = start_server(tmp, *args, "--database-url", url)
+        yield running
+        stop_server(running)
 
 
 def xai(server: Server, key: str = API_KEY) -> Client:

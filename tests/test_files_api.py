@@ -12,7 +12,7 @@ import openai
 import pytest
 from xai_sdk import Client
 
-from conftest import API_KEY, Server, start_server, stop_server
+from conftest import API_KEY, Server, private_database, start_server, stop_server
 
 OTHER_KEY = "xai-files-other-key-0000"
 
@@ -46,26 +46,11 @@ def pdf(*pages: str, deflated: bytes | None = None) -> bytes:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ["--api-key", API_KEY, "--api-key", OTHER_KEY, "--ctx-size", "1024", "--file-quota-mb", "60"]
-    state = tmp_path_factory.mktemp(f"state-{request.param}")
-    if request.param == "sqlite":  # a database of its own: the default data dir is every test server's
-        args += ["--database-url", f"sqlite:///{state / 'state.db'}"]
-    if request.param == "postgresql":
-        import uuid
-
-        import psycopg
-
-        from conftest import PG_URL
-
-        schema = f"lx_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        args += ["--database-url", f"{PG_URL}?options=-csearch_path%3D{schema}"]
-    running = start_server(tmp_path_factory.mktemp(f"files-{request.param}"), *args)
-    yield running
-    stop_server(running)
-    if request.param == "postgresql":
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    tmp = tmp_path_factory.mktemp(f"files-{request.param}")
+    with private_database(request.param, tmp) as url:
+        running = start_server(tmp, *args, "--database-url", url)
+        yield running
+        stop_server(running)
 
 
 def oai(server: Server, key: str = API_KEY) -> openai.OpenAI:

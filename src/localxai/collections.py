@@ -81,12 +81,11 @@ class Collections:
     ) -> CollectionRecord:  # fmt: skip
         if not name or len(name) > 1024:
             raise InvalidArgument("A collection needs a name of 1 to 1024 characters.")
-        model = model or DEFAULT_EMBEDDING_MODEL
-        self._embeddings.get_model(model)  # 404 naming the models served
+        model = self._embeddings.get_model(model or DEFAULT_EMBEDDING_MODEL).id  # 404 naming the models served
         chunk, overlap = _chunking(chunk_chars, overlap_chars)
         record = CollectionRecord(
             id=f"collection_{uuid.uuid4()}", owner=owner, name=name, description=description,
-            model=self._embeddings.get_model(model).id, chunk_chars=chunk, overlap_chars=overlap,
+            model=model, chunk_chars=chunk, overlap_chars=overlap,
             inject_name=inject_name, field_definitions=tuple(_field_definitions(field_definitions)), created_at=0.0,
         )  # fmt: skip
         await asyncio.to_thread(self._rows.create, record)
@@ -324,8 +323,8 @@ class Collections:
         file = await self._files.get(document.file_id, owner)
         text = await self._files.text(file)
         prefix = _prefix(collection, document)
-        chunks = [replace(c, content=prefix + c.content) for c in chunk(text, collection.chunk_chars,
-                                                                        collection.overlap_chars)]  # fmt: skip
+        pieces = await asyncio.to_thread(chunk, text, collection.chunk_chars, collection.overlap_chars)
+        chunks = [replace(c, content=prefix + c.content) for c in pieces]
         vectors = np.empty((0, 0), dtype=np.float32)
         batches = [chunks[i : i + EMBED_BATCH] for i in range(0, len(chunks), EMBED_BATCH)]
         parts = [(await self._embeddings.embed(collection.model, [c.content for c in b])).vectors for b in batches]

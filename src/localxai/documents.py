@@ -52,7 +52,7 @@ async def extract_text(filename: str, data: AsyncIterator[bytes]) -> str:
         content += piece
         if len(content) > 4 * MAX_TEXT_CHARS:
             raise _too_long(filename)
-    text = _decode(bytes(content))
+    text = await asyncio.to_thread(_decode, bytes(content))  # up to 16 MB: not on the event loop
     if text is None:
         raise InvalidArgument(
             f"{filename} is neither text nor a PDF: localxai reads PDFs and text files "

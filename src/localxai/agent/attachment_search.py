@@ -10,14 +10,13 @@ by reciprocal rank fusion of cosine similarity and a BM25 keyword score, and nam
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed
+from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed, query_function
 from localxai.chat import SearchResult, ServerTool, Tool, ToolCall
 from localxai.collections import CHUNK_CHARS, DEFAULT_OVERLAP, chunk, reciprocal_rank
 from localxai.embeddings import DEFAULT_EMBEDDING_MODEL, MAX_INPUTS, Embeddings
@@ -25,19 +24,10 @@ from localxai.errors import InvalidArgument, LocalXAIError
 from localxai.files import Files
 from localxai.store.collections import WORD
 
-FUNCTION = Tool(
-    name="attachment_search",
-    description="Search the files attached to this conversation. Returns the passages that best match the "
+FUNCTION = query_function(
+    "attachment_search",
+    "Search the files attached to this conversation. Returns the passages that best match the "
     "query, each with its file and page.",
-    parameters=json.dumps(
-        {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "minLength": 1, "description": "What to look for, in a few words."}
-            },
-            "required": ["query"],
-        }
-    ),
 )
 
 
@@ -129,7 +119,8 @@ class AttachmentToolset:
                 for file_id in self._file_ids:
                     record = await self._files.get(file_id, self._owner)
                     text = await self._files.text(record)
-                    for seq, piece in enumerate(chunk(text, CHUNK_CHARS[1], DEFAULT_OVERLAP)):
+                    pieces = await asyncio.to_thread(chunk, text, CHUNK_CHARS[1], DEFAULT_OVERLAP)
+                    for seq, piece in enumerate(pieces):
                         terms = Counter(WORD.findall(piece.content.lower()))
                         passages.append(_Passage(file_id, record.filename, seq, piece.page, piece.content, terms))
                 parts = [

@@ -105,6 +105,13 @@ class Executor(Protocol):
     async def open(self, tool: ServerTool, session: Session) -> Toolset: ...
 
 
+def query_function(name: str, description: str) -> Tool:
+    """A search function of one non-empty `query` (the collections and attachment searches)."""
+    query = {"type": "string", "minLength": 1, "description": "What to look for, in a few words."}
+    schema = {"type": "object", "properties": {"query": query}, "required": ["query"]}
+    return Tool(name=name, description=description, parameters=json.dumps(schema))
+
+
 def config(tool: ServerTool) -> dict[str, Any]:
     value = json.loads(tool.config)
     assert isinstance(value, dict)

@@ -9,28 +9,18 @@ passages with their document and chunk; each document found is a source, cited a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed
+from localxai.agent.base import Outcome, Session, Toolset, arguments, config, failed, query_function
 from localxai.chat import SearchResult, ServerTool, Tool, ToolCall
 from localxai.collections import MODES, SEARCH_LIMIT, Collections
 from localxai.errors import InvalidArgument, LocalXAIError
 
 MAX_COLLECTIONS = 10  # xAI's cap on a file_search's vector_store_ids
-FUNCTION = Tool(
-    name="collections_search",
-    description="Search the user's document collections. Returns the passages that best match the query, "
+FUNCTION = query_function(
+    "collections_search",
+    "Search the user's document collections. Returns the passages that best match the query, "
     "each with the document it comes from.",
-    parameters=json.dumps(
-        {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "minLength": 1, "description": "What to look for, in a few words."}
-            },
-            "required": ["query"],
-        }
-    ),
 )
 
 

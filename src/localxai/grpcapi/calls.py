@@ -118,17 +118,22 @@ def unary(
     @functools.wraps(method)
     async def handle(self: Servicer, request: Request, context: grpc.aio.ServicerContext) -> Reply:
         call = _Call(self, method.__name__, request, context)
-        try:
-            return await method(self, request, context, await call.authenticate(request))
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-            raise  # not reached: fail() aborts
-        finally:
-            call.done()
+        return await _handled(call, request, lambda caller: method(self, request, context, caller))
 
     return handle
+
+
+async def _handled(call: _Call, request: Any, run: Callable[[ApiKey], Awaitable[Reply]]) -> Reply:
+    """One unary-reply call: authenticated, its failure the call's status, counted and logged."""
+    try:
+        return await run(await call.authenticate(request))
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        await call.fail(exc)
+        raise  # not reached: fail() aborts
+    finally:
+        call.done()
 
 
 def streaming(
@@ -165,14 +170,6 @@ def client_streaming(
                     raise e.InvalidArgument(f"A message of {call.method} does not decode ({request.reason}).")
                 yield request
 
-        try:
-            return await method(self, checked(), context, await call.authenticate(None))
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-            raise  # not reached: fail() aborts
-        finally:
-            call.done()
+        return await _handled(call, None, lambda caller: method(self, checked(), context, caller))
 
     return handle
