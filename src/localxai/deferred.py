@@ -6,6 +6,11 @@ runs them through the same ChatService and stores the result, so pending work su
 and results survive a crash. Several processes can share one database: a claim is a lease that the
 worker renews while it runs. A request whose process died while running it MAX_ATTEMPTS times is
 failed rather than run again, and one that finds the engine at capacity waits in the store.
+
+The same worker runs batch requests (batches.py), rows of the same table, after deferred completions and
+at background priority: at most `batch_concurrency` at once, handed to the engine as background work
+that yields to interactive requests (a preempted one is started again). A request whose batch was
+cancelled is dropped when its lease is renewed (at once when the cancel was made in this process).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class DeferredCompletions:
         lease_s: float = 30.0,
         concurrency: int = 4,
         ttl_s: float = RESULT_TTL_S,
+        batch_concurrency: int = 16,
     ) -> None:
         self._service = service
         self._store = store
@@ -55,8 +61,11 @@ class DeferredCompletions:
         self._lease_s = lease_s
         self._concurrency = concurrency
         self._ttl_s = ttl_s
+        self._batch_concurrency = batch_concurrency
         self._wake = asyncio.Event()
+        self._recheck = False  # a batch was cancelled here: renew (and so drop) claims now
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._batch: set[str] = set()  # the running requests that are a batch's
         self._loop_task: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
         self._paused_until = 0.0  # the engine was at capacity: claim nothing before this
@@ -87,6 +96,15 @@ class DeferredCompletions:
             self._store.release_claims(self._worker_id, True)
         except e.LocalXAIError:
             log.warning("could not release the deferred requests in flight; they are retried after their lease")
+
+    def wake(self) -> None:
+        """New work is in the store."""
+        self._wake.set()
+
+    def recheck(self) -> None:
+        """Some running requests may have been cancelled: check the claims now."""
+        self._recheck = True
+        self._wake.set()
 
     async def submit(self, request: ChatRequest, caller: ApiKey) -> str:
         """Admit and check `request` (raises like a live request) and queue it; returns the request id."""
@@ -124,18 +142,16 @@ class DeferredCompletions:
         last_renewal = time.monotonic()
         while True:
             try:
-                while len(self._running) < self._concurrency and time.monotonic() >= self._paused_until:
-                    claimed = await asyncio.to_thread(
-                        self._store.claim_deferred, self._worker_id, self._lease_s, MAX_ATTEMPTS
-                    )
-                    if claimed is None:
-                        break
-                    request_id, payload = claimed
-                    self._running[request_id] = asyncio.create_task(self._run(request_id, payload))
-                if time.monotonic() - last_renewal > self._lease_s / 3:
-                    await asyncio.to_thread(
+                await self._claim(batch=False, limit=self._concurrency)
+                await self._claim(batch=True, limit=self._batch_concurrency)
+                if self._recheck or time.monotonic() - last_renewal > self._lease_s / 3:
+                    self._recheck = False
+                    held = await asyncio.to_thread(
                         self._store.renew_leases, self._worker_id, list(self._running), self._lease_s
                     )
+                    for request_id, task in list(self._running.items()):
+                        if request_id not in held:  # its batch was cancelled: the row is settled already
+                            task.cancel()
                     await asyncio.to_thread(self._store.expire_deferred, time.time() - self._ttl_s)
                     last_renewal = time.monotonic()
             except Exception:
@@ -147,13 +163,33 @@ class DeferredCompletions:
                 async with asyncio.timeout(min(1.0, self._lease_s / 3)):
                     await self._wake.wait()
 
-    async def _run(self, request_id: str, payload: str) -> None:
+    async def _claim(self, batch: bool, limit: int) -> None:
+        while time.monotonic() >= self._paused_until:
+            if sum(1 for r in self._running if (r in self._batch) == batch) >= limit:
+                return
+            claimed = await asyncio.to_thread(
+                self._store.claim_deferred, self._worker_id, self._lease_s, MAX_ATTEMPTS, batch
+            )
+            if claimed is None:
+                return
+            request_id, payload = claimed
+            if batch:
+                self._batch.add(request_id)
+            self._running[request_id] = asyncio.create_task(self._run(request_id, payload, batch))
+
+    async def _run(self, request_id: str, payload: str, batch: bool = False) -> None:
         try:
             request = codec.loads(payload)
             owner = await asyncio.to_thread(self._store.deferred_owner, request_id)
             # Validated, access-checked and counted at submission; resolved again here, billed to its owner.
             admission = replace(await self._service.admit(request), key_id=owner)
-            completion = await collect(await self._service.run(admission, api="deferred"), request.n)
+            while True:
+                try:
+                    stream = await self._service.run(admission, api="batch" if batch else "deferred", background=batch)
+                    completion = await collect(stream, request.n)
+                    break
+                except e.Preempted:  # an interactive request took its slot: start it again
+                    continue
             await asyncio.to_thread(self._store.finish_deferred, request_id, codec.dumps(completion))
         except asyncio.CancelledError:
             raise
@@ -167,4 +203,5 @@ class DeferredCompletions:
             await asyncio.to_thread(self._store.fail_deferred, request_id, e.Status.INTERNAL.name, "internal error")
         finally:
             self._running.pop(request_id, None)
+            self._batch.discard(request_id)
             self._wake.set()

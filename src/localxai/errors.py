@@ -13,6 +13,7 @@ from typing import ClassVar
 class Status(enum.Enum):
     """Canonical RPC statuses; the value is the description xAI sends as `code`."""
 
+    CANCELLED = "The operation was cancelled"
     INVALID_ARGUMENT = "Client specified an invalid argument"
     UNAUTHENTICATED = "The request does not have valid authentication credentials"
     PERMISSION_DENIED = "The caller does not have permission to execute the specified operation"
@@ -21,6 +22,15 @@ class Status(enum.Enum):
     UNIMPLEMENTED = "Operation is not implemented or not supported"
     UNAVAILABLE = "The service is currently unavailable"
     INTERNAL = "Internal error"
+
+    @property
+    def code(self) -> int:
+        """The canonical number (google.rpc.Code), as in a `google.rpc.Status` (batch results)."""
+        return _CODES[self.name]
+
+
+_CODES = {"CANCELLED": 1, "INVALID_ARGUMENT": 3, "NOT_FOUND": 5, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
+          "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}  # fmt: skip
 
 
 class LocalXAIError(Exception):
@@ -105,6 +115,11 @@ class ResourceExhausted(LocalXAIError):
 
 class Unavailable(LocalXAIError):
     status = Status.UNAVAILABLE
+
+
+class Preempted(Unavailable):
+    """A background generation (a batch request) gave its slot to an interactive request; whoever runs
+    it starts it again. Never seen by a client."""
 
 
 class Abandoned(LocalXAIError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from localxai.accounting import Accounting
 from localxai.agent.attachment_search import AttachmentSearch
@@ -15,6 +16,7 @@ from localxai.agent.remote_mcp import CONNECT_TIMEOUT_S, RemoteMcp
 from localxai.agent.sandbox import CodeSandbox
 from localxai.agent.web_search import MAX_PAGE_BYTES, SearxngSearch
 from localxai.auth import Authenticator, is_open_access
+from localxai.batches import Batches
 from localxai.collections import Collections
 from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
@@ -23,6 +25,7 @@ from localxai.engines.base import Engine
 from localxai.engines.registry import build_engines
 from localxai.errors import ConfigError
 from localxai.files import Files
+from localxai.httpapi.batch_lines import jsonl_requests
 from localxai.hub import pulled
 from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
@@ -62,6 +65,7 @@ class Runtime:
     files: Files
     embeddings: Embeddings
     collections: Collections
+    batches: Batches
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
@@ -95,9 +99,10 @@ class Runtime:
         agent = Agent(service, served, options.agent_limits, observer=metrics)
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
+        batches = Batches(service, store, files, deferred, partial(jsonl_requests, sealer=sealer))
         return cls(
             service, deferred, auth, store, metrics, conversations, sealer, files, embeddings, collections,
-            options.max_body_bytes, shutdown,
+            batches, options.max_body_bytes, shutdown,
         )  # fmt: skip
 
     @classmethod
@@ -163,6 +168,7 @@ class Runtime:
         await self.deferred.start()
         await self.files.start()
         await self.collections.start()
+        await self.batches.start()
 
     def halt(self) -> None:
         """A forced exit (second Ctrl-C): stop engine threads and children, hand back deferred work."""
@@ -170,6 +176,7 @@ class Runtime:
         self.service.halt()
 
     async def close(self) -> None:
+        await self.batches.close()
         await self.collections.close()
         self.embeddings.close()
         await self.files.close()

@@ -190,8 +190,9 @@ class ChatService:
             )
         return info, await engine.tokenize(info.id, text)
 
-    async def admit(self, request: ChatRequest, caller: ApiKey | None = None) -> Admission:
-        """Everything that can refuse a request before work starts; raises the client's error."""
+    async def admit(self, request: ChatRequest, caller: ApiKey | None = None, counted: bool = True) -> Admission:
+        """Everything that can refuse a request before work starts; raises the client's error. A request
+        not `counted` (a batch's) is checked for access but not counted against the caller's rate limits."""
         if request.unsupported:
             # Fields the client set that localxai does not honour: refused, never ignored.
             raise UnsupportedParameter(f"Argument not supported: {', '.join(request.unsupported)}")
@@ -205,7 +206,8 @@ class ChatService:
         owner = caller.key_id if caller else None
         request = await self._attachments.resolve(request, owner, info.context_length)  # documents: prompt text
         self._validate(request, info)
-        await self._accounting.admit(caller, info.id)
+        if counted:
+            await self._accounting.admit(caller, info.id)
         return Admission(request, info, engine, caller.key_id if caller else None)
 
     async def attach(self, request: ChatRequest, caller: ApiKey | None) -> ChatRequest:
@@ -231,12 +233,16 @@ class ChatService:
         images = await self._load_images(request, info)
         await admission.engine.check(_generation_request(request, info, None, images))
 
-    async def run(self, admission: Admission, api: str = "rest") -> ChatStream:
+    async def run(self, admission: Admission, api: str = "rest", background: bool = False) -> ChatStream:
+        """Start generating. `background` work (batch requests) yields to interactive requests (the
+        engine may stop it with Preempted) and has no time limit: it may wait for them."""
         request, info = admission.request, admission.info
         started = time.monotonic()
-        deadline = None if self._limits.timeout_s is None else started + self._limits.timeout_s
+        timeout = None if background else self._limits.timeout_s
+        deadline = None if timeout is None else started + timeout
         images = await self._load_images(request, info)
-        events = await admission.engine.generate(_generation_request(request, info, deadline, images))
+        generation = replace(_generation_request(request, info, deadline, images), background=background)
+        events = await admission.engine.generate(generation)
         return ChatStream(
             id=str(uuid.uuid4()),
             created=int(time.time()),

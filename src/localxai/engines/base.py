@@ -27,6 +27,9 @@ class GenerationRequest:
     tool_choice: ToolChoice = field(default_factory=lambda: ToolChoice(ToolMode.NONE))  # resolved
     deadline: float | None = None  # time.monotonic() past which the generation stops (TIME_LIMIT)
     images: tuple[LoadedImage, ...] = ()  # every image part of `messages`, in order, fetched and checked
+    # Batch work: it runs on what interactive requests leave free, and an engine that schedules may stop
+    # it for one (raising errors.Preempted) so that its caller runs it again later.
+    background: bool = False
 
 
 class Engine(abc.ABC):

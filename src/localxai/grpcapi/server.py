@@ -34,7 +34,7 @@ from localxai import sealing
 from localxai.auth import ApiKey
 from localxai.chat import ChatRequest, Finished, StoredResponse
 from localxai.conversations import Turn
-from localxai.grpcapi import collections, convert
+from localxai.grpcapi import batches, collections, convert
 from localxai.grpcapi.calls import client_streaming, lenient_bodies, streaming, unary
 from localxai.listen import grpc_addresses
 from localxai.runtime import Runtime
@@ -285,6 +285,7 @@ async def grpc_server(
     files_pb2_grpc.add_FilesServicer_to_server(FilesServicer(runtime), server)
     embed_pb2_grpc.add_EmbedderServicer_to_server(EmbedderServicer(runtime), server)
     collections.add_to(server, runtime)
+    batches.add_to(server, runtime)
     bound = 0
     for address in (f"[{a}]" if ":" in a else a for a in grpc_addresses(host)):
         try:

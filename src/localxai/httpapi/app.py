@@ -19,6 +19,7 @@ from localxai import logs
 from localxai.auth import ApiKey
 from localxai.errors import Gone, InvalidArgument, LocalXAIError, PayloadTooLarge, Unavailable
 from localxai.httpapi import (
+    batches,
     collections,
     completions,
     convert,
@@ -348,6 +349,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     files.add_routes(app, runtime.files)
     embeddings.add_routes(app, runtime.embeddings)
     collections.add_routes(app, runtime)
+    batches.add_routes(app, runtime.batches)
     playground.add_routes(app, runtime)
 
     return app

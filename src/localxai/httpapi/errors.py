@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -69,7 +70,8 @@ def body_media_problem(request: Request, body: bytes | None) -> e.UnsupportedMed
     return None
 
 
-def _describe(errors: list[dict[str, Any]]) -> str:
+def validation_message(errors: Sequence[Any]) -> str:
+    """xAI's text for a body that does not fit its type (pydantic's first error)."""
     first = errors[0]
     path = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     where = f"{path}: " if path else ""
@@ -83,7 +85,7 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
     errors = list(exc.errors())
     if errors and errors[0].get("type") == "invalid_unicode":  # well-formed JSON, text no model can take: 400
         return error_response(e.InvalidArgument(errors[0]["msg"]))
-    return error_response(e.MalformedBody(_describe(errors)))
+    return error_response(e.MalformedBody(validation_message(errors)))
 
 
 async def on_local_error(request: Request, exc: Exception) -> JSONResponse:

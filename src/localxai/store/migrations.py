@@ -96,6 +96,20 @@ def vector_schema(conn: sa.Connection, create: bool = False) -> str | None:
     return conn.exec_driver_sql(query).scalar()
 
 
+def _batches(conn: sa.Connection) -> None:
+    """Batches; their requests are rows of the deferred queue, with the batch's columns."""
+    tables.batches.create(conn, checkfirst=True)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("deferred")}
+    for column in ("batch_id", "batch_request_id", "ordinal", "endpoint", "model", "finished_at"):
+        if column not in have:  # a database made by _initial from the current shape has them
+            kind = tables.deferred.c[column].type.compile(conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE deferred ADD COLUMN {column} {kind}"))
+    have_indexes = {i["name"] for i in sa.inspect(conn).get_indexes("deferred")}
+    for index in tables.deferred.indexes:
+        if index.name not in have_indexes:
+            index.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
@@ -106,6 +120,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (7, "files", _files),
     (8, "file texts", _file_texts),
     (9, "collections", _collections),
+    (10, "batches", _batches),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

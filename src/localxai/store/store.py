@@ -291,22 +291,29 @@ class Store:
                 )
             )
 
-    def claim_deferred(self, worker: str, lease_s: float, max_attempts: int = 3) -> tuple[str, str] | None:
-        """Take the oldest pending (or abandoned) request for `worker`; None when there is none.
+    def claim_deferred(
+        self, worker: str, lease_s: float, max_attempts: int = 3, batch: bool = False
+    ) -> tuple[str, str] | None:
+        """Take the oldest pending (or abandoned) request for `worker`: a deferred completion, or with
+        `batch` a batch's request (in the order they were added); None when there is none.
 
         A request already claimed `max_attempts` times without a clean end (its process died while
         running it, again and again) is failed instead of being run once more.
         """
         now = time.time()
-        claimable = sa.or_(
-            deferred.c.status == "pending", sa.and_(deferred.c.status == "running", deferred.c.lease_until < now)
+        claimable = sa.and_(
+            deferred.c.batch_id.is_not(None) if batch else deferred.c.batch_id.is_(None),
+            sa.or_(
+                deferred.c.status == "pending", sa.and_(deferred.c.status == "running", deferred.c.lease_until < now)
+            ),
         )
         while True:
             with self._write() as conn:
                 query = sa.select(deferred.c.id, deferred.c.request, deferred.c.attempts).where(claimable)
                 if self.dialect == "postgresql":
                     query = query.with_for_update(skip_locked=True)
-                row = conn.execute(query.order_by(deferred.c.created_at).limit(1)).first()
+                order = (deferred.c.created_at, deferred.c.ordinal) if batch else (deferred.c.created_at,)
+                row = conn.execute(query.order_by(*order).limit(1)).first()
                 if row is None:
                     return None
                 if row.attempts >= max_attempts:
@@ -321,6 +328,7 @@ class Store:
                             claimed_by=None,
                             lease_until=None,
                             updated_at=now,
+                            finished_at=now,
                         )
                     )
                     log.error("deferred completion %s failed: its server stopped %d times", row.id, row.attempts)
@@ -342,15 +350,14 @@ class Store:
         with self._read() as conn:
             return conn.scalar(sa.select(deferred.c.owner).where(deferred.c.id == request_id))
 
-    def renew_leases(self, worker: str, request_ids: list[str], lease_s: float) -> None:
+    def renew_leases(self, worker: str, request_ids: list[str], lease_s: float) -> set[str]:
+        """Extend `worker`'s leases; returns the requests it still holds (a cancelled batch's are not)."""
         if not request_ids:
-            return
+            return set()
+        held = sa.and_(deferred.c.id.in_(request_ids), deferred.c.claimed_by == worker, deferred.c.status == "running")
         with self._write() as conn:
-            conn.execute(
-                deferred.update()
-                .where(deferred.c.id.in_(request_ids), deferred.c.claimed_by == worker)
-                .values(lease_until=time.time() + lease_s)
-            )
+            conn.execute(deferred.update().where(held).values(lease_until=time.time() + lease_s))
+            return set(conn.scalars(sa.select(deferred.c.id).where(held)))
 
     def release_claims(self, worker: str, clean: bool = False) -> int:
         """Put `worker`'s running requests back in the queue: its previous life died (they count as
@@ -376,19 +383,19 @@ class Store:
         self._settle(request_id, status="failed", error_kind=kind, error_message=message)
 
     def _settle(self, request_id: str, **values: Any) -> None:
+        now = time.time()
         with self._write() as conn:
             conn.execute(
                 deferred.update()
                 .where(deferred.c.id == request_id, deferred.c.status == "running")
-                .values(claimed_by=None, lease_until=None, updated_at=time.time(), **values)
+                .values(claimed_by=None, lease_until=None, updated_at=now, finished_at=now, **values)
             )
 
     def take_deferred(self, request_id: str, owner: str, not_before: float) -> DeferredRow | None:
         """The owner's request; a finished one is handed out once (deleted in the same transaction)."""
         with self._write() as conn:
-            row = conn.execute(
-                sa.select(deferred).where(deferred.c.id == request_id, deferred.c.owner == owner)
-            ).first()
+            mine = sa.and_(deferred.c.id == request_id, deferred.c.owner == owner, deferred.c.batch_id.is_(None))
+            row = conn.execute(sa.select(deferred).where(mine)).first()
             if row is None:
                 return None
             if row.created_at < not_before:
@@ -404,7 +411,8 @@ class Store:
 
     def expire_deferred(self, not_before: float) -> int:
         with self._write() as conn:
-            return conn.execute(deferred.delete().where(deferred.c.created_at < not_before)).rowcount
+            old = sa.and_(deferred.c.created_at < not_before, deferred.c.batch_id.is_(None))  # batches: their own
+            return conn.execute(deferred.delete().where(old)).rowcount
 
     # -- server secrets -------------------------------------------------------------------------
 

@@ -38,7 +38,31 @@ deferred = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),  # claims not ended by a clean stop
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # A batch's requests are rows of this queue too (migration 10), in the order they were added.
+    sa.Column("batch_id", sa.String(48)),
+    sa.Column("batch_request_id", sa.String(256)),  # the client's id, unique within its batch
+    sa.Column("ordinal", sa.Integer),
+    sa.Column("endpoint", sa.String(40)),  # what the request was sent as: /v1/chat/completions, /v1/responses
+    sa.Column("model", sa.String(200)),
+    sa.Column("finished_at", sa.Float),
     sa.Index("ix_deferred_status", "status", "created_at"),
+    sa.Index("ix_deferred_batch", "batch_id", "ordinal"),
+    sa.Index("ux_deferred_batch_request", "batch_id", "batch_request_id", unique=True),
+)
+
+# Batches (batches.py): a named group of requests, run in the background from the deferred queue.
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(48), primary_key=True),  # batch_<uuid>
+    sa.Column("owner", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(1024), nullable=False),
+    sa.Column("input_file_id", sa.String(48)),  # made from this JSONL file: sealed, nothing can be added
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # what is still pending then is cancelled
+    sa.Column("cancelled_at", sa.Float),
+    sa.Column("cancel_message", sa.Text),  # why the server cancelled it (it expired)
+    sa.Index("ix_batches_owner_created", "owner", "created_at"),
 )
 
 rate_windows = sa.Table(

@@ -12,6 +12,11 @@ with the lowest id is taken, so that running sequences have consecutive ids (lla
 consecutive sequence ids in one pass, and breaks the batch at every gap). With `--cache-ram`, what a
 reused slot held goes to host memory first. `n > 1` choices decode the prompt once and share it.
 
+Background jobs (batch requests) use what interactive ones leave: they are admitted only when no
+interactive job waits and a slot stays free beside them, they sit out every step that has an interactive
+sequence in it, and an interactive job that finds no free slot takes a background job's (the one that has
+generated least), which ends with Preempted for its caller to run again.
+
 Images (vision models) are decoded in a llama.cpp call of their own when a sequence's prefill
 reaches them; a cached prefix never ends inside an image.
 
@@ -40,7 +45,7 @@ from localxai.engines.llamacpp.speculation import ALONE_BAR, Drafter, NgramIndex
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput
 from localxai.engines.stops import TextAssembler
-from localxai.errors import InternalError, LocalXAIError, ResourceExhausted
+from localxai.errors import InternalError, LocalXAIError, Preempted, ResourceExhausted
 from localxai.specs import ReasoningSpec
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,10 @@ class Job:
     @property
     def n(self) -> int:
         return self.request.chat.n
+
+    @property
+    def background(self) -> bool:
+        return self.request.background
 
 
 @dataclass(eq=False)
@@ -130,10 +139,11 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         with self._wake:
-            if len(self._waiting) >= self._max_queue:  # first forget requests whose client left
+            # The queue bounds interactive jobs; background ones are bounded by whoever submits them.
+            if not job.background and self._interactive_waiting() >= self._max_queue:
                 self._waiting = collections.deque(j for j in self._waiting if not j.cancelled.is_set())
-            if len(self._waiting) >= self._max_queue:
-                raise ResourceExhausted(AT_CAPACITY, retry_after=1.0)
+                if self._interactive_waiting() >= self._max_queue:  # not only requests whose client left
+                    raise ResourceExhausted(AT_CAPACITY, retry_after=1.0)
             self._waiting.append(job)
             self._wake.notify()
 
@@ -210,17 +220,50 @@ class Scheduler:
             kept = [j for j in self._waiting if not j.cancelled.is_set()]
             self._waiting = collections.deque(kept)
 
+    def _interactive_waiting(self) -> int:
+        return sum(1 for j in self._waiting if not j.background)
+
     def _admit(self) -> None:
         while True:
             with self._wake:
-                if not self._waiting:
+                job = next((j for j in self._waiting if not j.background), None)
+                if job is None:
+                    job = next(iter(self._waiting), None)
+                if job is None:
                     return
                 free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)  # see above
-                job = self._waiting[0]
-                if len(free) < job.n:
+                if job.background:
+                    # One slot stays free beside background work, so a lone interactive request never
+                    # has to stop it.
+                    if len(free) < job.n + (1 if len(self._slots) > job.n else 0):
+                        return
+                elif len(free) < job.n and not self._preempt(job.n - len(free)):
                     return  # FIFO: wait for enough slots rather than starve big requests
-                self._waiting.popleft()
+                self._waiting.remove(job)
+                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)
             self._start(job, free)
+
+    def _preempt(self, slots: int) -> bool:
+        """Free `slots` slots by stopping background jobs, those that have generated least first; False
+        (stopping none) when they hold too few. A stopped job's KV stays as prefix cache for its rerun."""
+        victims: list[Job] = []
+        held = 0
+        for job in sorted((j for j in self._running if j.background), key=self._progress):
+            if held >= slots:
+                break
+            victims.append(job)
+            held += len(self._sequences(job))
+        if held < slots:
+            return False
+        for job in victims:
+            for seq in self._sequences(job):
+                self._release(seq)
+            self._running.remove(job)
+            self._emit(job, Preempted("the batch request gave its slot to an interactive request"))
+        return True
+
+    def _progress(self, job: Job) -> int:
+        return job.completion_tokens + sum(seq.generated for seq in self._sequences(job))
 
     def _start(self, job: Job, free: list[Slot]) -> None:
         prompt = job.prompt
@@ -287,6 +330,8 @@ class Scheduler:
         decoding: list[tuple[Sequence, list[int], list[int]]] = []  # (sequence, batch indices, draft)
         prefilling: list[tuple[Sequence, list[int]]] = []
         active = [s.seq for s in self._slots if s.seq is not None]
+        if any(not seq.job.background for seq in active):  # background sequences sit this step out
+            active = [seq for seq in active if not seq.job.background]
         generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
         drafts = self._drafts(generating, model.shape.n_batch - len(generating))
         room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
