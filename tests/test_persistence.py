@@ -148,3 +148,55 @@ def test_deferred_survives_kill_and_restart(tmp_path: Path) -> None:
     finally:
         if server.process.poll() is None:
             stop_server(server)
+
+
+def test_a_thousand_request_batch_survives_kill_and_restart(tmp_path: Path) -> None:
+    """Every result exactly once across a kill -9: what finished stays finished (never run again), what
+    was running runs again after the restart, and the counts always add up."""
+    db_path = tmp_path / "state.db"
+    port = free_port()
+    args = ("--database-url", f"sqlite:///{db_path}", "--ctx-size", "256", "--port", str(port))
+    server = start_server(tmp_path, *args)
+    headers = bearer("x")
+    try:
+        batch_id = httpx.post(server.v1 + "/batches", json={"name": "big"}, headers=headers).json()["batch_id"]
+        requests = [
+            {"batch_request_id": f"r{i}", "batch_request": {"chat_get_completion": {**BODY, "max_tokens": 2,
+             "messages": [{"role": "system", "content": "You count."}, {"role": "user", "content": f"Say {i}"}]}}}
+            for i in range(1000)
+        ]  # fmt: skip
+        added = httpx.post(f"{server.v1}/batches/{batch_id}/requests", json={"batch_requests": requests},
+                           headers=headers, timeout=120)  # fmt: skip
+        assert added.status_code == 200, added.text
+
+        def state() -> dict[str, int]:
+            got = httpx.get(f"{server.v1}/batches/{batch_id}", headers=headers, timeout=30).json()["state"]
+            assert got["num_requests"] == 1000
+            assert got["num_pending"] + got["num_success"] + got["num_error"] + got["num_cancelled"] == 1000
+            return dict(got)
+
+        _wait_for(lambda: state()["num_success"] >= 100, timeout=300)
+        _kill(server)
+        with sqlite3.connect(db_path) as db:
+            done_before = {r[0] for r in db.execute("SELECT batch_request_id FROM deferred WHERE status = 'done'")}
+            running = db.execute("SELECT count(*) FROM deferred WHERE status = 'running'").fetchone()[0]
+        assert len(done_before) >= 100
+        server = start_server(tmp_path, *args)
+        _wait_for(lambda: state()["num_pending"] == 0, timeout=600)
+        assert state()["num_success"] == 1000
+        seen: list[str] = []
+        token = None
+        while True:
+            params = {"limit": 300, **({"pagination_token": token} if token else {})}
+            page = httpx.get(f"{server.v1}/batches/{batch_id}/results", params=params, headers=headers).json()
+            seen += [r["batch_request_id"] for r in page["results"] if "response" in r["batch_result"]]
+            if not (token := page["pagination_token"]):
+                break
+        assert sorted(seen) == sorted(f"r{i}" for i in range(1000))  # each once
+        with sqlite3.connect(db_path) as db:
+            runs = db.execute("SELECT count(*) FROM usage WHERE api = 'batch'").fetchone()[0]
+        # A finished request is never run again; only those running at the kill (and at most they) twice.
+        assert 1000 <= runs <= 1000 + running
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
