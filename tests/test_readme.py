@@ -38,10 +38,10 @@ def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_the_examples_section_has_every_client() -> None:
     langs = [lang for lang, _ in example_blocks()]
-    assert langs == ["sh", "python", "python", "sh", "python", "sh", "python"]
+    assert langs == ["sh", "python", "python", "sh", "python", "sh", "python", "python"]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(8))
 def test_readme_example_runs_as_pasted(plain_server: Server, index: int) -> None:
     lang, code = example_blocks()[index]
     port = plain_server.base_url.rsplit(":", 1)[1]

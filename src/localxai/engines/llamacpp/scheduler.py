@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 AT_CAPACITY = "The service is temporarily at capacity. Please retry your request shortly."
 IDLE_WAIT_S = 0.5
+BACKGROUND_PREFILL = 64  # prompt tokens in a step of background work alone (bench/batch.py)
 
 
 @dataclass(eq=False)
@@ -344,6 +345,9 @@ class Scheduler:
             decoding.append((seq, indices, draft))
         # Running streams first; prompts get a bounded share so they never stall them for long.
         budget = min(room, self._prefill_chunk) if decoding else room
+        if active and all(seq.job.background for seq in active):
+            # An interactive request that arrives waits for the step in flight: keep background steps short.
+            budget = min(budget, BACKGROUND_PREFILL)
         for seq in sorted((s for s in active if s.pending), key=lambda s: self._running.index(s.job)):
             if budget <= 0:
                 break
