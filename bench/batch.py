@@ -39,8 +39,9 @@ def probe(base: str, clients: int, requests: int, think_s: float) -> list[float]
     def client(index: int) -> None:
         with httpx.Client(base_url=base, headers=HEADERS, timeout=300) as http:
             for i in range(requests):
+                question = f"Client {index}, question {i}: name a fruit."
                 body = {"model": MODEL, "stream": True, "max_tokens": 24, "temperature": 0,
-                        "messages": [{"role": "user", "content": f"Client {index}, question {i}: name a fruit."}]}  # fmt: skip
+                        "messages": [{"role": "user", "content": question}]}  # fmt: skip
                 started = time.perf_counter()
                 with http.stream("POST", "/v1/chat/completions", json=body) as answer:
                     answer.raise_for_status()
