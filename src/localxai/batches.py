@@ -64,10 +64,6 @@ class Result:
     error: e.Status | None
     message: str | None
 
-    @property
-    def cancelled(self) -> bool:
-        return self.row.state == "cancelled"
-
 
 JsonlReader = Callable[[bytes], list[Submitted]]
 
