@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -29,6 +30,7 @@ from localxai.files import Files
 from localxai.service import ChatService
 from localxai.store.batches import BatchRecord, BatchRows, Counts, NewRequest, RequestRow
 from localxai.store.store import Store
+from localxai.tasks import Background, every
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +79,19 @@ class Batches:
         self._files = files
         self._deferred = deferred
         self._jsonl = jsonl
-        self._janitor: asyncio.Task[None] | None = None
+        self._janitor = Background("batches-cleanup")
 
     async def start(self) -> None:
         """Cancel what expired batches still have pending and remove old batches, now and every CLEANUP_S."""
-        self._janitor = asyncio.create_task(self._clean(), name="batches-cleanup")
+        self._janitor.start(every(CLEANUP_S, self._clean, "batch cleanup"))
 
     async def close(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-            await asyncio.gather(self._janitor, return_exceptions=True)
+        await self._janitor.close()
 
     async def _clean(self) -> None:
-        while True:
-            try:
-                cancelled, deleted = await asyncio.to_thread(self._rows.expire, time.time(), RETENTION_S)
-                if cancelled or deleted:
-                    log.info("batches: %d expired (pending requests cancelled), %d removed", cancelled, deleted)
-            except e.LocalXAIError:
-                log.warning("batches cleanup failed; retrying in %.0f s", CLEANUP_S)
-            await asyncio.sleep(CLEANUP_S)
+        cancelled, deleted = await asyncio.to_thread(self._rows.expire, time.time(), RETENTION_S)
+        if cancelled or deleted:
+            log.info("batches: %d expired (pending requests cancelled), %d removed", cancelled, deleted)
 
     # -- the API ----------------------------------------------------------------------------------
 
@@ -109,7 +104,7 @@ class Batches:
         if input_file_id:
             _, chunks = await self._files.content(input_file_id, caller.key_id)
             data = b"".join([chunk async for chunk in chunks])
-            requests = await self._checked(self._jsonl(data), caller)
+            requests = await self._checked(await asyncio.to_thread(self._jsonl, data), caller)
         batch = BatchRecord(
             id=f"batch_{uuid.uuid4()}",
             owner=caller.key_id,
@@ -199,12 +194,12 @@ class Batches:
         for request_id in named:
             if not request_id or len(request_id) > MAX_REQUEST_ID:
                 raise e.InvalidArgument(f"batch_request_id must be 1 to {MAX_REQUEST_ID} characters.")
-        if len(set(named)) != len(named):
-            seen: set[str] = set()
-            twice = next(i for i in named if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        twice = next((i for i, n in Counter(named).items() if n > 1), None)
+        if twice is not None:
             raise e.InvalidArgument(f"batch_request_id {twice!r} appears more than once.")
         out = []
         for item in submitted:
+            await asyncio.sleep(0)  # thousands of requests: let the loop serve others between them
             row_id = str(uuid.uuid4())
             request_id = item.batch_request_id or f"req_{row_id}"
             try:

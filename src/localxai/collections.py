@@ -34,6 +34,7 @@ from localxai.files import Files
 from localxai.store.collections import Chunk, CollectionRecord, CollectionRows, DocumentRecord, Hit
 from localxai.store.files import FileRecord
 from localxai.store.store import Store
+from localxai.tasks import Background
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -62,15 +63,13 @@ class Collections:
         self._files = files
         self._embeddings = embeddings
         self._wake = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._worker = Background("collections-indexer")
 
     async def start(self) -> None:
-        self._worker = asyncio.create_task(self._index_forever(), name="collections-indexer")
+        self._worker.start(self._index_forever())
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        await self._worker.close()
 
     # -- collections -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from localxai.documents import extract_text
 from localxai.errors import InvalidArgument, NotFound, PayloadTooLarge, ResourceExhausted
 from localxai.store.files import SORTS, FileRecord, FileRows
 from localxai.store.store import Store
+from localxai.tasks import Background, every
 
 MAX_FILE_BYTES = 50 * 1000 * 1000
 CHUNK_BYTES = 1 << 20  # what one stored chunk (and one transaction) holds
@@ -34,25 +35,18 @@ class Files:
     def __init__(self, store: Store, quota_bytes: int | None = None) -> None:
         self._rows = FileRows(store)
         self._quota = quota_bytes
-        self._janitor: asyncio.Task[None] | None = None
+        self._janitor = Background("files-cleanup")
 
     async def start(self) -> None:
         """Remove expired files and dead uploads now and every CLEANUP_S while the server runs."""
-        self._janitor = asyncio.create_task(self._clean(), name="files-cleanup")
+        self._janitor.start(every(CLEANUP_S, self._clean, "file cleanup"))
 
     async def close(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-            await asyncio.gather(self._janitor, return_exceptions=True)
+        await self._janitor.close()
 
     async def _clean(self) -> None:
-        while True:
-            try:
-                if removed := await self.expire():
-                    log.info("removed %d expired or abandoned files", removed)
-            except Exception:  # the database is away for a while: try again next round
-                log.warning("file cleanup failed", exc_info=True)
-            await asyncio.sleep(CLEANUP_S)
+        if removed := await self.expire():
+            log.info("removed %d expired or abandoned files", removed)
 
     async def upload(
         self, owner: str, filename: str, data: AsyncIterator[bytes], expires_after: int | None = None

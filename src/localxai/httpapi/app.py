@@ -297,8 +297,8 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
             "redacted_api_key": key.redacted,
             "user_id": "local",
             "name": key.name,
-            "create_time": _rfc3339(key.created),
-            "modify_time": _rfc3339(key.modified),
+            "create_time": convert.rfc3339(key.created),
+            "modify_time": convert.rfc3339(key.modified),
             "modified_by": "local",
             "team_id": "local",
             "acls": key.acls,
@@ -363,9 +363,3 @@ def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(
         body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-
-
-def _rfc3339(ts: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")

@@ -3,28 +3,23 @@ results in chat-completion format whichever endpoint a request was written for."
 
 from __future__ import annotations
 
-import datetime
-import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 
 from localxai.auth import ApiKey
 from localxai.batches import MAX_ADD_BYTES, Batches, Result
-from localxai.errors import InvalidArgument, PayloadTooLarge
+from localxai.errors import InvalidArgument
 from localxai.httpapi import convert
 from localxai.httpapi.batch_lines import add_requests
-from localxai.httpapi.errors import require_json
+from localxai.httpapi.errors import json_body
 from localxai.store.batches import BatchRecord, RequestRow
 
 STATES = ("pending", "succeeded", "failed", "cancelled")
 
 
 def _time(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if seconds is None else convert.rfc3339(seconds)
 
 
 def batch_body(record: BatchRecord) -> dict[str, Any]:
@@ -81,21 +76,10 @@ def _page_size(limit: str | None, page_size: str | None) -> int | None:
     return int(value)
 
 
-async def _json(request: Request, cap: int | None = None) -> Any:
-    require_json(request)
-    data = await request.body()  # the gateway has bounded it already (--max-body-mb)
-    if cap is not None and len(data) > cap:
-        raise PayloadTooLarge(f"An add call may carry at most {cap // (1024 * 1024)} MB of requests.")
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise InvalidArgument("The request body is not valid JSON.") from None
-
-
 def add_routes(app: FastAPI, batches: Batches) -> None:
     @app.post("/v1/batches")
     async def create_batch(request: Request) -> dict[str, Any]:
-        body = await _json(request)
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise InvalidArgument("The request body must be a JSON object.")
         name, file_id = body.get("name", ""), body.get("input_file_id")
@@ -124,7 +108,7 @@ def add_routes(app: FastAPI, batches: Batches) -> None:
 
     @app.post("/v1/batches/{batch_id}/requests")
     async def add_batch_requests(batch_id: str, request: Request) -> dict[str, Any]:
-        body = await _json(request, MAX_ADD_BYTES)
+        body = await json_body(request, MAX_ADD_BYTES)  # xAI's 25 MB a call
         await batches.add(batch_id, add_requests(body), _caller(request))
         return {}
 

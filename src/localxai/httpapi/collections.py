@@ -8,7 +8,6 @@ Each route parses its body and path into the very request message gRPC gets and 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,18 +17,14 @@ from xai_sdk.proto.v5 import collections_pb2, documents_pb2
 
 from localxai.errors import InvalidArgument, UnsupportedParameter
 from localxai.grpcapi.collections import CollectionsOperations, DocumentsOperations
-from localxai.httpapi.errors import require_json
+from localxai.httpapi.errors import json_body
 from localxai.runtime import Runtime
 
 MODES = {"hybrid": "hybrid_retrieval", "semantic": "semantic_retrieval", "keyword": "keyword_retrieval"}
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    require_json(request)
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise InvalidArgument("The request body is not valid JSON.") from None
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise InvalidArgument("The request body must be a JSON object.")
     return body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -247,3 +248,8 @@ def _prices() -> dict[str, int]:
         "completion_text_token_price",
     )
     return {name: 0 for name in names}
+
+
+def rfc3339(seconds: float) -> str:
+    """A time as xAI's REST JSON writes one (`create_time`): RFC 3339, UTC, `Z`."""
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).isoformat().replace("+00:00", "Z")

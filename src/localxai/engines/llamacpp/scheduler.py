@@ -227,21 +227,20 @@ class Scheduler:
     def _admit(self) -> None:
         while True:
             with self._wake:
-                job = next((j for j in self._waiting if not j.background), None)
-                if job is None:
-                    job = next(iter(self._waiting), None)
+                # Interactive jobs first, in order; background ones when none waits.
+                job = next((j for j in self._waiting if not j.background), None) or next(iter(self._waiting), None)
                 if job is None:
                     return
-                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)  # see above
+                idle = sum(1 for s in self._slots if s.seq is None)
                 if job.background:
                     # One slot stays free beside background work, so a lone interactive request never
                     # has to stop it.
-                    if len(free) < job.n + (1 if len(self._slots) > job.n else 0):
+                    if idle < job.n + (1 if len(self._slots) > job.n else 0):
                         return
-                elif len(free) < job.n and not self._preempt(job.n - len(free)):
+                elif idle < job.n and not self._preempt(job.n - idle):
                     return  # FIFO: wait for enough slots rather than starve big requests
                 self._waiting.remove(job)
-                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)
+                free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)  # see above
             self._start(job, free)
 
     def _preempt(self, slots: int) -> bool:
