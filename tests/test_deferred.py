@@ -153,9 +153,9 @@ async def test_clean_stops_and_capacity_waits_do_not_count_as_attempts(tmp_path:
     store = Store(sqlite_url(tmp_path))
     store.create_deferred("r1", "k", "{}")
     for _ in range(MAX_ATTEMPTS + 2):
-        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) == ("r1", "{}")
+        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) == ("r1", "{}", None)
         assert store.release_claims("w", clean=True) == 1
-        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) == ("r1", "{}")
+        assert store.claim_deferred("w", lease_s=60, max_attempts=MAX_ATTEMPTS) == ("r1", "{}", None)
         store.requeue_deferred("r1")
 
 

@@ -183,7 +183,7 @@ async def test_function_call_round_trip() -> None:
 @pytest.mark.parametrize(
     ("extra", "status", "needle"),
     [
-        ({"background": True}, 400, "background"),
+        ({"background": True, "store": False}, 400, "background requires store=true"),
         ({"tools": [{"type": "web_search"}]}, 400, "Tool type 'web_search' is not available on this server"),
         ({"tools": [{"type": "mcp", "server_url": "x"}]}, 400, "Tool type 'mcp'"),
         ({"tools": [{"type": "attachment_search", "limit": "x"}]}, 400, "limit"),

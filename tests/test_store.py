@@ -88,9 +88,9 @@ def test_deferred_claims_leases_and_single_take(db_url: str) -> None:
     store = Store(db_url)
     store.create_deferred("r1", "owner", '{"x": 1}')
     store.create_deferred("r2", "owner", '{"x": 2}')
-    assert store.claim_deferred("w1", lease_s=60) == ("r1", '{"x": 1}')
-    assert store.claim_deferred("w2", lease_s=0.0) == ("r2", '{"x": 2}')
-    assert store.claim_deferred("w1", lease_s=60) == ("r2", '{"x": 2}')  # w2's lease ran out
+    assert store.claim_deferred("w1", lease_s=60) == ("r1", '{"x": 1}', None)
+    assert store.claim_deferred("w2", lease_s=0.0) == ("r2", '{"x": 2}', None)
+    assert store.claim_deferred("w1", lease_s=60) == ("r2", '{"x": 2}', None)  # w2's lease ran out
     assert store.claim_deferred("w3", lease_s=60) is None
     assert store.take_deferred("r1", "owner", not_before=0).status == "running"  # type: ignore[union-attr]
     assert store.take_deferred("r1", "someone-else", not_before=0) is None
@@ -99,7 +99,7 @@ def test_deferred_claims_leases_and_single_take(db_url: str) -> None:
     assert taken is not None and taken.result == "RESULT"
     assert store.take_deferred("r1", "owner", not_before=0) is None  # exactly once
     assert store.release_claims("w1") == 1  # r2 goes back to the queue
-    assert store.claim_deferred("w3", lease_s=60) == ("r2", '{"x": 2}')
+    assert store.claim_deferred("w3", lease_s=60) == ("r2", '{"x": 2}', None)
     store.fail_deferred("r2", "INVALID_ARGUMENT", "bad")
     failed = store.take_deferred("r2", "owner", not_before=0)
     assert failed is not None and (failed.error_kind, failed.error_message) == ("INVALID_ARGUMENT", "bad")

@@ -352,6 +352,15 @@ class Token:
     bytes: bytes
 
 
+class Progress(str, enum.Enum):
+    """Where a background response stands (a response answered at once is always FINISHED)."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    FINISHED = "finished"  # its completion (or error) says how it ended
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True)
 class StoredResponse:
     """A response of the Responses API as the store keeps it (see conversations.py)."""
@@ -367,6 +376,8 @@ class StoredResponse:
     tool_outputs: tuple[str, ...] = ()  # the server-side tool kinds whose call outputs the client asked to see
     error: str | None = None  # the stream failed after its first byte: status "failed" with this message
     completed: int | None = None  # when the answer was finished (unix seconds)
+    background: bool = False  # run from the queue (`background: true`), polled and streamed from its log
+    progress: Progress = Progress.FINISHED
 
     def context(self) -> tuple[Message, ...]:
         """The conversation so far, the answer included: where a continuation starts."""

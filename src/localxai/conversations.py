@@ -67,10 +67,10 @@ class TurnStream:
     client that continues at once finds it. `response` is the response as it stands: without an
     answer until then, afterwards as stored."""
 
-    def __init__(self, conversations: Conversations, stream: ChatStream, response: StoredResponse, caller: ApiKey):
+    def __init__(self, response: StoredResponse, collector: Collector, stream: ChatStream):
         self.response = response
-        self.collector = Collector(response.request.n)  # the answer as far as it has arrived
-        self.stream = replace(stream, events=conversations.kept(self, stream, caller))
+        self.collector = collector  # the answer as far as it has arrived
+        self.stream = stream
 
 
 class Conversations:
@@ -132,7 +132,9 @@ class Conversations:
             sealed_reasoning=turn.sealed_reasoning,
             tool_outputs=turn.tool_outputs,
         )
-        return TurnStream(self, stream, response, caller)
+        running = TurnStream(response, Collector(request.n), stream)
+        running.stream = replace(stream, events=self.kept(running, stream, caller))
+        return running
 
     async def complete(self, turn: Turn, caller: ApiKey, api: str = "rest") -> StoredResponse:
         """The turn run to its end: the response, stored if the turn asked for it."""

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from localxai import codec
@@ -69,6 +70,12 @@ class DeferredCompletions:
         self._loop_task: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
         self._paused_until = 0.0  # the engine was at capacity: claim nothing before this
+        self._runners: dict[str, Callable[[str, str], Awaitable[None]]] = {}
+
+    def serve(self, endpoint: str, runner: Callable[[str, str], Awaitable[None]]) -> None:
+        """Queue rows of `endpoint` outside batches (background responses) are run by `runner(id, payload)`,
+        which settles them itself; the worker claims, leases and drops them (a cancelled one) as its own."""
+        self._runners[endpoint] = runner
 
     async def start(self) -> None:
         """Re-queue what this server's previous run left running, then start the worker (in that
@@ -172,10 +179,25 @@ class DeferredCompletions:
             )
             if claimed is None:
                 return
-            request_id, payload = claimed
+            request_id, payload, endpoint = claimed
             if batch:
                 self._batch.add(request_id)
-            self._running[request_id] = asyncio.create_task(self._run(request_id, payload, batch))
+            runner = self._runners.get(endpoint or "") if not batch else None
+            work = self._run(request_id, payload, batch) if runner is None else runner(request_id, payload)
+            self._running[request_id] = asyncio.create_task(self._tracked(request_id, work))
+
+    async def _tracked(self, request_id: str, work: Awaitable[None]) -> None:
+        """Run claimed work; one that finds the engine full of live requests (ResourceExhausted before
+        any output) waits in the store."""
+        try:
+            await work
+        except e.ResourceExhausted as exc:
+            self._paused_until = time.monotonic() + (exc.retry_after or CAPACITY_BACKOFF_S)
+            await asyncio.to_thread(self._store.requeue_deferred, request_id)
+        finally:
+            self._running.pop(request_id, None)
+            self._batch.discard(request_id)
+            self._wake.set()
 
     async def _run(self, request_id: str, payload: str, batch: bool = False) -> None:
         try:
@@ -191,17 +213,10 @@ class DeferredCompletions:
                 except e.Preempted:  # an interactive request took its slot: start it again
                     continue
             await asyncio.to_thread(self._store.finish_deferred, request_id, codec.dumps(completion))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, e.ResourceExhausted):
             raise
-        except e.ResourceExhausted as exc:  # the engine is full of live requests: wait in the store
-            self._paused_until = time.monotonic() + (exc.retry_after or CAPACITY_BACKOFF_S)
-            await asyncio.to_thread(self._store.requeue_deferred, request_id)
         except e.LocalXAIError as exc:
             await asyncio.to_thread(self._store.fail_deferred, request_id, exc.status.name, exc.message)
         except Exception:
             log.exception("deferred completion %s failed", request_id)
             await asyncio.to_thread(self._store.fail_deferred, request_id, e.Status.INTERNAL.name, "internal error")
-        finally:
-            self._running.pop(request_id, None)
-            self._batch.discard(request_id)
-            self._wake.set()

@@ -16,6 +16,7 @@ from localxai.agent.remote_mcp import CONNECT_TIMEOUT_S, RemoteMcp
 from localxai.agent.sandbox import CodeSandbox
 from localxai.agent.web_search import MAX_PAGE_BYTES, SearxngSearch
 from localxai.auth import Authenticator, is_open_access
+from localxai.background import BackgroundResponses
 from localxai.batches import Batches
 from localxai.collections import Collections
 from localxai.conversations import Conversations
@@ -66,6 +67,7 @@ class Runtime:
     embeddings: Embeddings
     collections: Collections
     batches: Batches
+    background: BackgroundResponses
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
@@ -100,9 +102,10 @@ class Runtime:
         conversations = Conversations(store, service, options.drop_server_tools, agent=agent)
         sealer = Sealer(store.secret("sealed-blobs"))
         batches = Batches(service, store, files, deferred, partial(jsonl_requests, sealer=sealer))
+        background = BackgroundResponses(conversations, service, store, deferred)
         return cls(
             service, deferred, auth, store, metrics, conversations, sealer, files, embeddings, collections,
-            batches, options.max_body_bytes, shutdown,
+            batches, background, options.max_body_bytes, shutdown,
         )  # fmt: skip
 
     @classmethod

@@ -219,9 +219,11 @@ class ChatService:
         planned = await self._attachments.plan(request, owner, info.context_length)
         return await self._attachments.resolve(planned, owner, info.context_length)
 
-    async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
+    async def generate(
+        self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest", counted: bool = True
+    ) -> ChatStream:
         """Admit and start; raises client errors before any output exists."""
-        return await self.run(await self.admit(request, caller), api)
+        return await self.run(await self.admit(request, caller, counted), api)
 
     async def record_server_tools(self, caller: ApiKey | None, model: str, calls: int) -> None:
         """The server-side calls a tool loop ran for `caller` (its turns recorded themselves), in the ledger."""

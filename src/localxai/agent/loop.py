@@ -95,11 +95,14 @@ class Agent:
             return NOT_SERVED.get(tool.kind, "it is not served by localxai")
         return executor.unavailable()
 
-    async def generate(self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest") -> ChatStream:
-        """Start the request; with server-side tools, the loop. Raises client errors before any output."""
+    async def generate(
+        self, request: ChatRequest, caller: ApiKey | None = None, api: str = "rest", counted: bool = True
+    ) -> ChatStream:
+        """Start the request; with server-side tools, the loop. Raises client errors before any output.
+        Not `counted`: its first model turn was counted against the rate limits already (a background one)."""
         request = await self._service.attach(request, caller)
         if not request.server_tools:
-            return await self._service.generate(request, caller, api)
+            return await self._service.generate(request, caller, api, counted)
         if request.n != 1:
             raise InvalidArgument("Server-side tools run one conversation: n must be 1.")
         if request.max_turns is not None and request.max_turns < 1:
@@ -108,7 +111,9 @@ class Agent:
         try:
             toolsets = [await self._executors[t.kind].open(t, session) for t in request.server_tools]
             by_name = _functions(request, toolsets)
-            first = await self._service.generate(_turn_request(request, request.messages, toolsets, 0), caller, api)
+            first = await self._service.generate(
+                _turn_request(request, request.messages, toolsets, 0), caller, api, counted
+            )
         except BaseException:
             await session.exits.aclose()
             raise

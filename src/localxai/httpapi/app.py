@@ -213,6 +213,12 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         caller: ApiKey = request.state.api_key
         request.state.model = body.model
         turn = responses_input.turn(body, runtime.sealer)
+        if body.background:
+            queued = await runtime.background.submit(turn, caller)
+            if not body.stream:
+                return responses.response_body(queued, runtime.sealer)
+            following = await runtime.background.follow(queued.id, caller)
+            return _sse(responses.response_events(following, request.state.request_id, runtime.sealer))
         if not body.stream:
 
             async def answer() -> dict[str, Any]:
@@ -223,9 +229,19 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
         return _sse(responses.response_events(running, request.state.request_id, runtime.sealer))
 
     @app.get("/v1/responses/{response_id}")
-    async def get_response(response_id: str, request: Request) -> dict[str, Any]:
-        stored = await runtime.conversations.get(response_id, request.state.api_key)
-        return responses.response_body(stored, runtime.sealer)
+    async def get_response(
+        response_id: str, request: Request, stream: str = "false", starting_after: str | None = None
+    ) -> Any:
+        streamed, after = responses_input.retrieve_query(stream, starting_after)  # a bad value is xAI's 400
+        if streamed:  # a background response's events, replayed from after `starting_after` and followed
+            following = await runtime.background.follow(response_id, request.state.api_key)
+            return _sse(responses.response_events(following, request.state.request_id, runtime.sealer, after=after))
+        return responses.response_body(await runtime.background.get(response_id, request.state.api_key), runtime.sealer)
+
+    @app.post("/v1/responses/{response_id}/cancel")
+    async def cancel_response(response_id: str, request: Request) -> dict[str, Any]:
+        cancelled = await runtime.background.cancel(response_id, request.state.api_key)
+        return responses.response_body(cancelled, runtime.sealer)
 
     @app.get("/v1/responses/{response_id}/input_items")
     async def response_input_items(

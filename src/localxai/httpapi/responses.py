@@ -31,6 +31,7 @@ from localxai.chat import (
     ImagePart,
     Message,
     Part,
+    Progress,
     ReasoningDelta,
     Role,
     ServerCall,
@@ -59,15 +60,21 @@ log = logging.getLogger(__name__)
 
 def response_body(stored: StoredResponse, sealer: Sealer) -> dict[str, Any]:
     """The response object, as GET /v1/responses/{id} and a non-streamed POST answer it."""
+    if stored.progress in (Progress.QUEUED, Progress.IN_PROGRESS):  # a background one, not yet run to its end
+        return _envelope(stored, stored.progress.value, None, [], None)
     if stored.error is not None:
         return _envelope(stored, "failed", None, [], None)
+    if not stored.completion.choices:  # cancelled before it ran
+        return _envelope(stored, "cancelled", stored.completed, [], None)
     [choice] = stored.completion.choices
-    status, incomplete = _status(choice)
+    status, incomplete = _status(stored, choice)
     output = _output(stored, choice, sealer)
     return _envelope(stored, status, stored.completed, output, stored.completion.usage, incomplete)
 
 
-def _status(choice: Choice) -> tuple[str, dict[str, str] | None]:
+def _status(stored: StoredResponse, choice: Choice) -> tuple[str, dict[str, str] | None]:
+    if stored.progress is Progress.CANCELLED:
+        return "cancelled", None
     if choice.finish_reason is FinishReason.LENGTH:
         return "incomplete", {"reason": "max_output_tokens"}
     if choice.finish_reason is FinishReason.TIME_LIMIT:
@@ -117,7 +124,7 @@ def _envelope(
         "status": status,
         "store": stored.stored,
         "metadata": {"system_fingerprint": stored.completion.fingerprint},
-        "background": False,
+        "background": stored.background,
         "service_tier": "default",
         "truncation": "disabled",
         "top_logprobs": request.top_logprobs or 0,
@@ -349,42 +356,68 @@ ItemKind = Literal["reasoning", "message"]
 
 
 class _Events:
-    """Numbers events gap-free from 0 and frames them (`event:` + `data:`)."""
+    """Numbers events gap-free from 0 and frames them (`event:` + `data:`); those numbered up to `after`
+    (a resumed stream's `starting_after`) are counted but not sent (empty frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: int = -1) -> None:
         self.sequence = 0
+        self._after = after
 
     def __call__(self, kind: str, **fields: Any) -> bytes:
         payload = {"sequence_number": self.sequence, "type": kind, **fields}
         self.sequence += 1
+        if payload["sequence_number"] <= self._after:
+            return b""
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         return f"event: {kind}\ndata: {data}\n\n".encode()
 
 
 async def response_events(
-    running: TurnStream, request_id: str, sealer: Sealer, ping_interval: float = 10.0
+    running: TurnStream, request_id: str, sealer: Sealer, ping_interval: float = 10.0, after: int = -1
 ) -> AsyncIterator[bytes]:
     """The full Responses event sequence for one turn (the core stores the response as it ends: the
-    finished answer before the last event, or the failure of a stream that broke after its first byte)."""
-    event = _Events()
+    finished answer before the last event, or the failure of a stream that broke after its first byte).
+    A background response's stream is its log's replay: the same events, numbered the same, every time
+    (sent from after `after`): it opens queued and turns in_progress at its first event."""
+    async for frame in _response_events(running, request_id, sealer, ping_interval, _Events(after)):
+        if frame:
+            yield frame
+
+
+async def _response_events(
+    running: TurnStream, request_id: str, sealer: Sealer, ping_interval: float, event: _Events
+) -> AsyncIterator[bytes]:
     stream, stored = running.stream, running.response
-    yield event("response.created", response=_envelope(stored, "in_progress", None, [], None))
-    yield event("response.in_progress", response=_envelope(stored, "in_progress", None, [], None))
+    opened = "queued" if stored.background else "in_progress"
+    yield event("response.created", response=_envelope(stored, opened, None, [], None))
+    in_progress = _envelope(stored, "in_progress", None, [], None)
+    yield event("response.queued" if stored.background else "response.in_progress",
+                response=_envelope(stored, opened, None, [], None))  # fmt: skip
+    started = not stored.background
     items = _StreamedItems(running, sealer, event)
     try:
         async for item in with_pings(stream.events, ping_interval):
             if item is None:
                 yield b": keep-alive\n\n"
                 continue
+            if not started:
+                started = True
+                yield event("response.in_progress", response=in_progress)
             for frame in items.feed(item):
                 yield frame
+        finished = running.response  # as stored
+        if not finished.completion.choices:  # a background response cancelled before it ran
+            yield event("response.cancelled", response=_envelope(finished, "cancelled", finished.completed, [], None))
+            return
+        if not started:
+            yield event("response.in_progress", response=in_progress)
         for frame in items.finish():
             yield frame
-        finished = running.response  # as stored
         completion = finished.completion
-        status, incomplete = _status(completion.choices[0])
+        status, incomplete = _status(finished, completion.choices[0])
         final = _envelope(finished, status, finished.completed, items.output, completion.usage, incomplete)
-        yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
+        kind = "response.completed" if status == "completed" else f"response.{status}"
+        yield event(kind, response=final)
     except Exception as exc:  # after the first byte: one error event (xAI's shape); the core stored it as failed
         if not isinstance(exc, LocalXAIError):
             log.exception("response stream failed after the first byte (response %s)", stored.id)

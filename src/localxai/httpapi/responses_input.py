@@ -33,7 +33,7 @@ from localxai.chat import (
     ToolMode,
 )
 from localxai.conversations import Turn
-from localxai.errors import Gone, InvalidArgument, UnsupportedParameter
+from localxai.errors import Gone, InvalidArgument
 from localxai.httpapi.schema import RequestBody
 from localxai.sealing import Sealer
 
@@ -99,8 +99,6 @@ ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 def turn(body: ResponsesRequest, sealer: Sealer) -> Turn:
     """The turn a Responses request amounts to; raises the client's error (before any byte)."""
-    if body.background:
-        raise UnsupportedParameter("Argument not supported: background")
     if body.search_parameters and body.search_parameters.get("mode") != "off":
         raise Gone(
             "Live search is deprecated. Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview"
@@ -490,6 +488,21 @@ def input_items_query(limit: str, order: str) -> tuple[int, bool]:
     if order not in ("asc", "desc"):
         raise InvalidArgument(f"order must be asc or desc, got {order!r}.")
     return count, order == "desc"
+
+
+def retrieve_query(stream: str, starting_after: str | None) -> tuple[bool, int]:
+    """`?stream=true&starting_after=N` of GET /v1/responses/{id}: (streamed, the last event not to send)."""
+    if stream not in ("true", "false", "True", "False", "1", "0"):
+        raise InvalidArgument(f"stream must be true or false, got {stream[:64]!r}.")
+    after = -1
+    if starting_after is not None:
+        try:
+            after = int(starting_after)
+        except ValueError:
+            after = -2
+        if after < -1:
+            raise InvalidArgument(f"starting_after must be a sequence number (0 or more), got {starting_after[:64]!r}.")
+    return stream in ("true", "True", "1"), after
 
 
 def compact_turn(body: CompactRequest, sealer: Sealer) -> Turn:

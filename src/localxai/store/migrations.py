@@ -110,6 +110,11 @@ def _batches(conn: sa.Connection) -> None:
             index.create(conn)
 
 
+def _response_events(conn: sa.Connection) -> None:
+    """The event log of background responses (GET /v1/responses/{id}?stream=true replays it)."""
+    tables.response_events.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "keys, deferred completions, rate windows, usage ledger", _initial),
     (2, "deferred completions: attempts", _deferred_attempts),
@@ -121,6 +126,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (8, "file texts", _file_texts),
     (9, "collections", _collections),
     (10, "batches", _batches),
+    (11, "background response events", _response_events),
 ]
 
 _PG_LOCK = 7_344_221  # advisory lock id: one migrating process at a time

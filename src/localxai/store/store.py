@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from localxai.errors import ConfigError, InternalError, Unavailable
 from localxai.store.migrations import migrate
-from localxai.store.tables import api_keys, deferred, rate_windows, responses, server_secrets, usage
+from localxai.store.tables import api_keys, deferred, rate_windows, response_events, responses, server_secrets, usage
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,14 @@ class DeferredRow:
 
 
 TOOLS_API = "tools"  # the ledger's api for the row that counts a tool loop's server-side calls
+
+
+class Claim(NamedTuple):
+    """A request the worker claimed: its id, its stored payload, and its endpoint (None: a deferred completion)."""
+
+    id: str
+    request: str
+    endpoint: str | None
 
 
 @dataclass(frozen=True)
@@ -291,11 +299,9 @@ class Store:
                 )
             )
 
-    def claim_deferred(
-        self, worker: str, lease_s: float, max_attempts: int = 3, batch: bool = False
-    ) -> tuple[str, str] | None:
-        """Take the oldest pending (or abandoned) request for `worker`: a deferred completion, or with
-        `batch` a batch's request (in the order they were added); None when there is none.
+    def claim_deferred(self, worker: str, lease_s: float, max_attempts: int = 3, batch: bool = False) -> Claim | None:
+        """Take the oldest pending (or abandoned) request for `worker`: a deferred completion or a background
+        response, or with `batch` a batch's request (in the order they were added); None when there is none.
 
         A request already claimed `max_attempts` times without a clean end (its process died while
         running it, again and again) is failed instead of being run once more.
@@ -309,7 +315,8 @@ class Store:
         )
         while True:
             with self._write() as conn:
-                query = sa.select(deferred.c.id, deferred.c.request, deferred.c.attempts).where(claimable)
+                query = sa.select(deferred.c.id, deferred.c.request, deferred.c.attempts, deferred.c.endpoint)
+                query = query.where(claimable)
                 if self.dialect == "postgresql":
                     query = query.with_for_update(skip_locked=True)
                 order = (deferred.c.created_at, deferred.c.ordinal) if batch else (deferred.c.created_at,)
@@ -344,7 +351,7 @@ class Store:
                         updated_at=now,
                     )
                 )
-                return (row.id, row.request) if claimed.rowcount == 1 else None
+                return Claim(row.id, row.request, row.endpoint) if claimed.rowcount == 1 else None
 
     def deferred_owner(self, request_id: str) -> str | None:
         with self._read() as conn:
@@ -394,7 +401,7 @@ class Store:
     def take_deferred(self, request_id: str, owner: str, not_before: float) -> DeferredRow | None:
         """The owner's request; a finished one is handed out once (deleted in the same transaction)."""
         with self._write() as conn:
-            mine = sa.and_(deferred.c.id == request_id, deferred.c.owner == owner, deferred.c.batch_id.is_(None))
+            mine = sa.and_(deferred.c.id == request_id, deferred.c.owner == owner, deferred.c.endpoint.is_(None))
             row = conn.execute(sa.select(deferred).where(mine)).first()
             if row is None:
                 return None
@@ -411,7 +418,9 @@ class Store:
 
     def expire_deferred(self, not_before: float) -> int:
         with self._write() as conn:
-            old = sa.and_(deferred.c.created_at < not_before, deferred.c.batch_id.is_(None))  # batches: their own
+            # Batches expire on their own; a background response's row stays until its run ends.
+            ended = sa.or_(deferred.c.endpoint.is_(None), deferred.c.status.not_in(("pending", "running")))
+            old = sa.and_(deferred.c.created_at < not_before, deferred.c.batch_id.is_(None), ended)
             return conn.execute(deferred.delete().where(old)).rowcount
 
     # -- server secrets -------------------------------------------------------------------------
@@ -446,12 +455,21 @@ class Store:
             return str(row.body)
 
     def delete_response(self, response_id: str, owner: str) -> bool:
+        """Delete the owner's response, with its event log and its run if it is a background one (a run
+        still going is cancelled: its row goes, so its lease is not renewed)."""
         with self._write() as conn:
             gone = conn.execute(responses.delete().where(responses.c.id == response_id, responses.c.owner == owner))
-            return gone.rowcount == 1
+            if gone.rowcount != 1:
+                return False
+            conn.execute(response_events.delete().where(response_events.c.response_id == response_id))
+            conn.execute(deferred.delete().where(deferred.c.id == response_id, deferred.c.endpoint.is_not(None),
+                                                 deferred.c.batch_id.is_(None)))  # fmt: skip
+            return True
 
     def expire_responses(self, not_before: float) -> int:
+        old = sa.select(responses.c.id).where(responses.c.created_at < not_before)
         with self._write() as conn:
+            conn.execute(response_events.delete().where(response_events.c.response_id.in_(old)))
             return conn.execute(responses.delete().where(responses.c.created_at < not_before)).rowcount
 
 

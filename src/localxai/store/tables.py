@@ -102,6 +102,17 @@ responses = sa.Table(
     sa.Index("ix_responses_created", "created_at"),
 )
 
+# A background response's events as its run produced them (background.py), in chunks: followers and
+# late readers replay them. `run` tells one run from the next (a re-run after a crash starts anew).
+response_events = sa.Table(
+    "response_events",
+    metadata,
+    sa.Column("response_id", sa.String(40), primary_key=True),
+    sa.Column("run", sa.BigInteger, primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+    sa.Column("events", sa.Text, nullable=False),  # a JSON list of core events (codec)
+)
+
 files = sa.Table(
     "files",
     metadata,
