@@ -13,7 +13,7 @@ export CFLAGS := $(strip $(CFLAGS) $(NO_AMX))
 export CXXFLAGS := $(strip $(CXXFLAGS) $(NO_AMX))
 endif
 
-.PHONY: serve test test-fast smoke js-clients py-clients lint bench llama-server install install-test clean
+.PHONY: serve test test-fast smoke js-clients py-clients protobuf-trees lint bench llama-server install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,15 @@ js-clients:
 
 py-clients: .venv-clients/.installed
 
-test: install-test llama-server js-clients py-clients
+# protobuf 5 and 6 (with a googleapis-common-protos that fits each), laid over the venv's newest with
+# PYTHONPATH by tests/test_protobuf_versions.py: the server and xai-sdk must run on every major the SDK takes.
+.venv-protobuf/%/.installed: | $(BIN)/python
+	$(BIN)/pip install -q --target .venv-protobuf/$* "protobuf>=$*,<$$(($* + 1))" "googleapis-common-protos>=1.56"
+	touch $@
+
+protobuf-trees: .venv-protobuf/5/.installed .venv-protobuf/6/.installed
+
+test: install-test llama-server js-clients py-clients protobuf-trees
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -76,4 +84,4 @@ lint: install-test
 	$(BIN)/mypy src
 
 clean:
-	rm -rf $(VENV) .venv-clients build src/*.egg-info
+	rm -rf $(VENV) .venv-clients .venv-protobuf build src/*.egg-info

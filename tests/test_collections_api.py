@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 from xai_sdk import Client
-from xai_sdk.proto.v5 import collections_pb2
+from xai_sdk.proto import collections_pb2
 
 from conftest import API_KEY, Server, private_database, start_server, stop_server
 
@@ -219,7 +219,7 @@ def test_openai_file_search_runs_on_the_collections(server: Server) -> None:
 
 def test_xai_sdk_collections_search_tool(server: Server) -> None:
     from xai_sdk.chat import user
-    from xai_sdk.proto.v5 import chat_pb2
+    from xai_sdk.proto import chat_pb2
     from xai_sdk.tools import collections_search
 
     client = xai(server)

@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 from xai_sdk import Client
-from xai_sdk.proto.v5 import embed_pb2, embed_pb2_grpc
+from xai_sdk.proto import embed_pb2, embed_pb2_grpc
 
 from localxai.embeddings import DEFAULT_EMBEDDING_MODEL, MAX_INPUT_TOKENS
 from localxai.engines.llamacpp.default_model import default_model_path

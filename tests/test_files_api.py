@@ -194,7 +194,7 @@ def test_bad_uploads_get_xai_errors_and_leave_nothing(server: Server) -> None:
 
 
 def test_grpc_upload_needs_init_first(server: Server) -> None:
-    from xai_sdk.proto.v5 import files_pb2, files_pb2_grpc
+    from xai_sdk.proto import files_pb2, files_pb2_grpc
 
     channel = grpc.insecure_channel(f"localhost:{server.grpc_port}")
     stub = files_pb2_grpc.FilesStub(channel)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, deferred_pb2, tokenize_pb2, tokenize_pb2_grpc
+from xai_sdk.proto import chat_pb2, chat_pb2_grpc, deferred_pb2, tokenize_pb2, tokenize_pb2_grpc
 
 from localxai.engines.fake import FakeEngine
 from localxai.grpcapi.server import grpc_server

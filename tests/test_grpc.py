@@ -10,7 +10,7 @@ import grpc
 import pytest
 from xai_sdk import AsyncClient, Client
 from xai_sdk.chat import image, system, user
-from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, deferred_pb2
+from xai_sdk.proto import chat_pb2, chat_pb2_grpc, deferred_pb2
 
 from conftest import API_KEY, AUTH, Server
 

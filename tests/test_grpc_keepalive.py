@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from xai_sdk import client as sdk_client
-from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc
+from xai_sdk.proto import chat_pb2, chat_pb2_grpc
 
 from localxai.engines.fake import FakeEngine
 from localxai.grpcapi.server import MIN_PING_INTERVAL_MS, grpc_server

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import empty_pb2
-from xai_sdk.proto.v5 import chat_pb2, chat_pb2_grpc, models_pb2_grpc, sample_pb2, tokenize_pb2, tokenize_pb2_grpc
+from xai_sdk.proto import chat_pb2, chat_pb2_grpc, models_pb2_grpc, sample_pb2, tokenize_pb2, tokenize_pb2_grpc
 
 from localxai.chat import Finished, FinishReason, TextDelta
 from localxai.engines.base import GenerationRequest

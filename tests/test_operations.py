@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from test_httpapi import sse_events
-from xai_sdk.proto.v5 import sample_pb2
+from xai_sdk.proto import sample_pb2
 
 from localxai.engines.fake import FakeEngine
 from localxai.httpapi.app import PUBLIC_PATHS

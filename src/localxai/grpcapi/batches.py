@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 from google.rpc import status_pb2
-from xai_sdk.proto.v5 import batch_pb2, batch_pb2_grpc
+from xai_sdk.proto import batch_pb2, batch_pb2_grpc
 
 from localxai import errors as e
 from localxai.auth import ApiKey

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import empty_pb2
-from xai_sdk.proto.v5 import (
+from xai_sdk.proto import (
     collections_pb2,
     collections_pb2_grpc,
     documents_pb2,

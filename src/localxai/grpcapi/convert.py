@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from xai_sdk.proto.v5 import chat_pb2, embed_pb2, files_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
+from xai_sdk.proto import chat_pb2, embed_pb2, files_pb2, image_pb2, models_pb2, sample_pb2, usage_pb2
 
 from localxai import sealing
 from localxai.agent import collections_search

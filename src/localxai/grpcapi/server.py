@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from xai_sdk.proto.v5 import (
+from xai_sdk.proto import (
     auth_pb2,
     auth_pb2_grpc,
     chat_pb2,

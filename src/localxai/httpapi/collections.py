@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from xai_sdk.proto.v5 import collections_pb2, documents_pb2
+from xai_sdk.proto import collections_pb2, documents_pb2
 
 from localxai.errors import InvalidArgument, UnsupportedParameter
 from localxai.grpcapi.collections import CollectionsOperations, DocumentsOperations
