@@ -135,6 +135,9 @@ def test_cancel_a_queued_response_and_a_finished_one(servers: list[Server]) -> N
     try:
         queued = client.responses.create(model=MODEL, background=True, **SHORT)
         assert client.responses.retrieve(queued.id).status == "queued"
+        with pytest.raises(openai.BadRequestError) as refused:  # it has no answer to continue from yet
+            client.responses.create(model=MODEL, previous_response_id=queued.id, **SHORT)
+        assert "still running" in str(refused.value.body)
         cancelled = client.responses.cancel(queued.id)
         assert cancelled.status == "cancelled" and cancelled.output == []
         events = list(client.responses.retrieve(queued.id, stream=True))

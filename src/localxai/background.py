@@ -132,7 +132,8 @@ class BackgroundResponses:
         response_id = running.response.id
         cursor: tuple[int, int] | None = None
         while True:
-            now = await self.get(response_id, caller)  # first: every event of an ended run is logged by then
+            # The run's state first: every event of a run that has ended is logged by then.
+            state = await asyncio.to_thread(self._rows.state, response_id)
             for chunk in await asyncio.to_thread(self._rows.events, response_id, cursor):
                 if cursor is not None and chunk.run != cursor[0]:
                     raise e.Unavailable(
@@ -143,10 +144,11 @@ class BackgroundResponses:
                 for event in codec.loads(chunk.events):
                     running.collector.add(event)
                     yield event
-            if now.progress not in _LIVE:
-                running.response = now
-                if now.error is not None:
-                    raise RunFailed(now.error)
+            if state is None or state.status not in ("pending", "running"):
+                final = await self.get(response_id, caller)  # the whole response, read once, at the end
+                running.response = final
+                if final.error is not None:
+                    raise RunFailed(final.error)
                 return
             async with self._logged:
                 with anyio.move_on_after(POLL_S):

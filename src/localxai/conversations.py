@@ -27,6 +27,7 @@ from localxai.chat import (
     Completion,
     Event,
     Message,
+    Progress,
     Role,
     Sampling,
     StoredResponse,
@@ -98,6 +99,10 @@ class Conversations:
         if turn.store and turn.request.n != 1:
             raise InvalidArgument("A stored conversation continues from one answer: n must be 1 when it is stored.")
         history = await self.history(turn.previous_id, caller)
+        if history is not None and history.progress in (Progress.QUEUED, Progress.IN_PROGRESS):
+            raise InvalidArgument(
+                f"Response {history.id} is still running in the background: continue it once it has ended."
+            )
         context = list(history.context()) if history is not None else []
         if turn.instructions:
             context.append(Message(Role.SYSTEM, (TextPart(turn.instructions),)))
