@@ -26,6 +26,7 @@ api_key_env = "BIG_KEY"
 reasoning = true
 reasoning_efforts = ["low", "high"]
 vision = true
+background_priority = -5
 """
 
 
@@ -41,6 +42,7 @@ def test_good_config(tmp_path: Path) -> None:
     [big] = config.upstream
     assert big.base_urls == ("http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1")
     assert big.api_key == "s3cret" and big.reasoning and big.vision and big.reasoning_efforts == ("low", "high")
+    assert big.background_priority == -5
     assert config.aliases == (("grok-4", "local"),)
 
 
@@ -77,6 +79,7 @@ def test_config_entries_are_checked(tmp_path: Path) -> None:
     [
         (GOOD, "BIG_KEY"),  # the key's environment variable is missing
         ('[[models]]\nid = "x"\nengine = "upstream"\nbase_urls = []\n', "base_urls is empty"),
+        ('[[models]]\nid = "x"\nengine = "upstream"\nbase_urls = ["u"]\nbackground_priority = "hi"\n', "an integer"),
         ('[[models]]\nengine = "llamacpp"\n', "'id'"),
         ('[[models]]\nid = "x"\nengine = "magic"\n', "engine must be"),
         ('[[models]]\nid = "x"\nmmproj = "p.gguf"\n', "mmproj needs the path"),

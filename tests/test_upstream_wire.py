@@ -105,3 +105,22 @@ async def test_refusals_become_xai_errors(status: int, headers: dict[str, str], 
     assert "internal detail" not in str(refused.value)
     if status == 429:
         assert refused.value.retry_after == 7  # type: ignore[attr-defined]
+
+
+async def test_background_work_carries_the_configured_priority() -> None:
+    """Batch requests go upstream with `priority` when the model sets background_priority; interactive
+    ones (and every request of a model without it) never carry it."""
+    bodies: list[dict[str, Any]] = []
+
+    def handler(sent: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(sent.content))
+        done = {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+        return httpx.Response(200, content=sse(done), headers={"content-type": "text/event-stream"})
+
+    for priority in (10, None):
+        model = UpstreamModel("up", ("http://replica/v1",), "up", background_priority=priority)
+        chat = ChatService([UpstreamEngine([model], transport=httpx.MockTransport(handler))])
+        for background in (True, False):
+            admission = await chat.admit(request())
+            await collect(await chat.run(admission, background=background), 1)
+    assert [b.get("priority") for b in bodies] == [10, None, None, None]

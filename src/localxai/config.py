@@ -25,6 +25,7 @@ reasoning = true
 reasoning_efforts = ["low", "high"]
 vision = false
 aliases = ["grok-4"]
+background_priority = 10       # optional: `priority` of batch requests (vLLM --scheduling-policy priority)
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def load_config(path: Path, environ: Mapping[str, str], defaults: EngineTuning |
             urls = _require(entry, "base_urls", list, where)
             if not urls:
                 raise ConfigError(f"{where}: base_urls is empty")
+            priority = entry.get("background_priority")
+            if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+                raise ConfigError(f"{where}: 'background_priority' must be an integer, got {priority!r}")
             upstream.append(
                 UpstreamModel(
                     id=model_id,
@@ -107,6 +111,7 @@ def load_config(path: Path, environ: Mapping[str, str], defaults: EngineTuning |
                     reasoning=bool(entry.get("reasoning", False)),
                     reasoning_efforts=tuple(entry.get("reasoning_efforts", ())),
                     timeout_s=float(_optional(entry, "timeout_s", (int, float), where, 600)),
+                    background_priority=priority,
                 )
             )
         else:

@@ -58,6 +58,10 @@ class UpstreamModel:
     reasoning_efforts: tuple[str, ...] = ()
     timeout_s: float = 600.0
     connect_timeout_s: float = 5.0
+    # Sent as `priority` with background work (batch requests), for an engine that schedules by it: vLLM
+    # with --scheduling-policy priority (lower runs first; interactive requests carry its default 0),
+    # SGLang with --enable-priority-scheduling (higher runs first by default). None: not sent.
+    background_priority: int | None = None
 
 
 @dataclass(frozen=True)

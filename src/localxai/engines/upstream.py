@@ -162,6 +162,8 @@ class UpstreamEngine(Engine):
         await self.check(request)
         route = self._routes[request.model]
         body = upstream_wire.openai_body(upstream_wire.with_data_urls(request), route.model.upstream_model)
+        if request.background and route.model.background_priority is not None:
+            body["priority"] = route.model.background_priority  # the engine runs interactive work first
         tried: list[Replica] = []
         while (replica := route.pick(tried)) is not None:
             tried.append(replica)

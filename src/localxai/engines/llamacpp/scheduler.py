@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 AT_CAPACITY = "The service is temporarily at capacity. Please retry your request shortly."
 IDLE_WAIT_S = 0.5
 BACKGROUND_PREFILL = 64  # prompt tokens in a step of background work alone (bench/batch.py)
+# While interactive requests come and go (one was seen in the last INTERACTIVE_RECENT_S), a step of
+# background work alone is kept near BACKGROUND_STEP_S, so one that arrives waits little for the step in
+# flight (the tokens such a step holds adapt to the time the last ones took).
+INTERACTIVE_RECENT_S = 2.0
+BACKGROUND_STEP_S = 0.02
 
 
 @dataclass(eq=False)
@@ -132,6 +137,8 @@ class Scheduler:
         self._wake = threading.Condition()
         self._running: list[Job] = []
         self._outbox: list[tuple[Job, Event | BaseException | None]] = []  # sent at _flush
+        self._interactive_at = -INTERACTIVE_RECENT_S  # when an interactive job was last seen (monotonic)
+        self._background_tokens = model.parallel  # most tokens of a background step beside them (adapts)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llamacpp-scheduler", daemon=True)
         self._thread.start()
@@ -139,6 +146,8 @@ class Scheduler:
     # -- called from the event loop ---------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
+        if not job.background:
+            self._interactive_at = time.monotonic()
         with self._wake:
             # The queue bounds interactive jobs; background ones are bounded by whoever submits them.
             if not job.background and self._interactive_waiting() >= self._max_queue:
@@ -330,9 +339,15 @@ class Scheduler:
         decoding: list[tuple[Sequence, list[int], list[int]]] = []  # (sequence, batch indices, draft)
         prefilling: list[tuple[Sequence, list[int]]] = []
         active = [s.seq for s in self._slots if s.seq is not None]
+        started = time.monotonic()
         if any(not seq.job.background for seq in active):  # background sequences sit this step out
             active = [seq for seq in active if not seq.job.background]
+            self._interactive_at = started
+        background = bool(active) and all(seq.job.background for seq in active)
+        beside = background and started - self._interactive_at < INTERACTIVE_RECENT_S  # a short step
         generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
+        if beside:  # the others keep their next token for a later step
+            generating = generating[: self._background_tokens]
         drafts = self._drafts(generating, model.shape.n_batch - len(generating))
         room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
         for seq in generating:
@@ -344,9 +359,11 @@ class Scheduler:
             decoding.append((seq, indices, draft))
         # Running streams first; prompts get a bounded share so they never stall them for long.
         budget = min(room, self._prefill_chunk) if decoding else room
-        if active and all(seq.job.background for seq in active):
+        if background:
             # An interactive request that arrives waits for the step in flight: keep background steps short.
             budget = min(budget, BACKGROUND_PREFILL)
+        if beside:
+            budget = min(budget, self._background_tokens - len(generating))
         for seq in sorted((s for s in active if s.pending), key=lambda s: self._running.index(s.job)):
             if budget <= 0:
                 break
@@ -375,6 +392,10 @@ class Scheduler:
                 self._prompt_done(seq, indices[0])
             else:
                 self._verify(seq, indices, draft)
+        if beside:  # fewer tokens when the step took longer than its time, one more when it did not
+            took, tokens = time.monotonic() - started, self._background_tokens
+            self._background_tokens = max(1, int(tokens * 0.7)) if took > BACKGROUND_STEP_S else tokens + 1
+            self._background_tokens = min(self._background_tokens, model.shape.n_batch)
 
     def _drafts(self, generating: list[Sequence], room: int) -> dict[Sequence, list[int]]:
         """Guessed next tokens for speculative decoding, by sequence: only for a sequence that generates
