@@ -84,3 +84,15 @@ def test_model_path_messages_say_what_is_wrong(tmp_path: Path) -> None:
         build_settings({"model": str(tmp_path)}, environ={})
     with pytest.raises(ConfigError, match=r"looks like a Hugging Face model id.*hf:google/gemma-3-1b-it"):
         build_settings({"model": "google/gemma-3-1b-it"}, environ={})
+
+
+def test_keep_alive_and_memory_budget_from_flags_and_environment() -> None:
+    from localxai.runtime import memory_budget
+
+    env = build_settings({}, {"LOCALXAI_KEEP_ALIVE_S": "7", "LOCALXAI_MEMORY_BUDGET_MIB": "900"})
+    assert env.keep_alive_s == 7.0 and env.models.embedded[0].tuning.keep_alive_s == 7.0
+    assert memory_budget(env) == 900 << 20
+    assert memory_budget(build_settings({"memory_budget_mib": 0}, {})) is None  # no budget
+    assert memory_budget(build_settings({}, {})) > 0  # three quarters of the machine's memory
+    with pytest.raises(ConfigError, match="--keep-alive"):
+        build_settings({"keep_alive_s": -1.0}, {})

@@ -343,6 +343,7 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()
     reasoning: bool = False  # thinking is split into reasoning_content
     reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values (empty: refused)
+    loaded: bool | None = None  # in memory now (embedded models load on demand); None: always available
 
 
 @dataclass(frozen=True)

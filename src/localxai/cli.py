@@ -78,6 +78,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MiB",
         help="host memory keeping evicted prompt KV for reuse (default 8192; 0 = off)",
     )
+    serve.add_argument(
+        "--keep-alive",
+        type=float,
+        dest="keep_alive_s",
+        metavar="SECONDS",
+        help="unload an embedded model idle this long; it loads again on its next request (default 0 = never)",
+    )
+    serve.add_argument(
+        "--memory-budget",
+        type=int,
+        dest="memory_budget_mib",
+        metavar="MiB",
+        help="memory for the loaded embedded models' weights and KV caches together; loading one more unloads "
+        "the least recently used idle ones (default: three quarters of physical memory; 0 = no budget)",
+    )
     serve.add_argument("--max-n", type=int, help="largest n a request may ask for (default 16)")
     serve.add_argument(
         "--reasoning", action="store_true", help="the model is a reasoning model thinking in <think>...</think>"

@@ -5,6 +5,7 @@ id = "gemma-3-270m"            # embedded llama.cpp (path: a GGUF; omitted: the 
 engine = "llamacpp"
 parallel = 8                   # optional: chosen from the machine's memory and the model's KV size
 ctx_size = 8192
+keep_alive = 300               # optional: unloaded after 5 idle minutes (default: --keep-alive)
 
 [[models]]
 id = "gemma-3-4b"              # an embedded vision model: the GGUF and its projector
@@ -81,6 +82,9 @@ def load_config(path: Path, environ: Mapping[str, str], defaults: EngineTuning |
                         if "parallel" in entry
                         else defaults.parallel,
                         ctx_size=_optional(entry, "ctx_size", int, where, defaults.ctx_size),
+                        keep_alive_s=float(_optional(entry, "keep_alive", (int, float), where, 1))
+                        if "keep_alive" in entry
+                        else defaults.keep_alive_s,
                     ),
                     reasoning=reasoning_spec(
                         bool(entry.get("reasoning", False)),

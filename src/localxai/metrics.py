@@ -115,6 +115,19 @@ class _EngineCollector(Collector):
             "draft_tokens_accepted": CounterMetricFamily(
                 "localxai_draft_tokens_accepted", "Guessed tokens the model's samples confirmed", labels=["model"]
             ),
+            "loaded": GaugeMetricFamily("localxai_model_loaded", "1 while the model is in memory", labels=["model"]),
+            "memory_bytes": GaugeMetricFamily(
+                "localxai_model_memory_bytes",
+                "What the loaded model takes of --memory-budget (weights and KV cache)",
+                labels=["model"],
+            ),
+            "loads": CounterMetricFamily("localxai_model_loads", "Times the model was loaded", labels=["model"]),
+            "load_seconds": CounterMetricFamily(
+                "localxai_model_load_seconds", "Time spent loading the model", labels=["model"]
+            ),
+            "evictions": CounterMetricFamily(
+                "localxai_model_evictions", "Times the model was unloaded to make room for another", labels=["model"]
+            ),
         }
         for engine in self._engines:
             for model, stats in engine.stats().items():

@@ -122,7 +122,9 @@ class Runtime:
                     "or create one with `localxai keys create`; or listen on 127.0.0.1"
                 )
             # Downloads happen here, at the composition root: building the settings only reads.
-            engines = build_engines(pulled(settings.models, settings.offline), settings.data_dir)
+            engines = build_engines(
+                pulled(settings.models, settings.offline), settings.data_dir, memory_budget(settings)
+            )
         except BaseException:
             store.close()
             raise
@@ -186,6 +188,18 @@ class Runtime:
         await self.deferred.close()
         await self.service.close()
         self.store.close()
+
+
+def memory_budget(settings: Settings) -> int | None:
+    """Bytes the loaded embedded models may take together: --memory-budget, by default three quarters of
+    physical memory; 0: no budget."""
+    from localxai.engines.llamacpp.model import physical_memory
+
+    if settings.memory_budget_mib == 0:
+        return None
+    if settings.memory_budget_mib is None:
+        return physical_memory() * 3 // 4
+    return settings.memory_budget_mib << 20
 
 
 def executors(settings: Settings) -> tuple[Executor, ...]:

@@ -157,10 +157,10 @@ class ChatService:
     # -- models -----------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelInfo]:
-        return [self._with_aliases(info) for info, _ in self._models.values()]
+        return [self._listed(info, engine) for info, engine in self._models.values()]
 
     def get_model(self, name: str) -> ModelInfo:
-        return self._with_aliases(self._resolve(name)[0])
+        return self._listed(*self._resolve(name))
 
     def model_label(self, name: str | None) -> str:
         """A model for metrics labels: a served id, never a client's string (unknown: one value)."""
@@ -169,9 +169,10 @@ class ChatService:
         found = self._models.get(self._aliases.get(name, name))
         return "unknown" if found is None else found[0].id
 
-    def _with_aliases(self, info: ModelInfo) -> ModelInfo:
+    def _listed(self, info: ModelInfo, engine: Engine) -> ModelInfo:
+        """The model as listed now: its aliases, and whether it is loaded."""
         aliases = tuple(sorted(a for a, t in self._aliases.items() if t == info.id))
-        return replace(info, aliases=aliases)
+        return replace(info, aliases=aliases, loaded=engine.is_loaded(info.id))
 
     def _resolve(self, name: str) -> tuple[ModelInfo, Engine]:
         found = self._models.get(self._aliases.get(name, name))

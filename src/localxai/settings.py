@@ -44,6 +44,8 @@ class Settings:
     top_k: int = 40  # server-side sampling cut (xAI's API has no top_k field)
     speculation: str = "ngram"  # "ngram": prompt-lookup speculative decoding; "off"
     cache_ram_mib: int = 8192  # host memory for evicted prompt KV (0: none)
+    keep_alive_s: float = 0.0  # an embedded model idle this long is unloaded (0: never)
+    memory_budget_mib: int | None = None  # the loaded embedded models together (None: 3/4 of memory; 0: none)
     reasoning: bool = False  # the model thinks between reasoning_tags; split into reasoning_content
     reasoning_tags: tuple[str, str] = ("<think>", "</think>")
     reasoning_open: bool = False  # the chat template opens the thinking block itself
@@ -80,6 +82,7 @@ class Settings:
             ("--threads", self.threads, 1, None),
             ("--top-k", self.top_k, 0, None),
             ("--cache-ram", self.cache_ram_mib, 0, None),
+            ("--keep-alive", self.keep_alive_s, 0, None),
             ("--max-n", self.max_n, 1, None),
             ("--max-messages", self.max_messages, 1, None),
             ("--max-images", self.max_images, 0, None),
@@ -90,6 +93,8 @@ class Settings:
             _check_range(flag, value, low, high)
         if self.parallel is not None:
             _check_range("--parallel", self.parallel, 1, None)
+        if self.memory_budget_mib is not None:
+            _check_range("--memory-budget", self.memory_budget_mib, 0, None)
         if self.grpc_port == self.port:
             # Both listeners set SO_REUSEADDR and bind before either listens, so Linux lets them share
             # the port: HTTP clients would then reach the gRPC server.
@@ -181,6 +186,8 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
         "top_k": int,
         "speculation": str,
         "cache_ram_mib": int,
+        "keep_alive_s": float,
+        "memory_budget_mib": int,
         "max_n": int,
         "tensor_parallel_size": int,
         "max_messages": int,
@@ -265,6 +272,7 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
         max_queue=settings.max_queue,
         speculation=settings.speculation == "ngram",
         cache_ram_mib=settings.cache_ram_mib,
+        keep_alive_s=settings.keep_alive_s,
     )
     if settings.config is not None:
         return load_config(settings.config, environ, defaults)

@@ -29,6 +29,7 @@ class EngineTuning:
     max_queue: int = 64
     speculation: bool = True  # n-gram speculative decoding
     cache_ram_mib: int = 8192  # host memory for evicted prompt KV (0: none)
+    keep_alive_s: float = 0.0  # unloaded when idle this long (0: never); loaded again on demand
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class Engine(abc.ABC):
     async def open(self) -> None:  # noqa: B027 - engines without background work need nothing
         """Start background work (health checks); called once by the runtime before serving."""
 
+    def is_loaded(self, model: str) -> bool | None:
+        """Whether the model is in memory now (models on demand); None where that does not apply."""
+        return None
+
     def problems(self) -> list[str]:
         """What keeps this engine's models from being served now (for /ready and the start-up log)."""
         return []

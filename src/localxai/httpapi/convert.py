@@ -221,6 +221,7 @@ def model_body(info: ModelInfo) -> dict[str, Any]:
         "aliases": list(info.aliases),
         "context_length": info.context_length,
         **_prices(),
+        **_loaded(info),
     }
 
 
@@ -237,7 +238,13 @@ def language_model_body(info: ModelInfo) -> dict[str, Any]:
         **_prices(),
         "search_price": 0,
         "aliases": list(info.aliases),
+        **_loaded(info),
     }
+
+
+def _loaded(info: ModelInfo) -> dict[str, bool]:
+    """localxai's extra field: whether an embedded model is in memory now (it loads on first use)."""
+    return {} if info.loaded is None else {"loaded": info.loaded}
 
 
 def _prices() -> dict[str, int]:

@@ -53,17 +53,7 @@ class LlamaCppEngine(Engine):
         # Where an image sits in the rendered conversation; random, so no message text can forge one.
         self._image_marker = f"<localxai-image-{secrets.token_hex(8)}>"
         self._template = template_for(self._model.metadata, self._model.bos_text, self._model.eos_text)
-        stat = path.stat()
-        digest = hashlib.sha256(f"{path.name}:{stat.st_size}:{__version__}".encode()).hexdigest()
-        self._info = ModelInfo(
-            id=spec.id,
-            created=int(stat.st_mtime),
-            context_length=shape.ctx_size,
-            fingerprint=f"fp_{digest[:10]}",
-            reasoning=spec.reasoning is not None,
-            reasoning_efforts=spec.reasoning_efforts,
-            input_modalities=("text", "image") if self._vision is not None else ("text",),
-        )
+        self._info = model_info(spec, path)
         self._scheduler = Scheduler(
             self._model,
             top_k=tuning.top_k,
@@ -230,6 +220,21 @@ class LlamaCppEngine(Engine):
         if self._vision is not None:
             self._vision.close()
         self._model.close()
+
+
+def model_info(spec: EmbeddedModel, path: Path) -> ModelInfo:
+    """What the model list says of an embedded model, known without loading it."""
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.name}:{stat.st_size}:{__version__}".encode()).hexdigest()
+    return ModelInfo(
+        id=spec.id,
+        created=int(stat.st_mtime),
+        context_length=spec.tuning.ctx_size,
+        fingerprint=f"fp_{digest[:10]}",
+        reasoning=spec.reasoning is not None,
+        reasoning_efforts=spec.reasoning_efforts,
+        input_modalities=("text", "image") if spec.mmproj is not None else ("text",),
+    )
 
 
 def calls_forced(request: GenerationRequest) -> bool:

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,27 @@ def auto_parallel(ctx_size: int, kv_bytes_per_token: int, memory: int) -> int:
         if parallel * ctx_size * kv_bytes_per_token <= budget:
             return parallel
     return max(1, budget // max(1, ctx_size * kv_bytes_per_token))
+
+
+def kv_bytes_per_token(metadata: Mapping[str, object]) -> int:
+    """KV cache bytes one position takes (f16 keys and values in every layer), from the GGUF's metadata
+    (llama.cpp's strings once loaded, or the header's values read without loading: gguf_meta)."""
+    arch = str(metadata.get("general.architecture", ""))
+
+    def number(key: str, default: int) -> int:
+        raw = metadata.get(f"{arch}.{key}", "")
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        # Per-layer arrays (some hybrid models) come as "[a, b, ...]": take the largest.
+        values = [int(v) for v in str(raw).strip("[]").replace(",", " ").split() if v.isdigit()]
+        return max(values) if values else default
+
+    layers = number("block_count", 32)
+    heads = number("attention.head_count", 32)
+    head_dim = number("embedding_length", 4096) // max(1, heads)
+    kv_heads = number("attention.head_count_kv", heads)
+    per_layer = kv_heads * (number("attention.key_length", head_dim) + number("attention.value_length", head_dim))
+    return 2 * layers * per_layer
 
 
 def physical_memory() -> int:
@@ -277,21 +299,7 @@ class LlamaModel:
             self._model = None
 
     def kv_bytes_per_token(self) -> int:
-        """KV cache bytes one position takes (f16 keys and values in every layer), from the GGUF."""
-        arch = self.metadata.get("general.architecture", "")
-
-        def number(key: str, default: int) -> int:
-            raw = self.metadata.get(f"{arch}.{key}", "")
-            # Per-layer arrays (some hybrid models) come as "[a, b, ...]": take the largest.
-            values = [int(v) for v in raw.strip("[]").replace(",", " ").split() if v.isdigit()]
-            return max(values) if values else default
-
-        layers = number("block_count", 32)
-        heads = number("attention.head_count", 32)
-        head_dim = number("embedding_length", 4096) // max(1, heads)
-        kv_heads = number("attention.head_count_kv", heads)
-        per_layer = kv_heads * (number("attention.key_length", head_dim) + number("attention.value_length", head_dim))
-        return 2 * layers * per_layer
+        return kv_bytes_per_token(self.metadata)
 
     def _read_metadata(self) -> dict[str, str]:
         buf = ctypes.create_string_buffer(1 << 20)  # chat templates can be long

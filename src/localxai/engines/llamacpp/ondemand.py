@@ -1,0 +1,248 @@
+"""Embedded models on demand: a model is loaded when a request asks for it (the first one named at start
+is loaded at start), unloaded after it has been idle for its keep-alive, and every loaded model fits one memory
+budget together: weights (the GGUF and its projector) plus the KV cache at the model's shape.
+
+Loading a model that does not fit unloads the least recently used idle ones first; one that can never
+fit is refused at once, saying what it needs. While busy models hold the memory a load waits, at most
+LOAD_WAIT_S, then answers 503 with Retry-After. Nothing in flight is cut: a model is unloaded only while
+no request holds it, and a request holds it from its check to its last event. Concurrent first requests
+for one model load it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+
+from localxai import gguf_meta
+from localxai.chat import Event, ModelInfo, Token
+from localxai.engines.base import Engine, GenerationRequest
+from localxai.engines.llamacpp.engine import LlamaCppEngine, model_info
+from localxai.engines.llamacpp.model import auto_parallel, kv_bytes_per_token, physical_memory
+from localxai.errors import ConfigError, Unavailable
+from localxai.specs import EmbeddedModel
+
+log = logging.getLogger(__name__)
+
+LOAD_WAIT_S = 30.0  # how long a request waits for busy models to free the memory its model needs
+REAP_EVERY_S = 1.0
+MIB = 1 << 20
+
+
+class ModelPool:
+    """The embedded models of one process and the memory budget they share (None: no budget)."""
+
+    def __init__(self, budget_bytes: int | None = None) -> None:
+        self.budget = budget_bytes
+        self.members: list[OnDemandEngine] = []
+        self._changed: asyncio.Condition | None = None  # made on the event loop, at first use
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def used(self) -> int:
+        return sum(m.footprint for m in self.members if m.loaded)
+
+    @property
+    def changed(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def make_room(self, model: OnDemandEngine) -> None:
+        """Unload least recently used idle models until `model` fits; raises Unavailable when it never
+        can, or when busy models still hold the memory after LOAD_WAIT_S."""
+        if self.budget is None:
+            return
+        if model.footprint > self.budget:
+            raise Unavailable(
+                f"Model {model.model_id} needs {model.footprint // MIB} MiB of memory (weights and KV cache at "
+                f"its context and parallel sequences); this server's memory budget is {self.budget // MIB} MiB "
+                "(--memory-budget). Give it a smaller --ctx-size or --parallel, or a larger budget."
+            )
+        deadline = time.monotonic() + LOAD_WAIT_S
+        while self.used + model.footprint > self.budget:
+            idle = [m for m in self.members if m is not model and m.loaded and m.idle]
+            if idle:
+                victim = min(idle, key=lambda m: m.last_used)
+                log.info(
+                    "unloading model %s (least recently used) to make room for %s", victim.model_id, model.model_id
+                )
+                victim.evictions += 1
+                await victim.unload()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unavailable(
+                    f"Model {model.model_id} needs {model.footprint // MIB} MiB of memory and the models in use hold "
+                    f"{self.used // MIB} of the {self.budget // MIB} MiB budget; retry shortly."
+                )
+            async with self.changed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self.changed.wait()
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap(), name="model-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+            self._reaper = None
+
+    async def _reap(self) -> None:
+        """Unload the models idle for longer than their keep-alive."""
+        while True:
+            await asyncio.sleep(REAP_EVERY_S)
+            now = time.monotonic()
+            for model in self.members:
+                if model.loaded and model.idle and model.keep_alive_s and now - model.last_used > model.keep_alive_s:
+                    log.info("unloading model %s: idle for %.0f s (keep-alive)", model.model_id, now - model.last_used)
+                    await model.unload()
+
+
+class OnDemandEngine(Engine):
+    """One embedded model, loaded while it is wanted. `keep_alive_s` 0: never unloaded for idleness."""
+
+    def __init__(
+        self, spec: EmbeddedModel, path: Path, pool: ModelPool, keep_alive_s: float = 0.0, preload: bool = False
+    ) -> None:
+        """`preload`: load it now (a model named at start: a bad file is a start-up error, as before)."""
+        self.model_id = spec.id
+        self._spec = spec
+        self._path = path
+        self._pool = pool
+        self.keep_alive_s = keep_alive_s
+        self._info = model_info(spec, path)
+        self.footprint = footprint(spec, path)
+        self._engine: LlamaCppEngine | None = None
+        self._holders = 0
+        self._lock = asyncio.Lock()
+        self.loads, self.load_seconds, self.evictions = 0, 0.0, 0
+        self.last_used = time.monotonic()
+        pool.members.append(self)
+        if preload:
+            if pool.budget is not None and pool.used + self.footprint > pool.budget:
+                raise ConfigError(
+                    f"model {spec.id} needs {self.footprint // MIB} MiB (weights and KV cache); with the models "
+                    f"before it that exceeds --memory-budget {pool.budget // MIB} MiB"
+                )
+            started = time.monotonic()
+            self._engine = LlamaCppEngine(spec, path)
+            self.loads, self.load_seconds = 1, time.monotonic() - started
+
+    async def open(self) -> None:
+        self._pool.start()
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def idle(self) -> bool:
+        return self._holders == 0
+
+    def models(self) -> list[ModelInfo]:
+        return [self._info]
+
+    def is_loaded(self, model: str) -> bool | None:
+        return self.loaded
+
+    async def load(self) -> LlamaCppEngine:
+        """The loaded engine (loading it now if it is not: once, whoever asks at the same time)."""
+        async with self._lock:
+            if self._engine is None:
+                await self._pool.make_room(self)
+                started = time.monotonic()
+                self._engine = await asyncio.to_thread(LlamaCppEngine, self._spec, self._path)
+                self.loads += 1
+                self.load_seconds += time.monotonic() - started
+                log.info("model %s loaded in %.1f s", self.model_id, time.monotonic() - started)
+            return self._engine
+
+    async def unload(self) -> None:
+        """Free the model if no request holds it (a request that arrives meanwhile loads it again)."""
+        engine = self._engine
+        if engine is None or self._holders:
+            return
+        self._engine = None
+        await engine.close()
+        await self._pool.notify()
+
+    @contextlib.asynccontextmanager
+    async def _held(self) -> AsyncIterator[LlamaCppEngine]:
+        self._holders += 1
+        try:
+            yield await self.load()
+        finally:
+            self._holders -= 1
+            self.last_used = time.monotonic()
+            await self._pool.notify()
+
+    async def tokenize(self, model: str, text: str) -> list[Token]:
+        async with self._held() as engine:
+            return await engine.tokenize(model, text)
+
+    async def check(self, request: GenerationRequest) -> None:
+        async with self._held() as engine:
+            await engine.check(request)
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
+        held = self._held()
+        engine = await held.__aenter__()
+        try:
+            events = await engine.generate(request)
+        except BaseException as exc:
+            await held.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self._holding(held, events)
+
+    @staticmethod
+    async def _holding(
+        held: contextlib.AbstractAsyncContextManager[LlamaCppEngine], events: AsyncGenerator[Event, None]
+    ) -> AsyncGenerator[Event, None]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+            await held.__aexit__(None, None, None)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        engine = self._engine
+        counts = {"loads": float(self.loads), "load_seconds": self.load_seconds, "evictions": float(self.evictions)}
+        if engine is None:
+            return {self.model_id: {"loaded": 0.0, "memory_bytes": 0.0, **counts}}
+        loaded = {"loaded": 1.0, "memory_bytes": float(self.footprint), **counts}
+        return {self.model_id: {**engine.stats()[self.model_id], **loaded}}
+
+    async def close(self) -> None:
+        await self._pool.stop()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.close()
+
+    def halt(self) -> None:
+        if self._engine is not None:
+            self._engine.halt()
+
+
+def footprint(spec: EmbeddedModel, path: Path) -> int:
+    """The memory a model takes loaded: its files (weights are mapped whole) and its KV cache."""
+    tuning = spec.tuning
+    try:
+        per_token = kv_bytes_per_token(gguf_meta.read_metadata(path))
+    except (OSError, gguf_meta.NotGGUF) as exc:
+        raise ConfigError(f"model {spec.id}: cannot read {path}: {exc}") from None
+    parallel = tuning.parallel or auto_parallel(tuning.ctx_size, per_token, physical_memory())
+    projector = spec.mmproj.stat().st_size if spec.mmproj is not None else 0
+    return path.stat().st_size + projector + parallel * tuning.ctx_size * per_token

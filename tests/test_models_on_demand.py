@@ -1,0 +1,162 @@
+"""Models on demand through a real server with the real engine: the default model's GGUF copied under three
+names (and once too big for the budget), a memory budget that holds two of them. Load on first request,
+least-recently-used eviction, keep-alive unload, one load for concurrent first requests, a too-big model
+refused at once saying what it needs, an unload that never cuts a running stream, and a restart that
+keeps nothing stale."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from localxai.engines.llamacpp.default_model import default_model_path
+from localxai.engines.llamacpp.ondemand import footprint
+from localxai.specs import EmbeddedModel, EngineTuning
+
+from conftest import Server, start_server, stop_server
+
+HEADERS = {"Authorization": "Bearer x"}
+TUNING = ("--ctx-size", "512", "--parallel", "2")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A models file: m-a, m-b (keep-alive 2 s), m-c, and m-big (too big for any budget the test sets)."""
+    tmp = tmp_path_factory.mktemp("on-demand")
+    source = default_model_path(Path.home() / ".cache" / "localxai" / "models")
+    entries = []
+    for name, extra in (
+        ("m-a", ""),
+        ("m-b", "keep_alive = 2\n"),
+        ("m-c", ""),
+        ("m-big", "ctx_size = 8192\nparallel = 16\n"),
+    ):
+        path = tmp / f"{name}.gguf"
+        shutil.copyfile(source, path)
+        entries.append(f'[[models]]\nid = "{name}"\npath = "{path}"\n{extra}')
+    config = tmp / "models.toml"
+    config.write_text("\n".join(entries))
+    return config, ["m-a", "m-b", "m-c", "m-big"]
+
+
+def budget_for_two(config: Path) -> int:
+    one = footprint(EmbeddedModel("m", tuning=EngineTuning(ctx_size=512, parallel=2)), config.parent / "m-a.gguf")
+    return (2 * one + one // 2) >> 20  # MiB: two fit, three do not
+
+
+@pytest.fixture(scope="module")
+def server(files: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    config, _ = files
+    budget = str(budget_for_two(config))
+    running = start_server(tmp_path_factory.mktemp("od-server"), "--config", str(config), *TUNING,
+                           "--memory-budget", budget)  # fmt: skip
+    yield running
+    stop_server(running)
+
+
+def loaded(server: Server) -> dict[str, bool]:
+    listed = httpx.get(f"{server.v1}/models", headers=HEADERS).json()["data"]
+    return {m["id"]: m["loaded"] for m in listed}
+
+
+def ask(server: Server, model: str, **extra: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3, **extra}
+    return httpx.post(f"{server.v1}/chat/completions", json=body, headers=HEADERS, timeout=120)
+
+
+def loads_of(server: Server, model: str) -> int:
+    return server.log.read_text().count(f"model {model} loaded in")
+
+
+def test_models_load_on_first_request_and_the_least_recently_used_goes(server: Server) -> None:
+    assert loaded(server) == {"m-a": True, "m-b": False, "m-c": False, "m-big": False}  # the first, at start
+    language = httpx.get(f"{server.v1}/language-models", headers=HEADERS).json()["models"]
+    assert {m["id"]: m["loaded"] for m in language} == loaded(server)
+    assert ask(server, "m-b").status_code == 200
+    assert loaded(server) == {"m-a": True, "m-b": True, "m-c": False, "m-big": False}
+    assert ask(server, "m-a").status_code == 200  # m-b is now the least recently used
+    assert ask(server, "m-c").status_code == 200
+    assert loaded(server) == {"m-a": True, "m-b": False, "m-c": True, "m-big": False}
+    metrics = httpx.get(f"{server.base_url}/metrics", headers=HEADERS).text
+    assert 'localxai_model_evictions_total{model="m-b"} 1.0' in metrics
+    assert 'localxai_model_loaded{model="m-c"} 1.0' in metrics
+
+
+def test_a_model_that_can_never_fit_is_refused_at_once(server: Server) -> None:
+    started = time.monotonic()
+    r = ask(server, "m-big")
+    assert r.status_code == 503 and time.monotonic() - started < 10
+    assert "needs" in r.json()["error"] and "MiB" in r.json()["error"] and "--memory-budget" in r.json()["error"]
+    assert loaded(server)["m-big"] is False
+
+
+def test_keep_alive_unloads_an_idle_model(server: Server) -> None:
+    assert ask(server, "m-b").status_code == 200
+    assert loaded(server)["m-b"] is True
+    deadline = time.monotonic() + 20
+    while loaded(server)["m-b"]:  # keep_alive = 2 s, checked every second
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert "unloading model m-b: idle" in server.log.read_text()
+
+
+def test_concurrent_first_requests_load_a_model_once(server: Server) -> None:
+    assert ask(server, "m-a").status_code == 200
+    assert ask(server, "m-b").status_code == 200  # m-c is evicted: least recently used of the three
+    assert loaded(server)["m-c"] is False
+    before = loads_of(server, "m-c")
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(ask(server, "m-c").status_code)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 4
+    assert loads_of(server, "m-c") == before + 1
+
+
+def test_an_unload_never_cuts_a_running_stream(server: Server) -> None:
+    assert ask(server, "m-a").status_code == 200
+    body = {"model": "m-a", "messages": [{"role": "user", "content": "Count from 1 to 100."}], "max_tokens": 200,
+            "temperature": 0, "stream": True}  # fmt: skip
+    finish: list[str] = []
+    with httpx.stream("POST", f"{server.v1}/chat/completions", json=body, headers=HEADERS, timeout=120) as stream:
+        lines = stream.iter_lines()
+        next(line for line in lines if line.startswith("data: {"))  # m-a is streaming
+        # Two other models while m-a streams: each evicts the idle one, never m-a.
+        assert ask(server, "m-b").status_code == 200
+        assert ask(server, "m-c").status_code == 200
+        assert loaded(server)["m-a"] is True
+        finish = [line for line in lines if '"finish_reason":"' in line]
+    assert finish and ('"finish_reason":"length"' in finish[-1] or '"finish_reason":"stop"' in finish[-1])
+
+
+def test_a_restart_keeps_nothing_stale(files: tuple[Path, list[str]], tmp_path: Path) -> None:
+    config, _ = files
+    args = ("--config", str(config), *TUNING, "--memory-budget", str(budget_for_two(config)))
+    first = start_server(tmp_path, *args)
+    try:
+        assert ask(first, "m-c").status_code == 200
+    finally:
+        stop_server(first)
+    again = start_server(tmp_path, *args)
+    try:
+        assert loaded(again) == {"m-a": True, "m-b": False, "m-c": False, "m-big": False}
+        assert ask(again, "m-c").status_code == 200
+    finally:
+        stop_server(again)
+
+
+def test_a_budget_that_cannot_hold_the_first_model_stops_the_start(
+    files: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    config, _ = files
+    with pytest.raises(RuntimeError, match="memory-budget"):
+        start_server(tmp_path, "--config", str(config), *TUNING, "--memory-budget", "1", timeout=60)
