@@ -16,8 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from localxai.engines.llamacpp import ondemand
 from localxai.engines.llamacpp.default_model import default_model_path
-from localxai.engines.llamacpp.ondemand import footprint
+from localxai.engines.llamacpp.ondemand import ModelPool, footprint
+from localxai.errors import Unavailable
+from localxai.httpapi.errors import error_response
 from localxai.specs import EmbeddedModel, EngineTuning
 
 from conftest import Server, start_server, stop_server
@@ -160,3 +163,32 @@ def test_a_budget_that_cannot_hold_the_first_model_stops_the_start(
     config, _ = files
     with pytest.raises(RuntimeError, match="memory-budget"):
         start_server(tmp_path, "--config", str(config), *TUNING, "--memory-budget", "1", timeout=60)
+
+
+class Member:
+    """Stands for an OnDemandEngine in the pool's arithmetic (the pool reads these attributes only)."""
+
+    def __init__(self, pool: ModelPool, model_id: str, size: int, loaded: bool, idle: bool = True) -> None:
+        self.model_id, self.footprint, self.loaded, self.idle = model_id, size, loaded, idle
+        self.last_used, self.evictions = time.monotonic(), 0
+        pool.members.append(self)  # type: ignore[arg-type]
+
+    async def unload(self) -> None:
+        self.loaded = False
+
+
+async def test_the_pool_waits_for_busy_models_then_503_with_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ondemand, "LOAD_WAIT_S", 0.2)
+    pool = ModelPool(1000)
+    busy = Member(pool, "a", 600, loaded=True, idle=False)
+    wanted = Member(pool, "b", 600, loaded=False)
+    with pytest.raises(Unavailable) as refused:
+        await pool.make_room(wanted)  # type: ignore[arg-type]
+    assert refused.value.retry_after == ondemand.RETRY_AFTER_S
+    assert error_response(refused.value).status_code == 503
+    assert error_response(refused.value).headers["Retry-After"] == "5"
+    busy.idle = True  # its request ended: it is the one to go
+    await pool.make_room(wanted)  # type: ignore[arg-type]
+    assert not busy.loaded and busy.evictions == 1

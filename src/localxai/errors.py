@@ -116,6 +116,10 @@ class ResourceExhausted(LocalXAIError):
 class Unavailable(LocalXAIError):
     status = Status.UNAVAILABLE
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class Preempted(Unavailable):
     """A background generation (a batch request) gave its slot to an interactive request; whoever runs

@@ -47,7 +47,7 @@ def error_body(exc: e.LocalXAIError | None, request_id: str = "") -> dict[str, A
 def error_response(exc: e.LocalXAIError | None, request_id: str = "") -> JSONResponse:
     status = 500 if exc is None else status_for(exc)
     headers = {}
-    if isinstance(exc, e.ResourceExhausted) and exc.retry_after is not None:
+    if isinstance(exc, (e.ResourceExhausted, e.Unavailable)) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return JSONResponse(error_body(exc, request_id), status_code=status, headers=headers)
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LOAD_WAIT_S = 30.0  # how long a request waits for busy models to free the memory its model needs
 REAP_EVERY_S = 1.0
+RETRY_AFTER_S = 5.0  # what a request refused for memory held by busy models is told
 MIB = 1 << 20
 
 
@@ -78,7 +79,8 @@ class ModelPool:
             if left <= 0:
                 raise Unavailable(
                     f"Model {model.model_id} needs {model.footprint // MIB} MiB of memory and the models in use hold "
-                    f"{self.used // MIB} of the {self.budget // MIB} MiB budget; retry shortly."
+                    f"{self.used // MIB} of the {self.budget // MIB} MiB budget; retry shortly.",
+                    retry_after=RETRY_AFTER_S,
                 )
             async with self.changed:
                 with contextlib.suppress(TimeoutError):
