@@ -287,3 +287,29 @@ def assert_serves_tiny_vision(v1: str, model: str = "tiny-vision") -> None:
     reply = httpx.post(f"{v1}/chat/completions", json=body, headers=AUTH, timeout=60)
     assert reply.status_code == 200, reply.text
     assert reply.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_cached_models_are_served_by_name_without_a_restart(env: dict[str, str], tmp_path: Path) -> None:
+    """A model in the download cache is listed (not loaded) and served by its repo name beside the default
+    model; one pulled while the server runs is servable within a rescan, no restart."""
+    import time
+
+    pulled(localxai(env, "pull", f"hf:{REPO}"))
+    server = start_server(tmp_path, "--api-key", API_KEY, "--ctx-size", "512", "--parallel", "2", env=env)
+    try:
+        models = {m["id"]: m["loaded"] for m in httpx.get(f"{server.v1}/models", headers=AUTH).json()["data"]}
+        assert models == {"gemma-3-270m": True, "tiny-vision": False}
+        assert_serves_tiny_vision(server.v1)
+        assert httpx.get(f"{server.v1}/models/tiny-vision", headers=AUTH).json()["loaded"] is True
+        # Another quantisation pulled now: both are then named by their tag.
+        pulled(localxai(env, "pull", f"hf:{REPO}:f16"))
+        deadline = time.monotonic() + 40
+        while "tiny-vision:f16" not in (
+            ids := [m["id"] for m in httpx.get(f"{server.v1}/models", headers=AUTH).json()["data"]]
+        ):
+            assert time.monotonic() < deadline, ids
+            time.sleep(0.5)
+        assert_serves_tiny_vision(server.v1, "tiny-vision:f16")
+        assert "tiny-vision" in ids  # the name it was served under stays
+    finally:
+        stop_server(server)

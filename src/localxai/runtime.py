@@ -23,7 +23,7 @@ from localxai.conversations import Conversations
 from localxai.deferred import DeferredCompletions
 from localxai.embeddings import Embedder, Embeddings, embedders
 from localxai.engines.base import Engine
-from localxai.engines.registry import build_engines
+from localxai.engines.registry import CachedModels, build_engines
 from localxai.errors import ConfigError
 from localxai.files import Files
 from localxai.httpapi.batch_lines import jsonl_requests
@@ -32,7 +32,7 @@ from localxai.media.fetch import FetchPolicy
 from localxai.metrics import Metrics
 from localxai.sealing import Sealer
 from localxai.service import ChatService, Limits, Shutdown
-from localxai.settings import LOOPBACK_HOSTS, Settings
+from localxai.settings import LOOPBACK_HOSTS, Settings, engine_tuning
 from localxai.store.store import Store, sqlite_url
 
 
@@ -71,6 +71,7 @@ class Runtime:
     max_body_bytes: int = 64 * 1024 * 1024
     shutdown: Shutdown = field(default_factory=Shutdown)
     grpc_port: int = 50051  # where xai-sdk clients connect (0: no gRPC listener); the playground shows it
+    cached_models: CachedModels | None = None  # the download cache's models, served on demand
 
     @classmethod
     def build(
@@ -122,9 +123,12 @@ class Runtime:
                     "or create one with `localxai keys create`; or listen on 127.0.0.1"
                 )
             # Downloads happen here, at the composition root: building the settings only reads.
-            engines = build_engines(
-                pulled(settings.models, settings.offline), settings.data_dir, memory_budget(settings)
-            )
+            pool = None
+            if settings.engine == "llamacpp":  # embedded models (llama.cpp is imported only then)
+                from localxai.engines.llamacpp.ondemand import ModelPool
+
+                pool = ModelPool(memory_budget(settings))
+            engines = build_engines(pulled(settings.models, settings.offline), settings.data_dir, pool)
         except BaseException:
             store.close()
             raise
@@ -160,7 +164,8 @@ class Runtime:
                     embedders=tuple(served_embedders),
                 ),
             )
-            return replace(runtime, grpc_port=settings.grpc_port)
+            cached = None if pool is None else CachedModels(runtime.service, pool, engine_tuning(settings))
+            return replace(runtime, grpc_port=settings.grpc_port, cached_models=cached)
         except BaseException:  # a bad alias, a duplicate id: the loaded engines must not linger
             for engine in engines:
                 engine.halt()
@@ -170,6 +175,8 @@ class Runtime:
     async def start(self) -> None:
         await self.conversations.agent.start()
         await self.service.open()
+        if self.cached_models is not None:
+            await self.cached_models.start()
         await self.deferred.start()
         await self.files.start()
         await self.collections.start()
@@ -186,6 +193,8 @@ class Runtime:
         self.embeddings.close()
         await self.files.close()
         await self.deferred.close()
+        if self.cached_models is not None:
+            await self.cached_models.close()
         await self.service.close()
         self.store.close()
 

@@ -156,6 +156,16 @@ class ChatService:
 
     # -- models -----------------------------------------------------------------------------
 
+    def add_engine(self, engine: Engine) -> list[str]:
+        """Serve one more engine's models (one found in the download cache while running); a model whose
+        id is taken already is not added. Returns the ids added."""
+        added = [info for info in engine.models() if info.id not in self._models and info.id not in self._aliases]
+        for info in added:
+            self._models[info.id] = (info, engine)
+        if added:
+            self._engines.append(engine)
+        return [info.id for info in added]
+
     def list_models(self) -> list[ModelInfo]:
         return [self._listed(info, engine) for info, engine in self._models.values()]
 

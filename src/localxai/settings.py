@@ -262,9 +262,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
-def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfig:
-    """The models to serve: the --config file, or the one model the flags describe, in the same shape."""
-    defaults = EngineTuning(
+def engine_tuning(settings: Settings) -> EngineTuning:
+    """What the flags give every embedded model (a --config entry may override some)."""
+    return EngineTuning(
         parallel=settings.parallel,
         ctx_size=settings.ctx_size,
         threads=settings.threads,
@@ -274,6 +274,11 @@ def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfi
         cache_ram_mib=settings.cache_ram_mib,
         keep_alive_s=settings.keep_alive_s,
     )
+
+
+def models_config(settings: Settings, environ: Mapping[str, str]) -> ModelsConfig:
+    """The models to serve: the --config file, or the one model the flags describe, in the same shape."""
+    defaults = engine_tuning(settings)
     if settings.config is not None:
         return load_config(settings.config, environ, defaults)
     if settings.engine == "fake":

@@ -121,7 +121,7 @@ class OnDemandEngine(Engine):
         """`preload`: load it now (a model named at start: a bad file is a start-up error, as before)."""
         self.model_id = spec.id
         self._spec = spec
-        self._path = path
+        self.path = path
         self._pool = pool
         self.keep_alive_s = keep_alive_s
         self._info = model_info(spec, path)
@@ -165,7 +165,7 @@ class OnDemandEngine(Engine):
             if self._engine is None:
                 await self._pool.make_room(self)
                 started = time.monotonic()
-                self._engine = await asyncio.to_thread(LlamaCppEngine, self._spec, self._path)
+                self._engine = await asyncio.to_thread(LlamaCppEngine, self._spec, self.path)
                 self.loads += 1
                 self.load_seconds += time.monotonic() - started
                 log.info("model %s loaded in %.1f s", self.model_id, time.monotonic() - started)
