@@ -192,3 +192,45 @@ async def test_the_pool_waits_for_busy_models_then_503_with_retry_after(
     busy.idle = True  # its request ended: it is the one to go
     await pool.make_room(wanted)  # type: ignore[arg-type]
     assert not busy.loaded and busy.evictions == 1
+
+
+def test_router_routes_load_and_unload_with_an_operator_key(files: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """llama-server's router routes: GET /models, POST /models/load and /models/unload. A key made with
+    `localxai keys create` may list, not manage; an unload waits for a running stream (never cuts it)."""
+    import subprocess
+    import sys
+
+    config, _ = files
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    made = subprocess.run([sys.executable, "-m", "localxai", "keys", "create", "--name", "user", "--database-url", db],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    user_key = next(w for w in made.stdout.split() if w.startswith("xai-"))
+    operator = {"Authorization": "Bearer xai-operator-key-0000000"}
+    server = start_server(tmp_path, "--config", str(config), *TUNING, "--api-key", "xai-operator-key-0000000",
+                          "--database-url", db)  # fmt: skip
+    try:
+        listed = httpx.get(f"{server.base_url}/models", headers=operator).json()["data"]
+        assert {m["id"]: m["status"]["value"] for m in listed}["m-b"] == "unloaded"
+        user = {"Authorization": f"Bearer {user_key}"}
+        assert httpx.get(f"{server.base_url}/models", headers=user).status_code == 200
+        refused = httpx.post(f"{server.base_url}/models/load", json={"model": "m-b"}, headers=user)
+        assert refused.status_code == 403 and "--api-key" in refused.json()["error"]
+        loaded_now = httpx.post(f"{server.base_url}/models/load", json={"model": "m-b"}, headers=operator, timeout=60)
+        assert loaded_now.status_code == 200 and loaded_now.json()["status"]["value"] == "loaded"
+        missing = httpx.post(f"{server.base_url}/models/load", json={"model": "nope"}, headers=operator)
+        assert missing.status_code == 404
+        body = {"model": "m-b", "messages": [{"role": "user", "content": "Count from 1 to 100."}], "max_tokens": 60,
+                "temperature": 0, "stream": True}  # fmt: skip
+        done: list[httpx.Response] = []
+        with httpx.stream("POST", f"{server.v1}/chat/completions", json=body, headers=operator, timeout=60) as stream:
+            lines = stream.iter_lines()
+            next(line for line in lines if line.startswith("data: {"))
+            unloading = threading.Thread(target=lambda: done.append(httpx.post(
+                f"{server.base_url}/models/unload", json={"model": "m-b"}, headers=operator, timeout=60)))  # fmt: skip
+            unloading.start()
+            rest = list(lines)
+        unloading.join()
+        assert any('"finish_reason":"length"' in line or '"finish_reason":"stop"' in line for line in rest)
+        assert done[0].status_code == 200 and done[0].json()["status"]["value"] == "unloaded"
+    finally:
+        stop_server(server)

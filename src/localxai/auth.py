@@ -36,6 +36,7 @@ class ApiKey:
     rpm: int | None = None
     tpm: int | None = None
     tools: tuple[str, ...] | None = None  # server-side tool kinds it may use; None: every one served
+    operator: bool = False  # a key the server was started with (or open access): it may manage models
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -99,4 +100,11 @@ class Authenticator:
 
     def _static(self, token: str, name: str) -> ApiKey:
         key_id = "key_" + hashlib.sha256(token.encode()).hexdigest()[:16]
-        return ApiKey(key_id=key_id, redacted=redact(token), name=name, created=self._started, modified=self._started)
+        return ApiKey(
+            key_id=key_id,
+            redacted=redact(token),
+            name=name,
+            created=self._started,
+            modified=self._started,
+            operator=True,
+        )

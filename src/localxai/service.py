@@ -156,6 +156,17 @@ class ChatService:
 
     # -- models -----------------------------------------------------------------------------
 
+    async def load_model(self, name: str) -> ModelInfo:
+        info, engine = self._resolve(name)
+        await engine.load(info.id)
+        return self._listed(info, engine)
+
+    async def unload_model(self, name: str, wait_s: float) -> ModelInfo:
+        """Unload once no request holds the model, waiting at most `wait_s` (nothing in flight is cut)."""
+        info, engine = self._resolve(name)
+        await engine.unload(info.id, wait_s)
+        return self._listed(info, engine)
+
     def add_engine(self, engine: Engine) -> list[str]:
         """Serve one more engine's models (one found in the download cache while running); a model whose
         id is taken already is not added. Returns the ids added."""

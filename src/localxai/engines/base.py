@@ -14,6 +14,7 @@ from localxai.chat import (
     ToolChoice,
     ToolMode,
 )
+from localxai.errors import InvalidArgument
 from localxai.media.images import LoadedImage
 
 
@@ -57,6 +58,13 @@ class Engine(abc.ABC):
 
     async def open(self) -> None:  # noqa: B027 - engines without background work need nothing
         """Start background work (health checks); called once by the runtime before serving."""
+
+    async def load(self, model: str) -> None:  # noqa: B027 - always loaded: nothing to do
+        """Load the model now (models on demand); engines whose models are always there do nothing."""
+
+    async def unload(self, model: str, wait_s: float = 0.0) -> None:
+        """Free the model's memory once no request holds it, waiting at most `wait_s` (models on demand)."""
+        raise InvalidArgument(f"Model {model} is not loaded on demand: there is nothing to unload.")
 
     def is_loaded(self, model: str) -> bool | None:
         """Whether the model is in memory now (models on demand); None where that does not apply."""

@@ -25,6 +25,7 @@ from localxai.httpapi import (
     convert,
     embeddings,
     files,
+    models_admin,
     playground,
     responses,
     responses_input,
@@ -366,6 +367,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     embeddings.add_routes(app, runtime.embeddings)
     collections.add_routes(app, runtime)
     batches.add_routes(app, runtime.batches)
+    models_admin.add_routes(app, service)
     playground.add_routes(app, runtime)
 
     return app

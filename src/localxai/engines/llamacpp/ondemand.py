@@ -159,7 +159,7 @@ class OnDemandEngine(Engine):
     def is_loaded(self, model: str) -> bool | None:
         return self.loaded
 
-    async def load(self) -> LlamaCppEngine:
+    async def load(self, model: str = "") -> LlamaCppEngine:  # type: ignore[override]
         """The loaded engine (loading it now if it is not: once, whoever asks at the same time)."""
         async with self._lock:
             if self._engine is None:
@@ -171,8 +171,18 @@ class OnDemandEngine(Engine):
                 log.info("model %s loaded in %.1f s", self.model_id, time.monotonic() - started)
             return self._engine
 
-    async def unload(self) -> None:
-        """Free the model if no request holds it (a request that arrives meanwhile loads it again)."""
+    async def unload(self, model: str = "", wait_s: float = 0.0) -> None:
+        """Free the model once no request holds it, waiting at most `wait_s` for that (past it: 503); with
+        no wait, only if none holds it now. A request that arrives afterwards loads it again."""
+        deadline = time.monotonic() + wait_s
+        while self._holders and wait_s:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unavailable(f"Model {self.model_id} is in use; retry the unload shortly.", RETRY_AFTER_S)
+            async with self._pool.changed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._pool.changed.wait()
         engine = self._engine
         if engine is None or self._holders:
             return
