@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -188,6 +189,7 @@ class OnDemandEngine(Engine):
             return
         self._engine = None
         await engine.close()
+        _trim()
         await self._pool.notify()
 
     @contextlib.asynccontextmanager
@@ -246,6 +248,12 @@ class OnDemandEngine(Engine):
     def halt(self) -> None:
         if self._engine is not None:
             self._engine.halt()
+
+
+def _trim() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps what a freed model's buffers held)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def footprint(spec: EmbeddedModel, path: Path) -> int:
