@@ -170,7 +170,7 @@ class Member:
 
     def __init__(self, pool: ModelPool, model_id: str, size: int, loaded: bool, idle: bool = True) -> None:
         self.model_id, self.footprint, self.loaded, self.idle = model_id, size, loaded, idle
-        self.last_used, self.evictions = time.monotonic(), 0
+        self.last_used, self.evictions, self.loading = time.monotonic(), 0, False
         pool.members.append(self)  # type: ignore[arg-type]
 
     async def unload(self) -> None:
@@ -184,6 +184,7 @@ async def test_the_pool_waits_for_busy_models_then_503_with_retry_after(
     pool = ModelPool(1000)
     busy = Member(pool, "a", 600, loaded=True, idle=False)
     wanted = Member(pool, "b", 600, loaded=False)
+    wanted.loading = True  # as make_room sees the model it runs for
     with pytest.raises(Unavailable) as refused:
         await pool.make_room(wanted)  # type: ignore[arg-type]
     assert refused.value.retry_after == ondemand.RETRY_AFTER_S
@@ -234,3 +235,32 @@ def test_router_routes_load_and_unload_with_an_operator_key(files: tuple[Path, l
         assert done[0].status_code == 200 and done[0].json()["status"]["value"] == "unloaded"
     finally:
         stop_server(server)
+
+
+async def test_a_slow_load_goes_on_inside_the_stream_and_every_hold_is_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past QUICK_LOAD_S the stream is handed back before the model is loaded (its adapter pings meanwhile)
+    and loads as it is read; a stream dropped unread lets go of the model too, so it can be unloaded."""
+    import gc
+
+    from localxai.chat import ChatRequest, Message, Role, TextPart
+    from localxai.engines.base import GenerationRequest
+    from localxai.engines.llamacpp.ondemand import OnDemandEngine
+
+    monkeypatch.setattr(ondemand, "QUICK_LOAD_S", 0.0)
+    path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
+    model = OnDemandEngine(EmbeddedModel("m", tuning=EngineTuning(ctx_size=256, parallel=1)), path, ModelPool())
+    chat = ChatRequest(model="m", messages=(Message(Role.USER, (TextPart("Hi"),)),), stream=True)
+    try:
+        stream = await model.generate(GenerationRequest(chat, model="m"))
+        assert not model.loaded and not model.idle  # handed back at once, held
+        events = [event async for event in stream]
+        assert events and model.loaded and model.idle
+        dropped = await model.generate(GenerationRequest(chat, model="m"))
+        assert not model.idle
+        del dropped
+        gc.collect()
+        assert model.idle
+        await model.unload(wait_s=1.0)
+        assert not model.loaded
+    finally:
+        await model.close()

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 LOAD_WAIT_S = 30.0  # how long a request waits for busy models to free the memory its model needs
 REAP_EVERY_S = 1.0
 RETRY_AFTER_S = 5.0  # what a request refused for memory held by busy models is told
+QUICK_LOAD_S = 1.0  # a load longer than this goes on inside the stream (keep-alive comments meanwhile)
 MIB = 1 << 20
 
 
@@ -43,10 +45,12 @@ class ModelPool:
         self.members: list[OnDemandEngine] = []
         self._changed: asyncio.Condition | None = None  # made on the event loop, at first use
         self._reaper: asyncio.Task[None] | None = None
+        self._wakers: set[asyncio.Task[None]] = set()
 
     @property
     def used(self) -> int:
-        return sum(m.footprint for m in self.members if m.loaded)
+        """What the loaded models take, and those being loaded."""
+        return sum(m.footprint for m in self.members if m.loaded or m.loading)
 
     @property
     def changed(self) -> asyncio.Condition:
@@ -66,7 +70,7 @@ class ModelPool:
                 "(--memory-budget). Give it a smaller --ctx-size or --parallel, or a larger budget."
             )
         deadline = time.monotonic() + LOAD_WAIT_S
-        while self.used + model.footprint > self.budget:
+        while self.used > self.budget:  # `used` counts `model` too: it is loading
             idle = [m for m in self.members if m is not model and m.loaded and m.idle]
             if idle:
                 victim = min(idle, key=lambda m: m.last_used)
@@ -91,6 +95,18 @@ class ModelPool:
     async def notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake what waits for memory or for a model to become idle (from a callback as well)."""
+        if self._changed is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a stream collected off the loop: the waiters look again at their timeout
+            return
+        task = loop.create_task(self.notify())
+        self._wakers.add(task)
+        task.add_done_callback(self._wakers.discard)
 
     def start(self) -> None:
         if self._reaper is None:
@@ -129,7 +145,7 @@ class OnDemandEngine(Engine):
         self.footprint = footprint(spec, path)
         self._engine: LlamaCppEngine | None = None
         self._holders = 0
-        self._lock = asyncio.Lock()
+        self._loading: asyncio.Task[LlamaCppEngine] | None = None
         self.loads, self.load_seconds, self.evictions = 0, 0.0, 0
         self.last_used = time.monotonic()
         pool.members.append(self)
@@ -151,6 +167,10 @@ class OnDemandEngine(Engine):
         return self._engine is not None
 
     @property
+    def loading(self) -> bool:
+        return self._loading is not None
+
+    @property
     def idle(self) -> bool:
         return self._holders == 0
 
@@ -161,16 +181,27 @@ class OnDemandEngine(Engine):
         return self.loaded
 
     async def load(self, model: str = "") -> LlamaCppEngine:  # type: ignore[override]
-        """The loaded engine (loading it now if it is not: once, whoever asks at the same time)."""
-        async with self._lock:
-            if self._engine is None:
-                await self._pool.make_room(self)
-                started = time.monotonic()
-                self._engine = await asyncio.to_thread(LlamaCppEngine, self._spec, self.path)
-                self.loads += 1
-                self.load_seconds += time.monotonic() - started
-                log.info("model %s loaded in %.1f s", self.model_id, time.monotonic() - started)
+        """The loaded engine, loading it now if it is not: one load, whoever asks meanwhile; a caller that
+        goes away does not stop it (the model is loaded for the next one, not leaked half-made)."""
+        if self._engine is not None:
             return self._engine
+        if self._loading is None:
+            self._loading = asyncio.create_task(self._load(), name=f"load-{self.model_id}")
+        return await asyncio.shield(self._loading)
+
+    async def _load(self) -> LlamaCppEngine:
+        try:
+            await self._pool.make_room(self)
+            started = time.monotonic()
+            engine = await asyncio.to_thread(LlamaCppEngine, self._spec, self.path)
+            self._engine = engine
+            self.loads += 1
+            self.load_seconds += time.monotonic() - started
+            self.last_used = time.monotonic()
+            log.info("model %s loaded in %.1f s", self.model_id, time.monotonic() - started)
+            return engine
+        finally:
+            self._loading = None
 
     async def unload(self, model: str = "", wait_s: float = 0.0) -> None:
         """Free the model once no request holds it, waiting at most `wait_s` for that (past it: 503); with
@@ -194,13 +225,20 @@ class OnDemandEngine(Engine):
 
     @contextlib.asynccontextmanager
     async def _held(self) -> AsyncIterator[LlamaCppEngine]:
-        self._holders += 1
+        lease = self._hold()
         try:
             yield await self.load()
         finally:
-            self._holders -= 1
-            self.last_used = time.monotonic()
-            await self._pool.notify()
+            lease.release()
+
+    def _hold(self) -> _Hold:
+        self._holders += 1
+        return _Hold(self)
+
+    def _let_go(self) -> None:
+        self._holders -= 1
+        self.last_used = time.monotonic()
+        self._pool.wake()  # a load waiting for memory, an unload waiting for idleness
 
     async def tokenize(self, model: str, text: str) -> list[Token]:
         async with self._held() as engine:
@@ -211,25 +249,36 @@ class OnDemandEngine(Engine):
             await engine.check(request)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[Event, None]:
-        held = self._held()
-        engine = await held.__aenter__()
+        """Start generating. A load that takes longer than QUICK_LOAD_S goes on inside the stream (its
+        adapter sends keep-alive comments meanwhile), so what the loaded engine refuses then comes as the
+        stream's error; a model already loaded, or quick to load, refuses before any output."""
+        lease = self._hold()
+        loading = asyncio.ensure_future(self.load())  # load() shields the load itself from cancellation
         try:
-            events = await engine.generate(request)
-        except BaseException as exc:
-            await held.__aexit__(type(exc), exc, exc.__traceback__)
+            done, _ = await asyncio.wait({loading}, timeout=QUICK_LOAD_S)
+            if done:
+                events = await loading.result().generate(request)
+            else:
+                events = self._after(loading, request)
+        except BaseException:
+            loading.cancel()
+            lease.release()
             raise
-        return self._holding(held, events)
+        stream = _holding(lease, events)
+        # A stream dropped before its first step never runs its `finally`: let go of the model then too.
+        weakref.finalize(stream, lease.release)
+        return stream
 
     @staticmethod
-    async def _holding(
-        held: contextlib.AbstractAsyncContextManager[LlamaCppEngine], events: AsyncGenerator[Event, None]
+    async def _after(
+        loading: asyncio.Future[LlamaCppEngine], request: GenerationRequest
     ) -> AsyncGenerator[Event, None]:
+        events = await (await loading).generate(request)
         try:
             async for event in events:
                 yield event
         finally:
             await events.aclose()
-            await held.__aexit__(None, None, None)
 
     def stats(self) -> dict[str, dict[str, float]]:
         engine = self._engine
@@ -248,6 +297,28 @@ class OnDemandEngine(Engine):
     def halt(self) -> None:
         if self._engine is not None:
             self._engine.halt()
+
+
+class _Hold:
+    """One request's hold on a model: released once, however its stream ends (or is dropped unread)."""
+
+    def __init__(self, model: OnDemandEngine) -> None:
+        self._model = model
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._model._let_go()
+
+
+async def _holding(lease: _Hold, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()
+        lease.release()
 
 
 def _trim() -> None:
