@@ -126,7 +126,10 @@ class ModelPool:
             for model in self.members:
                 if model.loaded and model.idle and model.keep_alive_s and now - model.last_used > model.keep_alive_s:
                     log.info("unloading model %s: idle for %.0f s (keep-alive)", model.model_id, now - model.last_used)
-                    await model.unload()
+                    try:
+                        await model.unload()
+                    except Exception:  # one model's failure must not stop the keep-alive of the others
+                        log.exception("unloading model %s failed", model.model_id)
 
 
 class OnDemandEngine(Engine):
