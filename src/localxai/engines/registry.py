@@ -95,7 +95,8 @@ class CachedModels:
         for spec in await asyncio.to_thread(cached_specs, self._tuning, served):
             assert spec.path is not None
             try:
-                engine = OnDemandEngine(spec, spec.path, self._pool, spec.tuning.keep_alive_s)
+                # Its header is read here: off the event loop.
+                engine = await asyncio.to_thread(OnDemandEngine, spec, spec.path, self._pool, spec.tuning.keep_alive_s)
             except ConfigError as exc:  # not a model llama.cpp could read: say so once, serve the rest
                 log.warning("not serving %s from the download cache: %s", spec.path, exc)
                 self._ignored.add(spec.path)

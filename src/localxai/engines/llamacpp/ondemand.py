@@ -27,6 +27,7 @@ from localxai.engines.llamacpp.engine import LlamaCppEngine, model_info
 from localxai.engines.llamacpp.model import auto_parallel, kv_bytes_per_token, physical_memory
 from localxai.errors import ConfigError, Unavailable
 from localxai.specs import EmbeddedModel
+from localxai.tasks import Background, every
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class ModelPool:
         self.budget = budget_bytes
         self.members: list[OnDemandEngine] = []
         self._changed: asyncio.Condition | None = None  # made on the event loop, at first use
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper = Background("model-reaper")
+        self._reaping = False
         self._wakers: set[asyncio.Task[None]] = set()
 
     @property
@@ -87,10 +89,14 @@ class ModelPool:
                     f"{self.used // MIB} of the {self.budget // MIB} MiB budget; retry shortly.",
                     retry_after=RETRY_AFTER_S,
                 )
-            async with self.changed:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await self.changed.wait()
+            await self.wait(left)
+
+    async def wait(self, seconds: float) -> None:
+        """Until a model lets go, is unloaded, or `seconds` pass."""
+        async with self.changed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self.changed.wait()
 
     async def notify(self) -> None:
         async with self.changed:
@@ -109,27 +115,21 @@ class ModelPool:
         task.add_done_callback(self._wakers.discard)
 
     def start(self) -> None:
-        if self._reaper is None:
-            self._reaper = asyncio.create_task(self._reap(), name="model-reaper")
+        if not self._reaping:
+            self._reaping = True
+            self._reaper.start(every(REAP_EVERY_S, self._reap, "unloading idle models"))
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
-            self._reaper = None
+        await self._reaper.close()
+        self._reaping = False
 
     async def _reap(self) -> None:
-        """Unload the models idle for longer than their keep-alive."""
-        while True:
-            await asyncio.sleep(REAP_EVERY_S)
-            now = time.monotonic()
-            for model in self.members:
-                if model.loaded and model.idle and model.keep_alive_s and now - model.last_used > model.keep_alive_s:
-                    log.info("unloading model %s: idle for %.0f s (keep-alive)", model.model_id, now - model.last_used)
-                    try:
-                        await model.unload()
-                    except Exception:  # one model's failure must not stop the keep-alive of the others
-                        log.exception("unloading model %s failed", model.model_id)
+        """Unload the models idle for longer than their keep-alive (a failure is logged, the next round goes on)."""
+        now = time.monotonic()
+        for model in self.members:
+            if model.loaded and model.idle and model.keep_alive_s and now - model.last_used > model.keep_alive_s:
+                log.info("unloading model %s: idle for %.0f s (keep-alive)", model.model_id, now - model.last_used)
+                await model.unload()
 
 
 class OnDemandEngine(Engine):
@@ -214,10 +214,7 @@ class OnDemandEngine(Engine):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Unavailable(f"Model {self.model_id} is in use; retry the unload shortly.", RETRY_AFTER_S)
-            async with self._pool.changed:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await self._pool.changed.wait()
+            await self._pool.wait(left)
         engine = self._engine
         if engine is None or self._holders:
             return
