@@ -92,3 +92,7 @@ def test_host_cache_keeps_one_entry_per_growing_conversation_and_its_budget() ->
     assert cache.best([1, 2, 3, 4, 5], 10)[1] == 5
     cache.put([6], state(5000))  # larger than the whole budget: not kept
     assert cache.used <= 1000
+    cache.limit(500)  # the model pool gives it a smaller share: the least recently used go now
+    assert cache.used <= 500 and cache.best([1, 2, 3, 4, 5], 10)[1] == 5
+    cache.put([4, 4], state(400))
+    assert cache.used <= 500

@@ -171,10 +171,15 @@ class Member:
     def __init__(self, pool: ModelPool, model_id: str, size: int, loaded: bool, idle: bool = True) -> None:
         self.model_id, self.footprint, self.loaded, self.idle = model_id, size, loaded, idle
         self.last_used, self.evictions, self.loading = time.monotonic(), 0, False
+        self.host_cache_bytes, self.host_cache_limit = 0, -1
         pool.members.append(self)  # type: ignore[arg-type]
 
     async def unload(self) -> None:
         self.loaded = False
+
+    def limit_host_cache(self, budget_bytes: int) -> None:
+        self.host_cache_limit = budget_bytes
+        self.host_cache_bytes = min(self.host_cache_bytes, budget_bytes)
 
 
 async def test_the_pool_waits_for_busy_models_then_503_with_retry_after(
@@ -193,6 +198,42 @@ async def test_the_pool_waits_for_busy_models_then_503_with_retry_after(
     busy.idle = True  # its request ended: it is the one to go
     await pool.make_room(wanted)  # type: ignore[arg-type]
     assert not busy.loaded and busy.evictions == 1
+
+
+async def test_host_prompt_caches_give_way_before_any_idle_model_is_unloaded() -> None:
+    """The host caches share what weights and KV caches leave of the budget: a load shrinks them first,
+    and evicts an idle model only when weights and KV caches alone do not fit."""
+    pool = ModelPool(1000)
+    first = Member(pool, "a", 300, loaded=True)
+    first.host_cache_bytes = 650  # all that was left to it while it was alone
+    wanted = Member(pool, "b", 300, loaded=False)
+    wanted.loading = True
+    await pool.make_room(wanted)  # type: ignore[arg-type]
+    assert first.loaded and first.evictions == 0  # 300 + 300 reserved: both fit, caches share 400
+    assert first.host_cache_limit == 200 and first.host_cache_bytes == 200
+    assert pool.used <= pool.budget  # type: ignore[operator]
+    third = Member(pool, "c", 500, loaded=False)
+    first.last_used = 0.0
+    wanted.loading, wanted.loaded = False, True
+    third.loading = True
+    await pool.make_room(third)  # type: ignore[arg-type]
+    assert not first.loaded and wanted.loaded  # 1,100 reserved: the least recently used idle one goes
+
+
+def test_parallel_sequences_are_chosen_from_the_budget() -> None:
+    from localxai.engines.llamacpp.model import kv_bytes_per_token
+    from localxai.engines.llamacpp.ondemand import sized
+    from localxai.gguf_meta import read_metadata
+
+    path = default_model_path(Path.home() / ".cache" / "localxai" / "models")
+    spec = EmbeddedModel("m", tuning=EngineTuning(ctx_size=8192))
+    one = 8192 * kv_bytes_per_token(read_metadata(path))  # one sequence's KV at full context
+    assert sized(spec, path, 4 * 16 * one).tuning.parallel == 16  # a quarter of the budget for KV caches
+    assert sized(spec, path, 4 * 5 * one).tuning.parallel == 4
+    assert sized(spec, path, 4 * 2 * one).tuning.parallel == 2
+    given = EmbeddedModel("m", tuning=EngineTuning(ctx_size=8192, parallel=3))
+    assert sized(given, path, 4 * one).tuning.parallel == 3  # --parallel is kept
+    assert footprint(sized(spec, path, 4 * 5 * one), path) == path.stat().st_size + 4 * one
 
 
 def test_router_routes_load_and_unload_with_an_operator_key(files: tuple[Path, list[str]], tmp_path: Path) -> None:

@@ -252,6 +252,15 @@ async def test_host_memory_budget_is_respected(model_path: Path) -> None:
         stats = engine.stats()[MODEL]
         assert 0 < peak <= budget_mib << 20
         assert stats["host_cache_bytes"] <= budget_mib << 20
+        held = engine.host_cache_bytes
+        assert held > 0
+        engine.limit_host_cache(held - 1)  # the model pool's share for it shrinks (another model loads)
+        assert engine.host_cache_bytes < held
+        for i in range(20):
+            await run(engine, request(f"Later {i}: " + " ".join(rng.choice(words) for _ in range(80)), max_tokens=1))
+            assert engine.host_cache_bytes < held
+        engine.limit_host_cache(64 << 20)  # never above its own --cache-ram
+        assert engine._scheduler._host is not None and engine._scheduler._host.budget == budget_mib << 20
 
 
 async def test_restored_prefix_serves_many_concurrent_conversations(model_path: Path) -> None:

@@ -10,6 +10,7 @@ from localxai.chat import (
     ChatRequest,
     Event,
     ModelInfo,
+    Replicas,
     Token,
     ToolChoice,
     ToolMode,
@@ -68,6 +69,10 @@ class Engine(abc.ABC):
 
     def is_loaded(self, model: str) -> bool | None:
         """Whether the model is in memory now (models on demand); None where that does not apply."""
+        return None
+
+    def replicas(self, model: str) -> Replicas | None:
+        """The model's replicas and how many are healthy (upstream engines); None where that does not apply."""
         return None
 
     def problems(self) -> list[str]:

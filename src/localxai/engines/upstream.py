@@ -27,6 +27,7 @@ from localxai.chat import (
     Event,
     ModelInfo,
     ReasoningDelta,
+    Replicas,
     TextDelta,
     Token,
     Usage,
@@ -125,6 +126,12 @@ class UpstreamEngine(Engine):
             )
             for m in (r.model for r in self._routes.values())
         ]
+
+    def replicas(self, model: str) -> Replicas | None:
+        route = self._routes.get(model)
+        if route is None:
+            return None
+        return Replicas(healthy=sum(1 for r in route.replicas if r.available), total=len(route.replicas))
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {

@@ -54,12 +54,13 @@ class LlamaCppEngine(Engine):
         self._image_marker = f"<localxai-image-{secrets.token_hex(8)}>"
         self._template = template_for(self._model.metadata, self._model.bos_text, self._model.eos_text)
         self._info = model_info(spec, path)
+        self._host_cache_cap = tuning.cache_ram_mib << 20
         self._scheduler = Scheduler(
             self._model,
             top_k=tuning.top_k,
             max_queue=tuning.max_queue,
             vision=self._vision,
-            host_cache_bytes=tuning.cache_ram_mib << 20,
+            host_cache_bytes=self._host_cache_cap,
         )
         log.info(
             "model %s: %s%s; %d parallel sequences of %d context tokens each (trained for %d)",
@@ -211,6 +212,15 @@ class LlamaCppEngine(Engine):
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {self.model_id: {**self._scheduler.stats(), "kv_capacity": float(self._model.shape.cells)}}
+
+    @property
+    def host_cache_bytes(self) -> int:
+        """Evicted prompt KV held in host memory now."""
+        return self._scheduler.host_cache_bytes
+
+    def limit_host_cache(self, budget_bytes: int) -> None:
+        """Hold at most `budget_bytes` of evicted prompt KV from now on (never more than --cache-ram)."""
+        self._scheduler.limit_host_cache(min(budget_bytes, self._host_cache_cap))
 
     def halt(self) -> None:
         self._scheduler.stop()  # waits for the step in flight: llama.cpp is idle afterwards

@@ -11,6 +11,7 @@ replaced by it, so a growing conversation keeps one entry.
 from __future__ import annotations
 
 import ctypes
+import threading
 from dataclasses import dataclass
 
 from localxai.engines.llamacpp.prompt import Key
@@ -30,43 +31,57 @@ class Entry:
 
 
 class HostCache:
-    """Sequence states within a byte budget, least recently used out first. Scheduler thread only."""
+    """Sequence states within a byte budget, least recently used out first. Used by the scheduler thread;
+    `limit` may be called from any thread (the model pool shrinks the cache to make room for a model)."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.used = 0
         self._entries: list[Entry] = []
         self._clock = 0
+        self._lock = threading.Lock()
+
+    def limit(self, budget_bytes: int) -> None:
+        """Hold at most `budget_bytes` from now on, dropping the least recently used entries now."""
+        with self._lock:
+            self.budget = budget_bytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.used > self.budget:
+            oldest = min(self._entries, key=lambda e: e.last_used)
+            self._entries.remove(oldest)
+            self.used -= oldest.size
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def covers(self, keys: list[Key]) -> bool:
         """Whether some entry already holds `keys` as (a prefix of) its own."""
-        return any(common_prefix(e.keys, keys, len(keys)) == len(keys) for e in self._entries)
+        with self._lock:
+            return any(common_prefix(e.keys, keys, len(keys)) == len(keys) for e in self._entries)
 
     def put(self, keys: list[Key], state: ctypes.Array[ctypes.c_uint8]) -> None:
-        if len(state) > self.budget:
-            return
-        self._entries = [e for e in self._entries if not self._extends(keys, e)]
-        self._clock += 1
-        self._entries.append(Entry(list(keys), state, self._clock))
-        self.used = sum(e.size for e in self._entries)
-        while self.used > self.budget:
-            oldest = min(self._entries, key=lambda e: e.last_used)
-            self._entries.remove(oldest)
-            self.used -= oldest.size
+        with self._lock:
+            if len(state) > self.budget:
+                return
+            self._entries = [e for e in self._entries if not self._extends(keys, e)]
+            self._clock += 1
+            self._entries.append(Entry(list(keys), state, self._clock))
+            self.used = sum(e.size for e in self._entries)
+            self._evict()
 
     def best(self, keys: list[Key], limit: int) -> tuple[Entry | None, int]:
         """The entry sharing the longest prefix with `keys` (at most `limit` positions), and its length."""
         best, length = None, 0
-        for entry in self._entries:
-            common = common_prefix(entry.keys, keys, limit)
-            if common > length:
-                best, length = entry, common
-        if best is not None:
-            self._clock += 1
-            best.last_used = self._clock
+        with self._lock:
+            for entry in self._entries:
+                common = common_prefix(entry.keys, keys, limit)
+                if common > length:
+                    best, length = entry, common
+            if best is not None:
+                self._clock += 1
+                best.last_used = self._clock
         return best, length
 
     @staticmethod

@@ -1,6 +1,9 @@
 """Embedded models on demand: a model is loaded when a request asks for it (the first one named at start
 is loaded at start), unloaded after it has been idle for its keep-alive, and every loaded model fits one memory
-budget together: weights (the GGUF and its projector) plus the KV cache at the model's shape.
+budget together: weights (the GGUF and its projector), the KV cache at the model's shape, and the host
+prompt caches. A model's parallel sequences, when not given, are chosen from the budget (not from the whole
+machine), and the host caches share what weights and KV caches leave free: they give way first when a
+model is loaded, before any idle model is unloaded.
 
 Loading a model that does not fit unloads the least recently used idle ones first; one that can never
 fit is refused at once, saying what it needs. While busy models hold the memory a load waits, at most
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import time
 import weakref
@@ -50,9 +54,29 @@ class ModelPool:
         self._wakers: set[asyncio.Task[None]] = set()
 
     @property
-    def used(self) -> int:
-        """What the loaded models take, and those being loaded."""
+    def reserved(self) -> int:
+        """What the loaded models' weights and KV caches take, and those of the models being loaded."""
         return sum(m.footprint for m in self.members if m.loaded or m.loading)
+
+    @property
+    def used(self) -> int:
+        """Reserved memory and what the host prompt caches hold now."""
+        return self.reserved + sum(m.host_cache_bytes for m in self.members)
+
+    @property
+    def sizing_memory(self) -> int:
+        """The memory a model's automatic parallel sequences are chosen from: the budget, else the machine's."""
+        return self.budget if self.budget is not None else physical_memory()
+
+    def share_host_memory(self) -> None:
+        """Split what weights and KV caches leave of the budget evenly between the models' host prompt caches
+        (each at most its --cache-ram); a cache over its share drops its least recently used entries now."""
+        if self.budget is None:
+            return
+        present = [m for m in self.members if m.loaded or m.loading]
+        share = max(0, self.budget - self.reserved) // max(1, len(present))
+        for model in present:
+            model.limit_host_cache(share)
 
     @property
     def changed(self) -> asyncio.Condition:
@@ -72,7 +96,7 @@ class ModelPool:
                 "(--memory-budget). Give it a smaller --ctx-size or --parallel, or a larger budget."
             )
         deadline = time.monotonic() + LOAD_WAIT_S
-        while self.used > self.budget:  # `used` counts `model` too: it is loading
+        while self.reserved > self.budget:  # `reserved` counts `model` too: it is loading
             idle = [m for m in self.members if m is not model and m.loaded and m.idle]
             if idle:
                 victim = min(idle, key=lambda m: m.last_used)
@@ -84,12 +108,14 @@ class ModelPool:
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
+                held = self.reserved - model.footprint
                 raise Unavailable(
                     f"Model {model.model_id} needs {model.footprint // MIB} MiB of memory and the models in use hold "
-                    f"{self.used // MIB} of the {self.budget // MIB} MiB budget; retry shortly.",
+                    f"{held // MIB} of the {self.budget // MIB} MiB budget; retry shortly.",
                     retry_after=RETRY_AFTER_S,
                 )
             await self.wait(left)
+        self.share_host_memory()  # the host caches make room for it (`model` counts: it is loading)
 
     async def wait(self, seconds: float) -> None:
         """Until a model lets go, is unloaded, or `seconds` pass."""
@@ -140,12 +166,12 @@ class OnDemandEngine(Engine):
     ) -> None:
         """`preload`: load it now (a model named at start: a bad file is a start-up error, as before)."""
         self.model_id = spec.id
-        self._spec = spec
         self.path = path
         self._pool = pool
         self.keep_alive_s = keep_alive_s
         self._info = model_info(spec, path)
-        self.footprint = footprint(spec, path)
+        self._spec = sized(spec, path, pool.sizing_memory)
+        self.footprint = footprint(self._spec, path)
         self._engine: LlamaCppEngine | None = None
         self._holders = 0
         self._loading: asyncio.Task[LlamaCppEngine] | None = None
@@ -153,14 +179,15 @@ class OnDemandEngine(Engine):
         self.last_used = time.monotonic()
         pool.members.append(self)
         if preload:
-            if pool.budget is not None and pool.used + self.footprint > pool.budget:
+            if pool.budget is not None and pool.reserved + self.footprint > pool.budget:
                 raise ConfigError(
                     f"model {spec.id} needs {self.footprint // MIB} MiB (weights and KV cache); with the models "
                     f"before it that exceeds --memory-budget {pool.budget // MIB} MiB"
                 )
             started = time.monotonic()
-            self._engine = LlamaCppEngine(spec, path)
+            self._engine = LlamaCppEngine(self._spec, path)
             self.loads, self.load_seconds = 1, time.monotonic() - started
+            pool.share_host_memory()
 
     async def open(self) -> None:
         self._pool.start()
@@ -176,6 +203,14 @@ class OnDemandEngine(Engine):
     @property
     def idle(self) -> bool:
         return self._holders == 0
+
+    @property
+    def host_cache_bytes(self) -> int:
+        return self._engine.host_cache_bytes if self._engine is not None else 0
+
+    def limit_host_cache(self, budget_bytes: int) -> None:
+        if self._engine is not None:
+            self._engine.limit_host_cache(budget_bytes)
 
     def models(self) -> list[ModelInfo]:
         return [self._info]
@@ -198,6 +233,7 @@ class OnDemandEngine(Engine):
             started = time.monotonic()
             engine = await asyncio.to_thread(LlamaCppEngine, self._spec, self.path)
             self._engine = engine
+            self._pool.share_host_memory()
             self.loads += 1
             self.load_seconds += time.monotonic() - started
             self.last_used = time.monotonic()
@@ -221,6 +257,7 @@ class OnDemandEngine(Engine):
         self._engine = None
         await engine.close()
         _trim()
+        self._pool.share_host_memory()  # the models left may keep more evicted prompts
         await self._pool.notify()
 
     @contextlib.asynccontextmanager
@@ -285,7 +322,7 @@ class OnDemandEngine(Engine):
         counts = {"loads": float(self.loads), "load_seconds": self.load_seconds, "evictions": float(self.evictions)}
         if engine is None:
             return {self.model_id: {"loaded": 0.0, "memory_bytes": 0.0, **counts}}
-        loaded = {"loaded": 1.0, "memory_bytes": float(self.footprint), **counts}
+        loaded = {"loaded": 1.0, "memory_bytes": float(self.footprint + engine.host_cache_bytes), **counts}
         return {self.model_id: {**engine.stats()[self.model_id], **loaded}}
 
     async def close(self) -> None:
@@ -327,13 +364,26 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def sized(spec: EmbeddedModel, path: Path, memory: int) -> EmbeddedModel:
+    """`spec` with its parallel sequences chosen from `memory` when it names none, so that the footprint
+    counted and the engine loaded agree."""
+    if spec.tuning.parallel is not None:
+        return spec
+    parallel = auto_parallel(spec.tuning.ctx_size, _kv_per_token(spec, path), memory)
+    return dataclasses.replace(spec, tuning=dataclasses.replace(spec.tuning, parallel=parallel))
+
+
 def footprint(spec: EmbeddedModel, path: Path) -> int:
-    """The memory a model takes loaded: its files (weights are mapped whole) and its KV cache."""
-    tuning = spec.tuning
-    try:
-        per_token = kv_bytes_per_token(gguf_meta.read_metadata(path))
-    except (OSError, gguf_meta.NotGGUF) as exc:
-        raise ConfigError(f"model {spec.id}: cannot read {path}: {exc}") from None
+    """The memory a model takes loaded, host prompt cache apart: its files (weights are mapped whole) and
+    its KV cache."""
+    tuning, per_token = spec.tuning, _kv_per_token(spec, path)
     parallel = tuning.parallel or auto_parallel(tuning.ctx_size, per_token, physical_memory())
     projector = spec.mmproj.stat().st_size if spec.mmproj is not None else 0
     return path.stat().st_size + projector + parallel * tuning.ctx_size * per_token
+
+
+def _kv_per_token(spec: EmbeddedModel, path: Path) -> int:
+    try:
+        return kv_bytes_per_token(gguf_meta.read_metadata(path))
+    except (OSError, gguf_meta.NotGGUF) as exc:
+        raise ConfigError(f"model {spec.id}: cannot read {path}: {exc}") from None

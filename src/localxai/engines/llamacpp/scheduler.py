@@ -163,6 +163,15 @@ class Scheduler:
             self._wake.notify()
         self._thread.join()
 
+    def limit_host_cache(self, budget_bytes: int) -> None:
+        """Keep at most `budget_bytes` of evicted prompt KV in host memory (no host cache: nothing to do)."""
+        if self._host is not None:
+            self._host.limit(budget_bytes)
+
+    @property
+    def host_cache_bytes(self) -> int:
+        return self._host.used if self._host is not None else 0
+
     def stats(self) -> dict[str, float]:
         """A racy but harmless read from another thread, for metrics."""
         slots = list(self._slots)
@@ -170,7 +179,7 @@ class Scheduler:
             "queue_depth": float(len(self._waiting)),
             "running": float(sum(1 for s in slots if s.seq is not None)),
             "kv_used": float(sum(len(s.tokens) for s in slots)),
-            "host_cache_bytes": float(self._host.used if self._host is not None else 0),
+            "host_cache_bytes": float(self.host_cache_bytes),
             **{name: float(value) for name, value in self._counts.items()},
         }
 
