@@ -141,6 +141,13 @@ def test_asks_for_the_key_and_shows_xais_error_for_a_wrong_one(page: Any) -> Non
     page.wait_for_selector("#model option[value=tiny-vision]", state="attached")
     assert page.is_hidden("#banner")
     assert page.evaluate("localStorage.getItem('localxai.key')") == API_KEY
+    # Only the first model is loaded at start; the picker says which one loads on first use.
+    assert option_label(page, "gemma-3-270m") == "gemma-3-270m"
+    assert option_label(page, "tiny-vision") == "tiny-vision (not loaded: loads on first use)"
+
+
+def option_label(page: Any, model: str) -> str:
+    return str(page.evaluate("(id) => document.querySelector(`#model option[value='${id}']`).text", model))
 
 
 def test_a_wrong_key_shows_the_error_on_the_answer(page: Any) -> None:
@@ -249,6 +256,8 @@ def test_images_attach_by_picker_paste_and_drop_on_a_vision_model(page: Any, tmp
     stored = page.evaluate("JSON.parse(localStorage.getItem('localxai.conversations'))")
     sent = stored[0]["messages"][0]
     assert sent["detail"] == "low" and all(url.startswith("data:image/png;base64,") for url in sent["images"])
+    # Its first message loaded it: the picker says so once the answer is in.
+    page.wait_for_function("document.querySelector(`#model option[value='tiny-vision']`).text === 'tiny-vision'")
 
 
 def test_tool_definitions_and_json_schema_output(page: Any) -> None:

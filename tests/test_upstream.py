@@ -137,15 +137,29 @@ def test_replica_killed_and_balancing(tmp_path: Path) -> None:
             )
 
         assert all(served(r) >= 1 for r in replicas)  # the load was spread
+        assert replica_health(front) == {"healthy": 2, "total": 2}
         replicas[0].process.send_signal(signal.SIGKILL)
         replicas[0].process.wait(30)
         statuses = [chat(front, max_tokens=2).status_code for _ in range(6)]
         assert statuses == [200] * 6  # requests not yet started never see the dead replica
+        deadline = time.monotonic() + 30  # ejected at its first failure, or at the next health check
+        while replica_health(front) != {"healthy": 1, "total": 2}:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        routed = httpx.get(f"{front.base_url}/models", headers=AUTH).json()["data"][0]
+        assert routed["status"]["value"] == "loaded" and routed["healthy"] is True
     finally:
         stop_server(front)
         for r in replicas:
             if r.process.poll() is None:
                 stop_server(r)
+
+
+def replica_health(front: Server) -> dict[str, int]:
+    """The upstream model's replicas as /v1/models lists them (localxai's extra field)."""
+    listed = httpx.get(f"{front.v1}/models", headers=AUTH).json()["data"][0]
+    assert listed["healthy"] is (listed["replicas"]["healthy"] > 0)
+    return dict(listed["replicas"])
 
 
 def llama_server_binary() -> Path:

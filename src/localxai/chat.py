@@ -344,6 +344,15 @@ class ModelInfo:
     reasoning: bool = False  # thinking is split into reasoning_content
     reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values (empty: refused)
     loaded: bool | None = None  # in memory now (embedded models load on demand); None: always available
+    replicas: Replicas | None = None  # an upstream model's replicas (None: not routed to an upstream)
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """How many of an upstream model's replicas take requests now (health-checked, not ejected)."""
+
+    healthy: int
+    total: int
 
 
 @dataclass(frozen=True)

@@ -191,9 +191,9 @@ class ChatService:
         return "unknown" if found is None else found[0].id
 
     def _listed(self, info: ModelInfo, engine: Engine) -> ModelInfo:
-        """The model as listed now: its aliases, and whether it is loaded."""
+        """The model as listed now: its aliases, whether it is loaded, and its upstream replicas' health."""
         aliases = tuple(sorted(a for a, t in self._aliases.items() if t == info.id))
-        return replace(info, aliases=aliases, loaded=engine.is_loaded(info.id))
+        return replace(info, aliases=aliases, loaded=engine.is_loaded(info.id), replicas=engine.replicas(info.id))
 
     def _resolve(self, name: str) -> tuple[ModelInfo, Engine]:
         found = self._models.get(self._aliases.get(name, name))

@@ -221,7 +221,7 @@ def model_body(info: ModelInfo) -> dict[str, Any]:
         "aliases": list(info.aliases),
         "context_length": info.context_length,
         **_prices(),
-        **_loaded(info),
+        **_state(info),
     }
 
 
@@ -238,13 +238,18 @@ def language_model_body(info: ModelInfo) -> dict[str, Any]:
         **_prices(),
         "search_price": 0,
         "aliases": list(info.aliases),
-        **_loaded(info),
+        **_state(info),
     }
 
 
-def _loaded(info: ModelInfo) -> dict[str, bool]:
-    """localxai's extra field: whether an embedded model is in memory now (it loads on first use)."""
-    return {} if info.loaded is None else {"loaded": info.loaded}
+def _state(info: ModelInfo) -> dict[str, Any]:
+    """localxai's extra fields: whether an embedded model is in memory now (it loads on first use); whether
+    an upstream model can answer now (some replica healthy), and its replicas."""
+    state: dict[str, Any] = {} if info.loaded is None else {"loaded": info.loaded}
+    if info.replicas is not None:
+        state["healthy"] = info.replicas.healthy > 0
+        state["replicas"] = {"healthy": info.replicas.healthy, "total": info.replicas.total}
+    return state
 
 
 def _prices() -> dict[str, int]:

@@ -25,7 +25,11 @@ class ModelName(RequestBody):
 
 
 def router_model_body(info: ModelInfo) -> dict[str, Any]:
-    status = "loaded" if info.loaded is not False else "unloaded"
+    """llama-server's status values, and "unavailable" for an upstream model with no healthy replica."""
+    if info.replicas is not None and not info.replicas.healthy:
+        status = "unavailable"
+    else:
+        status = "loaded" if info.loaded is not False else "unloaded"
     return {**convert.model_body(info), "status": {"value": status}}
 
 

@@ -772,6 +772,21 @@ async function generate(conv) {
     }
     persist();
     renderAll();
+    refreshModelLabels();
+  }
+}
+
+async function refreshModelLabels() {
+  // A model loads on its first message and others may be unloaded meanwhile: say so in the picker.
+  let listed;
+  try {
+    listed = await api("/v1/language-models");
+  } catch {
+    return; // the labels stay as they were
+  }
+  for (const option of $("model").options) {
+    const model = listed.models.find((m) => m.id === option.value);
+    if (model) option.text = modelLabel(model);
   }
 }
 
@@ -932,9 +947,17 @@ async function loadModels() {
   offerServerTools();
   const select = $("model");
   const previous = select.value || load(STORE.settings, {}).model;
-  select.replaceChildren(...state.models.map((m) => new Option(m.id, m.id)));
+  select.replaceChildren(...state.models.map((m) => new Option(modelLabel(m), m.id)));
   if (state.models.some((m) => m.id === previous)) select.value = previous;
   updateCapabilities();
+}
+
+function modelLabel(model) {
+  // localxai's extra fields: an embedded model not in memory loads on its first message; an upstream
+  // model with no healthy replica cannot answer now.
+  if (model.healthy === false) return `${model.id} (unavailable)`;
+  if (model.loaded === false) return `${model.id} (not loaded: loads on first use)`;
+  return model.id;
 }
 
 const TOOL_INPUTS = { code_execution: ["tool-code", "code-why"], web_search: ["tool-web", "web-why"],
