@@ -374,12 +374,12 @@ def sized(spec: EmbeddedModel, path: Path, memory: int) -> EmbeddedModel:
 
 
 def footprint(spec: EmbeddedModel, path: Path) -> int:
-    """The memory a model takes loaded, host prompt cache apart: its files (weights are mapped whole) and
-    its KV cache."""
-    tuning, per_token = spec.tuning, _kv_per_token(spec, path)
-    parallel = tuning.parallel or auto_parallel(tuning.ctx_size, per_token, physical_memory())
+    """The memory a `sized` model takes loaded, host prompt cache apart: its files (weights are mapped
+    whole) and its KV cache."""
+    tuning = spec.tuning
+    assert tuning.parallel is not None, "size the spec first (sized): the pool and the engine must agree"
     projector = spec.mmproj.stat().st_size if spec.mmproj is not None else 0
-    return path.stat().st_size + projector + parallel * tuning.ctx_size * per_token
+    return path.stat().st_size + projector + tuning.parallel * tuning.ctx_size * _kv_per_token(spec, path)
 
 
 def _kv_per_token(spec: EmbeddedModel, path: Path) -> int:
