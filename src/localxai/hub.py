@@ -14,16 +14,18 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from localxai.errors import ConfigError
 from localxai.specs import ModelsConfig
 
 if TYPE_CHECKING:
-    from huggingface_hub import CachedRevisionInfo
+    from huggingface_hub import CachedRevisionInfo, DeleteCacheStrategy
+    from tqdm import tqdm
 
 log = logging.getLogger("localxai.hub")
 
@@ -34,6 +36,9 @@ TAG = re.compile(r"[\w.-]+")
 SPLIT = re.compile(r"(.+)-(\d{5})-of-(\d{5})", re.I)
 QUANT_SUFFIX = re.compile(r"[-.]([A-Z0-9_]+)$", re.I)
 NOT_MODELS = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")  # companions, not models
+PROGRESS_EVERY_S = 0.25  # a pull's progress events, at most this often per file (and each file's last)
+
+Progress = Callable[[dict[str, Any]], None]  # a pull's events: {"status": ..., and per file "file", "total", ...}
 
 
 @dataclass(frozen=True)
@@ -178,19 +183,22 @@ def pulled(models: ModelsConfig, offline: bool = False) -> ModelsConfig:
     return replace(models, embedded=tuple(embedded))
 
 
-def pull(ref: HubRef, offline: bool = False, verify: str = "new") -> LocalModel:
+def pull(ref: HubRef, offline: bool = False, verify: str = "new", progress: Progress | None = None) -> LocalModel:
     """The model's files in the hub's cache, downloaded if needed; `verify`: "new" (files fetched now) or "all".
+    `progress` (called from this thread) gets events instead of the terminal's progress bars.
 
     Offline (or when the Hub cannot be reached) the choice is made among the cached files."""
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # the hub client's transport: one line per request
     if offline:
         return _from_cache(ref, "offline mode (--offline or HF_HUB_OFFLINE=1)")
+    if progress is not None:
+        progress({"status": "pulling manifest"})
     try:
         plan, hashes, commit = _remote_plan(ref)
     except _Unreachable as exc:
         log.warning("cannot reach the Hugging Face Hub (%s): looking in the local cache", exc)
         return _from_cache(ref, f"the Hub is unreachable ({exc})")
-    paths = {name: _download(ref, name, commit, hashes.get(name), verify) for name in plan.files}
+    paths = {name: _download(ref, name, commit, hashes.get(name), verify, progress) for name in plan.files}
     if commit:
         _point_main_at(paths[plan.parts[0]], plan.parts[0], commit)
     return LocalModel(ref, paths[plan.parts[0]], paths[plan.mmproj] if plan.mmproj else None)
@@ -240,7 +248,9 @@ def _is_transport_error(exc: BaseException) -> bool:
     )
 
 
-def _download(ref: HubRef, name: str, commit: str | None, digest: tuple[str, str] | None, verify: str) -> Path:
+def _download(
+    ref: HubRef, name: str, commit: str | None, digest: tuple[str, str] | None, verify: str, progress: Progress | None
+) -> Path:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -251,7 +261,8 @@ def _download(ref: HubRef, name: str, commit: str | None, digest: tuple[str, str
         _remove(cached_path)
         cached_path = None
     try:
-        path = Path(hf_hub_download(ref.repo, name, revision=commit))
+        bar = None if progress is None else _progress_bar(progress, name)
+        path = Path(hf_hub_download(ref.repo, name, revision=commit, tqdm_class=bar))
     except HfHubHTTPError as exc:
         raise ConfigError(f"downloading {name} from {ref.repo} failed: {_first_line(exc)}") from None
     except OSError as exc:  # the size check ("Consistency check failed"), disk full
@@ -261,6 +272,11 @@ def _download(ref: HubRef, name: str, commit: str | None, digest: tuple[str, str
             raise ConfigError(f"downloading {name} from {ref.repo} failed: {_first_line(exc)}") from None
         raise
     fresh = path != cached_path  # a cached copy was checked above (verify "all") or is trusted ("new")
+    if progress is not None:
+        size = path.stat().st_size
+        progress({"status": "downloading", "file": name, "total": size, "completed": size})
+        if digest is not None and fresh:
+            progress({"status": "verifying", "file": name})
     if digest is not None and fresh and not _matches(path, digest):
         _remove(path)
         raise ConfigError(
@@ -268,6 +284,27 @@ def _download(ref: HubRef, name: str, commit: str | None, digest: tuple[str, str
             f"pull again"
         )
     return path
+
+
+def _progress_bar(progress: Progress, name: str) -> type[tqdm]:
+    """A tqdm class the hub client draws one file's download with: it reports to `progress` and draws nothing."""
+    from tqdm import tqdm
+
+    class Reporting(tqdm):  # type: ignore[misc,type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self.done, self.size, self.sent = kwargs.get("initial") or 0, kwargs.get("total"), 0.0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.done += n or 0
+            now = time.monotonic()
+            if now - self.sent >= PROGRESS_EVERY_S:
+                self.sent = now
+                progress({"status": "downloading", "file": name, "total": self.size, "completed": int(self.done)})
+            return super().update(n)
+
+    return Reporting
 
 
 def _point_main_at(path: Path, name: str, commit: str) -> None:
@@ -407,6 +444,13 @@ def _cached_revisions() -> list[tuple[str, CachedRevisionInfo]]:
 def remove(ref: HubRef) -> list[Path]:
     """Delete a cached model: with a tag, that quantisation (and the projector once no model is left beside
     it); without one, the whole repo. Returns the files removed; ConfigError when nothing matched."""
+    paths, deletion = removal(ref)
+    deletion.execute()
+    return paths
+
+
+def removal(ref: HubRef) -> tuple[list[Path], DeleteCacheStrategy]:
+    """What `remove` deletes (the files, as the cache's snapshot paths) and the deletion, not yet run."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -420,8 +464,7 @@ def remove(ref: HubRef) -> list[Path]:
     revisions = [rev for repo in repos for rev in repo.revisions]
     if ref.tag is None:
         removed = [f.file_path for rev in revisions for f in rev.files]
-        cache.delete_revisions(*(rev.commit_hash for rev in revisions)).execute()
-        return removed
+        return removed, cache.delete_revisions(*(rev.commit_hash for rev in revisions))
     doomed = []
     for rev in revisions:
         files = {f.file_path.relative_to(rev.snapshot_path).as_posix(): f for f in rev.files}
@@ -433,5 +476,4 @@ def remove(ref: HubRef) -> list[Path]:
         doomed += [files[n] for n in (plan.parts if others else plan.files)]
     if not doomed:
         raise ConfigError(f"no cached file of {ref.repo} is tagged {ref.tag}")
-    cache.delete_files(*doomed).execute()
-    return [f.file_path for f in doomed]
+    return [f.file_path for f in doomed], cache.delete_files(*doomed)

@@ -164,7 +164,9 @@ class Runtime:
                     embedders=tuple(served_embedders),
                 ),
             )
-            cached = None if pool is None else CachedModels(runtime.service, pool, engine_tuning(settings))
+            cached = (
+                None if pool is None else CachedModels(runtime.service, pool, engine_tuning(settings), settings.offline)
+            )
             return replace(runtime, grpc_port=settings.grpc_port, cached_models=cached)
         except BaseException:  # a bad alias, a duplicate id: the loaded engines must not linger
             for engine in engines:

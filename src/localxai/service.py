@@ -177,6 +177,14 @@ class ChatService:
             self._engines.append(engine)
         return [info.id for info in added]
 
+    def remove_engine(self, engine: Engine) -> list[str]:
+        """Stop serving an engine added by add_engine (its files are gone); returns the ids it served."""
+        gone = [name for name, (_, served) in self._models.items() if served is engine]
+        for name in gone:
+            del self._models[name]
+        self._engines.remove(engine)
+        return gone
+
     def list_models(self) -> list[ModelInfo]:
         return [self._listed(info, engine) for info, engine in self._models.values()]
 

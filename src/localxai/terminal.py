@@ -109,10 +109,15 @@ def _server(
 
 
 def _health_url(api: str) -> str:
-    """The server's /health, beside its /v1 (at the root for http://host:port/v1; under a proxy's prefix too)."""
+    return f"{server_root(api)}/health"
+
+
+def server_root(api: str) -> str:
+    """Where the server's own routes (/health, /models) are, beside its /v1: at the root for
+    http://host:port/v1, under a proxy's prefix too."""
     url = httpx.URL(api)
     path = url.path.rstrip("/").removesuffix("/v1")
-    return f"{url.scheme}://{url.netloc.decode('ascii')}{path}/health"
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
 
 
 @contextmanager

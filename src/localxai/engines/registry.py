@@ -9,16 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localxai.engines.base import Engine
-from localxai.errors import ConfigError
+from localxai.errors import ConfigError, InvalidArgument, Unavailable
 from localxai.specs import EmbeddedModel, EngineTuning, ModelsConfig
 from localxai.tasks import Background, every
 
 if TYPE_CHECKING:
-    from localxai.engines.llamacpp.ondemand import ModelPool
+    from localxai.engines.llamacpp.ondemand import ModelPool, OnDemandEngine
+    from localxai.hub import Progress
     from localxai.service import ChatService
 
 log = logging.getLogger(__name__)
 RESCAN_S = 10.0
+RETRY_AFTER_S = 5.0  # a removal refused while the model's requests run
 
 
 def build_engines(models: ModelsConfig, data_dir: Path, pool: ModelPool | None = None) -> list[Engine]:
@@ -71,14 +73,18 @@ def _embedded(model: EmbeddedModel, data_dir: Path, pool: ModelPool, preload: bo
 class CachedModels:
     """The download cache's GGUF models, served on demand beside the named ones, each under its repo's
     name without -GGUF (with `:tag` when several quantisations of one repo are cached): found at start and
-    every RESCAN_S while running, so a model pulled meanwhile is servable without a restart."""
+    every RESCAN_S while running, so a model pulled meanwhile is servable without a restart, and one whose
+    files were deleted is no longer listed. `pull` and `remove` do the same at once, for the admin routes."""
 
-    def __init__(self, service: ChatService, pool: ModelPool, tuning: EngineTuning) -> None:
+    def __init__(self, service: ChatService, pool: ModelPool, tuning: EngineTuning, offline: bool = False) -> None:
         self._service = service
         self._pool = pool
         self._tuning = tuning
+        self._offline = offline
         self._task = Background("model-cache-scan")
-        self._ignored: set[Path] = set()  # cached files not served: unreadable, or their id is taken
+        self._served: dict[Path, OnDemandEngine] = {}  # the models this serves, by file
+        self._ignored: dict[Path, str] = {}  # cached files not served, and why: unreadable, or their id is taken
+        self._locks: dict[str, asyncio.Lock] = {}  # one pull or removal of a repo at a time
 
     async def start(self) -> None:
         self._task.start(every(RESCAN_S, self.scan, "scanning the model cache"))
@@ -87,10 +93,14 @@ class CachedModels:
         await self._task.close()
 
     async def scan(self) -> list[str]:
-        """Serve the cached models not served yet; returns their ids."""
+        """Serve the cached models not served yet, and stop serving idle ones whose files are gone; returns
+        the ids added."""
         from localxai.engines.llamacpp.ondemand import OnDemandEngine
 
-        served = {member.path for member in self._pool.members} | self._ignored
+        for path, member in list(self._served.items()):
+            if not await asyncio.to_thread(path.is_file):
+                await self._drop(member, wait_s=0.0)  # one still in use stays until a later scan finds it idle
+        served = {member.path for member in self._pool.members} | set(self._ignored)
         added: list[str] = []
         for spec in await asyncio.to_thread(cached_specs, self._tuning, served):
             assert spec.path is not None
@@ -99,17 +109,84 @@ class CachedModels:
                 engine = await asyncio.to_thread(OnDemandEngine, spec, spec.path, self._pool, spec.tuning.keep_alive_s)
             except ConfigError as exc:  # not a model llama.cpp could read: say so once, serve the rest
                 log.warning("not serving %s from the download cache: %s", spec.path, exc)
-                self._ignored.add(spec.path)
+                self._ignored[spec.path] = f"llama.cpp cannot read it ({exc})"
                 continue
             if self._service.add_engine(engine):
                 await engine.open()
+                self._served[spec.path] = engine
                 added.append(spec.id)
                 log.info("serving %s from the download cache (%s), loaded on its first request", spec.id, spec.path)
             else:
                 log.info("not serving %s from the download cache: a model named %s is served", spec.path, spec.id)
                 self._pool.members.remove(engine)
-                self._ignored.add(spec.path)
+                self._ignored[spec.path] = f"a model named {spec.id} is served already"
         return added
+
+    async def pull(self, text: str, progress: Progress) -> str:
+        """Pull `hf:ORG/REPO[:QUANT]` into the cache (events to `progress`, from a worker thread) and serve
+        it at once; returns the id it is served under. ConfigError: a bad reference, a failed download, or a
+        model pulled but not servable (why is said)."""
+        from localxai.hub import HubRef, pull
+
+        ref = HubRef.parse(text)
+        async with self._lock(ref.repo):
+            local = await asyncio.to_thread(pull, ref, self._offline, "all", progress)
+            self._ignored.pop(local.path, None)  # a file that was unreadable may have been fetched again
+            await self.scan()
+        member = next((m for m in self._pool.members if m.path == local.path), None)
+        if member is None:
+            why = self._ignored.get(local.path, "it is not a model this server can serve")
+            raise ConfigError(f"{ref} was pulled to {local.path} but is not served: {why}")
+        return member.model_id
+
+    async def remove(self, text: str, wait_s: float) -> list[Path]:
+        """Delete a cached model as `localxai rm` does, unloading the models served from its files first
+        (each waits at most `wait_s` for its requests to end: past it Unavailable, and nothing is deleted).
+        A model the server was started with is refused: its configuration names it."""
+        from localxai.hub import HubRef, removal
+
+        ref = HubRef.parse(text)
+        async with self._lock(ref.repo):
+            paths, deletion = await asyncio.to_thread(removal, ref)
+            doomed = set(paths)
+            named = [m.model_id for m in self._pool.members if m.path in doomed and m.path not in self._served]
+            if named:
+                raise InvalidArgument(
+                    f"{ref} holds the file of {', '.join(named)}, which this server was started with: stop the "
+                    "server (or take the model out of its configuration) before removing it."
+                )
+            for path in paths:
+                if path in self._served and not await self._drop(self._served[path], wait_s):
+                    raise Unavailable(
+                        f"Model {self._served[path].model_id} is in use; retry the removal shortly.", RETRY_AFTER_S
+                    )
+            await asyncio.to_thread(deletion.execute)
+            for path in paths:
+                self._ignored.pop(path, None)
+        return paths
+
+    async def _drop(self, member: OnDemandEngine, wait_s: float) -> bool:
+        """Stop serving `member`: no request finds it any more, and it is unloaded once the ones holding it
+        end (waiting at most `wait_s`; with 0, only if none does). False: still in use, served as before."""
+        ids = self._service.remove_engine(member)
+        member.retired = True
+        busy = True
+        try:
+            await member.unload(wait_s=wait_s)
+            busy = member.loaded or member.loading or not member.idle
+        finally:
+            if busy:
+                member.retired = False
+                self._service.add_engine(member)
+        if busy:
+            return False
+        self._pool.members.remove(member)
+        del self._served[member.path]
+        log.info("no longer serving %s: its files left the download cache", ", ".join(ids))
+        return True
+
+    def _lock(self, repo: str) -> asyncio.Lock:
+        return self._locks.setdefault(repo, asyncio.Lock())
 
 
 def cached_specs(tuning: EngineTuning, served: set[Path]) -> list[EmbeddedModel]:

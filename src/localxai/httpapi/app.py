@@ -367,7 +367,7 @@ def create_app(runtime: Runtime, companions: Sequence[Callable[[], AbstractAsync
     embeddings.add_routes(app, runtime.embeddings)
     collections.add_routes(app, runtime)
     batches.add_routes(app, runtime.batches)
-    models_admin.add_routes(app, service)
+    models_admin.add_routes(app, service, runtime.cached_models)
     playground.add_routes(app, runtime)
 
     return app

@@ -244,6 +244,7 @@ def model_info(spec: EmbeddedModel, path: Path) -> ModelInfo:
         reasoning=spec.reasoning is not None,
         reasoning_efforts=spec.reasoning_efforts,
         input_modalities=("text", "image") if spec.mmproj is not None else ("text",),
+        path=str(path),
     )
 
 

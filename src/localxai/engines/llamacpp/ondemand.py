@@ -29,7 +29,7 @@ from localxai.chat import Event, ModelInfo, Token
 from localxai.engines.base import Engine, GenerationRequest
 from localxai.engines.llamacpp.engine import LlamaCppEngine, model_info
 from localxai.engines.llamacpp.model import auto_parallel, kv_bytes_per_token, physical_memory
-from localxai.errors import ConfigError, Unavailable
+from localxai.errors import ConfigError, ModelNotFound, Unavailable
 from localxai.specs import EmbeddedModel
 from localxai.tasks import Background, every
 
@@ -175,6 +175,7 @@ class OnDemandEngine(Engine):
         self._engine: LlamaCppEngine | None = None
         self._holders = 0
         self._loading: asyncio.Task[LlamaCppEngine] | None = None
+        self.retired = False  # its files are being removed: it is not loaded again
         self.loads, self.load_seconds, self.evictions = 0, 0.0, 0
         self.last_used = time.monotonic()
         pool.members.append(self)
@@ -223,6 +224,8 @@ class OnDemandEngine(Engine):
         goes away does not stop it (the model is loaded for the next one, not leaked half-made)."""
         if self._engine is not None:
             return self._engine
+        if self.retired:
+            raise ModelNotFound(self.model_id)
         if self._loading is None:
             self._loading = asyncio.create_task(self._load(), name=f"load-{self.model_id}")
         return await asyncio.shield(self._loading)
