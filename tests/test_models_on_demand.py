@@ -220,6 +220,30 @@ async def test_host_prompt_caches_give_way_before_any_idle_model_is_unloaded() -
     assert not first.loaded and wanted.loaded  # 1,100 reserved: the least recently used idle one goes
 
 
+async def test_a_failed_load_gives_the_host_caches_back_what_it_took(
+    files: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caches shrunk to make room for a model that then fails to load share the whole rest again."""
+    from localxai.errors import ConfigError
+
+    config, _ = files
+    spec = EmbeddedModel("broken", tuning=EngineTuning(ctx_size=512, parallel=2))
+    pool = ModelPool(None)
+    broken = ondemand.OnDemandEngine(spec, config.parent / "m-a.gguf", pool)
+    pool.budget = broken.footprint + 1000
+    first = Member(pool, "a", 300, loaded=True)
+    first.host_cache_bytes = 700
+
+    def fails(*args: object) -> None:
+        assert first.host_cache_limit == (1000 - 300) // 2  # what weights and KV leave, shared with it
+        raise ConfigError("not a model")
+
+    monkeypatch.setattr(ondemand, "LlamaCppEngine", fails)
+    with pytest.raises(ConfigError):
+        await broken.load()
+    assert not broken.loaded and first.host_cache_limit == broken.footprint + 1000 - 300  # all that is left
+
+
 def test_parallel_sequences_are_chosen_from_the_budget() -> None:
     from localxai.engines.llamacpp.model import kv_bytes_per_token
     from localxai.engines.llamacpp.ondemand import sized

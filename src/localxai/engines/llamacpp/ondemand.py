@@ -244,6 +244,8 @@ class OnDemandEngine(Engine):
             return engine
         finally:
             self._loading = None
+            if self._engine is None:  # it failed: the caches shrunk to make room for it may grow back
+                self._pool.share_host_memory()
 
     async def unload(self, model: str = "", wait_s: float = 0.0) -> None:
         """Free the model once no request holds it, waiting at most `wait_s` for that (past it: 503); with
