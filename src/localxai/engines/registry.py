@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from localxai.engines.base import Engine
 from localxai.errors import ConfigError, InvalidArgument, Unavailable
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from localxai.service import ChatService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RESCAN_S = 10.0
 RETRY_AFTER_S = 5.0  # a removal refused while the model's requests run
 
@@ -85,6 +89,8 @@ class CachedModels:
         self._served: dict[Path, OnDemandEngine] = {}  # the models this serves, by file
         self._ignored: dict[Path, str] = {}  # cached files not served, and why: unreadable, or their id is taken
         self._locks: dict[str, asyncio.Lock] = {}  # one pull or removal of a repo at a time
+        self._scanning = asyncio.Lock()  # one scan at a time: two would both add a new file
+        self._removing: set[Path] = set()  # files a removal is deleting: not served again meanwhile
 
     async def start(self) -> None:
         self._task.start(every(RESCAN_S, self.scan, "scanning the model cache"))
@@ -95,12 +101,16 @@ class CachedModels:
     async def scan(self) -> list[str]:
         """Serve the cached models not served yet, and stop serving idle ones whose files are gone; returns
         the ids added."""
+        async with self._scanning:
+            return await self._scan()
+
+    async def _scan(self) -> list[str]:
         from localxai.engines.llamacpp.ondemand import OnDemandEngine
 
         for path, member in list(self._served.items()):
-            if not await asyncio.to_thread(path.is_file):
+            if path not in self._removing and not await asyncio.to_thread(path.is_file):
                 await self._drop(member, wait_s=0.0)  # one still in use stays until a later scan finds it idle
-        served = {member.path for member in self._pool.members} | set(self._ignored)
+        served = {member.path for member in self._pool.members} | set(self._ignored) | self._removing
         added: list[str] = []
         for spec in await asyncio.to_thread(cached_specs, self._tuning, served):
             assert spec.path is not None
@@ -130,7 +140,8 @@ class CachedModels:
 
         ref = HubRef.parse(text)
         async with self._lock(ref.repo):
-            local = await asyncio.to_thread(pull, ref, self._offline, "all", progress)
+            # A thread of its own that does not hold up the server's exit: a download cannot be cancelled.
+            local = await in_daemon_thread(lambda: pull(ref, self._offline, "all", progress), f"pull {ref}")
             self._ignored.pop(local.path, None)  # a file that was unreadable may have been fetched again
             await self.scan()
         member = next((m for m in self._pool.members if m.path == local.path), None)
@@ -155,12 +166,16 @@ class CachedModels:
                     f"{ref} holds the file of {', '.join(named)}, which this server was started with: stop the "
                     "server (or take the model out of its configuration) before removing it."
                 )
-            for path in paths:
-                if path in self._served and not await self._drop(self._served[path], wait_s):
-                    raise Unavailable(
-                        f"Model {self._served[path].model_id} is in use; retry the removal shortly.", RETRY_AFTER_S
-                    )
-            await asyncio.to_thread(deletion.execute)
+            self._removing |= doomed
+            try:
+                for path in paths:
+                    if path in self._served and not await self._drop(self._served[path], wait_s):
+                        raise Unavailable(
+                            f"Model {self._served[path].model_id} is in use; retry the removal shortly.", RETRY_AFTER_S
+                        )
+                await asyncio.to_thread(deletion.execute)
+            finally:
+                self._removing -= doomed
             for path in paths:
                 self._ignored.pop(path, None)
         return paths
@@ -187,6 +202,27 @@ class CachedModels:
 
     def _lock(self, repo: str) -> asyncio.Lock:
         return self._locks.setdefault(repo, asyncio.Lock())
+
+
+async def in_daemon_thread(work: Callable[[], T], name: str) -> T:
+    """`work()` in a daemon thread, awaited: unlike asyncio.to_thread, the process may exit while it runs."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except BaseException as exc:  # handed to the awaiting task
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 def cached_specs(tuning: EngineTuning, served: set[Path]) -> list[EmbeddedModel]:
