@@ -27,27 +27,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from anchors import llama_server_binary
-from run import HEADERS, KEY, free_port, server
+from run import HEADERS, KEY, free_port, rss_mib, server
 
 from localxai.engines.llamacpp.default_model import default_model_path
 
 HERE = Path(__file__).parent
 NAMES = ("m-a", "m-b", "m-c")
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants, MiB."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration):
-            continue
-    return round(total / 1024, 1)
 
 
 def server_pid(port: int) -> int:

@@ -38,6 +38,30 @@ KEY = "bench-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 MODEL = "gemma-3-270m"
 ROUNDS = 3  # of each level on each server (see alternate)
+PIDS: dict[str, int] = {}  # a running server's chat URL -> its process id, for its memory
+
+
+def memory(url: str) -> dict[str, float]:
+    """The server's resident memory now (its process and children) and its process's peak so far, MiB."""
+    pid = PIDS[url]
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return {"rss_mib": rss_mib(pid), "peak_rss_mib": round(peak / 1024, 1)}
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants, MiB (from /proc: Linux)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return round(total / 1024, 1)
 
 
 def free_port() -> int:
@@ -64,8 +88,10 @@ def server(cmd: list[str], port: int, log: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{cmd[0]} did not start: see {log}")
                 time.sleep(0.2)
+            PIDS[base + "/v1/chat/completions"] = proc.pid
             yield base + "/v1/chat/completions"
         finally:
+            PIDS.pop(base + "/v1/chat/completions", None)
             proc.terminate()
             try:
                 proc.wait(timeout=30)
@@ -161,12 +187,17 @@ def run_levels(
 
 
 def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each number's median over the rounds of one level on one server (other fields: the first
-    round's), and every round's tok/s."""
-    row = {
-        key: statistics.median(r[key] for r in runs) if isinstance(value, (int, float)) else value
-        for key, value in runs[0].items()
-    }
+    """Each number's median over the rounds of one level on one server (a mapping: every round's
+    entries; other fields: the first round's), and every round's tok/s."""
+
+    def merged(key: str, value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            return statistics.median(r[key] for r in runs)
+        if isinstance(value, dict):
+            return {k: v for r in runs for k, v in r[key].items()}
+        return value
+
+    row = {key: merged(key, value) for key, value in runs[0].items()}
     return {**row, "concurrency": runs[0]["concurrency"], "rounds_tok_s": [r["output_tok_s"] for r in runs]}
 
 

@@ -89,6 +89,27 @@ def test_shared_prefix_reports_cached_tokens(real_server: Server) -> None:
     assert r3["usage"]["prompt_tokens_details"]["cached_tokens"] == r3["usage"]["prompt_tokens"] - 1
 
 
+def test_concurrent_requests_behind_a_new_system_prompt_decode_it_once(real_server: Server) -> None:
+    """Requests that arrive together behind a system prompt no slot holds yet: the first decodes it, the
+    others wait for that and copy it (they do not decode it again beside it)."""
+    url = real_server.v1 + "/chat/completions"
+    system = f"Run {time.monotonic_ns()}: you answer questions about lighthouses, briefly and exactly. " * 30
+    payloads = [
+        {"model": MODEL, "max_tokens": 2, "temperature": 0,
+         "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Question {i}?"}]}
+        for i in range(4)
+    ]  # fmt: skip
+
+    async def run() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(headers=AUTH, timeout=120) as client:
+            return list(await asyncio.gather(*(post(client, url, p) for p in payloads)))
+
+    usages = [r["usage"] for r in asyncio.run(run())]
+    cached = sorted(u["prompt_tokens_details"]["cached_tokens"] for u in usages)
+    shared = usages[0]["prompt_tokens"] - 20  # the system prompt: all but the question and the turn markers
+    assert cached[0] < 64 and all(c >= shared for c in cached[1:]), (cached, shared)
+
+
 def test_n_choices_share_one_prompt(real_server: Server) -> None:
     payload = body("Describe the sea.", max_tokens=6, n=3, seed=11, temperature=1.0)
     r = httpx.post(real_server.v1 + "/chat/completions", json=payload, headers=AUTH, timeout=60).json()

@@ -71,15 +71,16 @@ class HostCache:
             self.used = sum(e.size for e in self._entries)
             self._evict()
 
-    def best(self, keys: list[Key], limit: int) -> tuple[Entry | None, int]:
-        """The entry sharing the longest prefix with `keys` (at most `limit` positions), and its length."""
+    def best(self, keys: list[Key], limit: int, use: bool = True) -> tuple[Entry | None, int]:
+        """The entry sharing the longest prefix with `keys` (at most `limit` positions), and its length;
+        `use`: it counts as used now (least recently used entries go first), else only looked at."""
         best, length = None, 0
         with self._lock:
             for entry in self._entries:
                 common = common_prefix(entry.keys, keys, limit)
                 if common > length:
                     best, length = entry, common
-            if best is not None:
+            if best is not None and use:
                 self._clock += 1
                 best.last_used = self._clock
         return best, length

@@ -246,7 +246,7 @@ class Scheduler:
         while True:
             with self._wake:
                 # Interactive jobs first, in order; background ones when none waits.
-                job = next((j for j in self._waiting if not j.background), None) or next(iter(self._waiting), None)
+                job = self._next_job()
                 if job is None:
                     return
                 idle = sum(1 for s in self._slots if s.seq is None)
@@ -260,6 +260,29 @@ class Scheduler:
                 self._waiting.remove(job)
                 free = sorted((s for s in self._slots if s.seq is None), key=lambda s: s.seq_id)  # see above
             self._start(job, free)
+
+    def _next_job(self) -> Job | None:
+        """The next job to start: interactive ones first, in order, then background ones; a job waits
+        while a prompt in prefill is decoding a longer prefix of its own than any slot or the host cache
+        holds (by MIN_TOKENS or more): it copies that prefix once decoded instead of decoding it again
+        beside it (concurrent requests behind one new system prompt decode it once)."""
+        prefilling = [seq for job in self._running for seq in self._sequences(job) if seq.in_prompt]
+        for background in (False, True):
+            for job in self._waiting:
+                if job.background == background and not (prefilling and self._shares_coming(job, prefilling)):
+                    return job
+        return None
+
+    def _shares_coming(self, job: Job, prefilling: list[Sequence]) -> bool:
+        prompt = job.prompt
+        reusable = len(prompt) - 1
+        coming = max(common_prefix(seq.job.prompt.keys, prompt.keys, reusable) for seq in prefilling)
+        if coming < MIN_TOKENS:
+            return False
+        held = max(common_prefix(slot.tokens, prompt.keys, reusable) for slot in self._slots)
+        if self._host is not None and coming - held >= MIN_TOKENS:
+            held = max(held, self._host.best(prompt.keys, reusable, use=False)[1])
+        return coming - held >= MIN_TOKENS
 
     def _preempt(self, slots: int) -> bool:
         """Free `slots` slots by stopping background jobs, those that have generated least first; False
