@@ -9,63 +9,101 @@ from hypothesis import strategies as st
 
 from localxai.engines.llamacpp.hostcache import HostCache, common_prefix
 from localxai.engines.llamacpp.prompt import Key
-from localxai.engines.llamacpp.speculation import ALONE_BAR, MAX_PASS_ROWS, ROW_GROUP, Drafter, NgramIndex
+from localxai.engines.llamacpp.speculation import MAX_PASS_ROWS, ROW_GROUP, Drafter, NgramIndex, PassTimes
 
 
 def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
     return (ctypes.c_uint8 * size)()
 
 
+def guesses(keys: list[Key], room: int = 100) -> list[int]:
+    return Drafter(NgramIndex(keys)).draft(room, free_rows())
+
+
+def free_rows() -> PassTimes:
+    """Passes that cost the same whatever their rows: every guess that may be right is worth making."""
+    times = PassTimes()
+    for rows in range(1, MAX_PASS_ROWS + 1):
+        times.observe(rows, 0, 0.02)
+    return times
+
+
 def test_draft_follows_the_latest_earlier_occurrence() -> None:
-    assert Drafter(NgramIndex([1, 2, 3, 4, 5, 6, 9, 2, 3, 4, 7, 8])).draft(8) == []  # (4, 7, 8): new
+    assert guesses([1, 2, 3, 4, 5, 6, 9, 2, 3, 4, 7, 8]) == []  # (4, 7, 8): new
     drafter = Drafter(NgramIndex([1, 2, 3, 4, 5, 6, 0, 1, 2, 3]))
-    assert drafter.draft(4) == [4, 5, 6, 0]  # (1, 2, 3) seen before: what followed, then the loop
-    assert drafter.draft(2) == [4, 5]  # the room caps it
+    assert drafter.draft(4, free_rows()) == [4, 5, 6, 0]  # (1, 2, 3) seen before: what followed, then the loop
+    assert drafter.draft(2, free_rows()) == [4, 5]  # the room caps it
 
 
 def test_image_positions_break_runs() -> None:
-    keys: list[Key] = [1, 2, 3, ("img", 0), ("img", 1), 4, 1, 2, 3]
-    assert Drafter(NgramIndex(keys)).draft(8) == []  # what followed (1, 2, 3) was an image
+    assert guesses([1, 2, 3, ("img", 0), ("img", 1), 4, 1, 2, 3]) == []  # what followed (1, 2, 3) was an image
 
 
 def test_own_output_is_searched_and_length_follows_the_odds() -> None:
     drafter = Drafter(NgramIndex([50, 51]))
     for token in [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 7, 8, 9]:
         drafter.push(token)
-    assert drafter.draft(100) == [*range(10, 24), 7, 8]  # free rows: as much as the cap allows
-    assert 0.2 < ALONE_BAR < 0.25  # alone, a guessed token right one time in four pays for its row
-    busy = 0.65
-    assert drafter.draft(100, busy) == []  # a short match and no history: not worth a row
+    assert drafter.draft(100, free_rows()) == [*range(10, 24), 7]  # free rows: a full pass with its next token
+    dear = PassTimes()  # a row with logits costs 0.7 of a one-row pass
+    for rows in range(1, MAX_PASS_ROWS + 1):
+        dear.observe(rows, 0, 0.02 * (1 + 0.7 * (rows - 1)))
+    assert drafter.draft(100, dear) == []  # a short match and no history: not worth a row
     for _ in range(3):
         drafter.accepted(10, 10)
-    assert 5 <= len(drafter.draft(100, busy)) < MAX_PASS_ROWS  # right so far: a few rows are worth it
+    assert 3 <= len(drafter.draft(100, dear)) < MAX_PASS_ROWS - 1  # right so far: a few rows are worth it
     for _ in range(8):
         drafter.accepted(6, 0)
-    assert drafter.draft(100, busy) == []  # wrong lately: none
+    assert drafter.draft(100, dear) == []  # wrong lately: none
 
 
-def test_a_guess_fills_the_last_row_group_of_its_pass() -> None:
-    drafter = Drafter(NgramIndex([*range(100, 140), 1, 2, 3, 4, *range(200, 240), 1, 2, 3, 4]))
-    busy = 0.37  # the match reaches 4 tokens back: two guesses are worth their rows...
-    sizes = {}
-    for beside in (0, 1, 3):
-        guess = drafter.draft(100, busy, beside)
-        sizes[beside] = len(guess)
-        assert guess == list(range(200, 240))[: len(guess)]
-        assert (len(guess) + beside) % ROW_GROUP == 0  # ...and lengthened: the extra rows are about free
-    assert sizes[0] > 0 and sizes[1] == sizes[0] - 1
-    assert len(drafter.draft(100, 0.0, 1)) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
-    assert len(drafter.draft(5, 0.0, 1)) == 5  # the room still caps it
+def test_a_guess_fills_the_last_row_group_of_its_pass_until_passes_are_timed() -> None:
+    times = PassTimes()  # nothing measured: llama.cpp's CPU kernels take rows in groups of 4
+    for p in (0.3, 0.5, 0.7, 0.9, 0.98):
+        length = times.guess_length(p, 100)
+        assert length == 0 or length < ROW_GROUP or (1 + length) % ROW_GROUP == 0
+    assert times.guess_length(0.98, 100) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
+    assert times.guess_length(0.98, 5) == 3  # room for 5 guesses: 6 rows would cost as much as 8, 4 pay best
+    assert times.guess_length(0.1, 100) == 0  # a row costs more than a guess right one time in ten yields
+
+
+def test_measured_pass_times_decide_the_length() -> None:
+    times = PassTimes()
+    stepped = {1: 28, 2: 39, 3: 46, 4: 50, 5: 75, 6: 82, 7: 89, 8: 80, 12: 112, 16: 138}  # ms, docs/engine.md
+    for rows, ms in stepped.items():
+        for _ in range(20):
+            times.observe(rows, 0, ms / 1000)
+    assert times.decode(8) < times.decode(7)
+    lengths = {p: times.guess_length(p, 100) for p in (0.6, 0.8, 0.9, 0.95)}
+    assert all(1 + length in stepped for length in lengths.values())  # only sizes it timed
+    assert lengths[0.6] <= lengths[0.8] <= lengths[0.9] <= lengths[0.95] and lengths[0.95] >= 7
+    # The machine slows down for wide passes (another model, another CPU): the same odds guess less.
+    for rows in range(2, MAX_PASS_ROWS + 1):
+        for _ in range(20):
+            times.observe(rows, 0, 0.028 * rows)
+    assert times.guess_length(0.8, 100) < lengths[0.8] and times.guess_length(0.6, 100) == 0
+
+
+def test_a_guess_beside_prompts_pays_for_the_time_it_adds_to_them() -> None:
+    times = PassTimes()
+    for rows, ms in {1: 20, 4: 40, 8: 60, 16: 100}.items():
+        times.observe(rows, 0, ms / 1000)
+    times.observe(0, 128, 0.128)  # a prompt token adds 1 ms
+    alone = times.guess_length(0.7, 100)
+    assert alone > 0
+    # One prompt's chunk of 128 tokens in the pass: the guess's rows add little to its 148 ms.
+    assert times.guess_length(0.7, 100, prompts=1, prompt_rows=128) >= alone
+    # Seven short prompts finishing their prefill: each would wait for the guess's rows.
+    assert times.guess_length(0.7, 100, prompts=7, prompt_rows=7) < alone
+    assert times.guess_length(0.7, 100, prompts=7, prompt_rows=7) == 0
 
 
 def test_a_loop_is_drafted_past_the_end_of_the_context() -> None:
-    assert Drafter(NgramIndex([5, 1, 2, 3, 1, 2, 3, 1, 2, 3])).draft(4) == [1, 2, 3, 1]
+    assert guesses([5, 1, 2, 3, 1, 2, 3, 1, 2, 3], 4) == [1, 2, 3, 1]
 
 
 def test_the_occurrence_matching_furthest_back_is_followed() -> None:
     #        a run of the context: 9 8 7 1 2 3 -> 4;  elsewhere: 6 1 2 3 -> 5 (later, shorter match)
-    drafter = Drafter(NgramIndex([9, 8, 7, 1, 2, 3, 4, 0, 6, 1, 2, 3, 5, 0, 9, 8, 7, 1, 2, 3]))
-    assert drafter.draft(1) == [4]
+    assert guesses([9, 8, 7, 1, 2, 3, 4, 0, 6, 1, 2, 3, 5, 0, 9, 8, 7, 1, 2, 3], 1) == [4]
 
 
 @given(st.lists(st.integers(0, 3), max_size=60), st.lists(st.integers(0, 3), max_size=60), st.integers(0, 70))

@@ -41,7 +41,7 @@ from localxai.engines.llamacpp.hostcache import MIN_TOKENS, HostCache, common_pr
 from localxai.engines.llamacpp.model import LlamaModel
 from localxai.engines.llamacpp.prompt import ImageChunk, Key, Prompt, Unit
 from localxai.engines.llamacpp.sampling import Sampler, choice_seed
-from localxai.engines.llamacpp.speculation import ALONE_BAR, Drafter, NgramIndex
+from localxai.engines.llamacpp.speculation import Drafter, NgramIndex, PassTimes
 from localxai.engines.llamacpp.vision import Vision
 from localxai.engines.output import ChoiceOutput
 from localxai.engines.stops import TextAssembler
@@ -129,6 +129,7 @@ class Scheduler:
         self._max_queue = max_queue
         self._prefill_chunk = prefill_chunk
         self._host = HostCache(host_cache_bytes) if host_cache_bytes > 0 else None
+        self._times = PassTimes()  # how long this model's passes take here: what a guess costs
         # Drafted/accepted tokens and host cache restores; every key exists from the start, so a
         # metrics read from another thread never sees the dict change size.
         self._counts = dict.fromkeys(("draft_tokens", "draft_tokens_accepted", "host_cache_restores"), 0)
@@ -380,7 +381,8 @@ class Scheduler:
         generating = [seq for seq in active if seq.next_token is not None and not seq.pending]
         if beside:  # the others keep their next token for a later step
             generating = generating[: self._background_tokens]
-        drafts = self._drafts(generating, model.shape.n_batch - len(generating))
+        prompts = sorted((seq for seq in active if seq.pending), key=lambda s: self._running.index(s.job))
+        drafts = self._drafts(generating, model.shape.n_batch - len(generating), prompts)
         room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
         for seq in generating:
             assert seq.next_token is not None
@@ -396,7 +398,7 @@ class Scheduler:
             budget = min(budget, BACKGROUND_PREFILL)
         if beside:
             budget = min(budget, self._background_tokens - len(generating))
-        for seq in sorted((s for s in active if s.pending), key=lambda s: self._running.index(s.job)):
+        for seq in prompts:
             if budget <= 0:
                 break
             chunk = _leading_tokens(seq.pending, budget)
@@ -410,6 +412,7 @@ class Scheduler:
         if model.batch_size() == 0:
             return
         self._flush()
+        decode_started = time.monotonic()
         model.batch_decode()
         for seq, _, _ in decoding:
             assert seq.next_token is not None
@@ -424,14 +427,18 @@ class Scheduler:
                 self._prompt_done(seq, indices[0])
             else:
                 self._verify(seq, indices, draft)
+        if len(decoding) <= 1:  # a pass of one sequence (and prompts): what a guess would cost
+            rows = len(decoding[0][1]) if decoding else 0
+            self._times.observe(rows, sum(len(chunk) for _, chunk in prefilling), time.monotonic() - decode_started)
         if beside:  # fewer tokens when the step took longer than its time, one more when it did not
             took, tokens = time.monotonic() - started, self._background_tokens
             self._background_tokens = max(1, int(tokens * 0.7)) if took > BACKGROUND_STEP_S else tokens + 1
             self._background_tokens = min(self._background_tokens, model.shape.n_batch)
 
-    def _drafts(self, generating: list[Sequence], room: int) -> dict[Sequence, list[int]]:
+    def _drafts(self, generating: list[Sequence], room: int, prompts: list[Sequence]) -> dict[Sequence, list[int]]:
         """Guessed next tokens for speculative decoding, by sequence: only for a sequence that generates
-        alone (not for a prompt's last token). Its guess shares the llama.cpp pass of its next token.
+        alone (not for a prompt's last token). Its guess shares the llama.cpp pass of its next token and
+        of the prompts being prefilled, and is as long as pays by this model's measured pass times.
         Beside other sequences a guess would need a pass of its own (one KV stream per sequence), which
         the others wait for: on the bench's workloads that lost more than the guesses kept (docs/engine.md)."""
         if len(generating) != 1:
@@ -441,7 +448,12 @@ class Scheduler:
             return {}
         # The next token is the context's last (its sample made it so); the guess follows it.
         room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
-        return {seq: seq.drafter.draft(room, ALONE_BAR, beside=1)}
+        reached, prompt_rows = 0, 0  # the prompts this step's prefill reaches, and its tokens
+        for prompt in prompts:
+            if prompt_rows >= self._prefill_chunk:
+                break
+            reached, prompt_rows = reached + 1, min(self._prefill_chunk, prompt_rows + len(prompt.pending))
+        return {seq: seq.drafter.draft(room, self._times, reached, prompt_rows)}
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the

@@ -20,24 +20,80 @@ from collections.abc import Iterable
 from localxai.engines.llamacpp.prompt import Key
 
 NGRAM_SIZES = (4, 3)  # longest first: a longer match predicts better
-# llama.cpp's CPU matrix kernels take a pass's rows in groups of 4 and the rest one by one: on 2 cores
-# with the default model 4 rows cost 50 ms and 5 cost 75, 8 cost less than 7 (80 vs 89 ms) and 16 less
-# than 17 (138 vs 163 ms). A guess is therefore lengthened to fill its pass's last group (the extra
-# rows are about free) and a pass holds at most MAX_PASS_ROWS.
-ROW_GROUP = 4
+# A pass holds at most MAX_PASS_ROWS rows: beyond 16 a row costs little less (docs/engine.md), not enough
+# to pay for longer guesses that fail more often.
 MAX_PASS_ROWS = 16
 CANDIDATES = 8  # latest occurrences of an n-gram compared by how far their match reaches back
 MATCH_WINDOW = 96  # how far back a match is measured
-# Cost of one more row with logits in a decode step, relative to the rest of a one-token step
-# (measured on 2 cores with the default model: about 6 ms against 21 ms; the output layer dominates).
-ROW_COST = 0.29
 DECAY = 0.8  # weight of earlier verifications in a sequence's acceptance rate
+# Until the server has timed passes of its own, a pass's cost is assumed to follow the default model's
+# on 2 cores: one more row with logits costs ROW_COST of a one-row pass (the 262k-token output layer
+# runs for every row), and llama.cpp's CPU matrix kernels take rows in groups of ROW_GROUP and the rest
+# one by one, so 5 rows cost about as much as 8. Measured times replace the assumption size by size.
+ROW_COST = 0.29
+ROW_GROUP = 4
+TIME_WEIGHT = 0.2  # weight of the latest pass in a moving average of pass times
 
 
-# Alone, a guessed token shares the pass of the sequence's next token, and a step of one row yields one
-# token: one more row pays when the guessed token is right more often than ROW_COST / (1 + ROW_COST),
-# about one time in four.
-ALONE_BAR = ROW_COST / (1 + ROW_COST)
+class PassTimes:
+    """How long this server's passes take, measured: a moving average of the seconds a pass of one
+    sequence takes by how many rows with logits it decodes (its next token and its guesses), and of
+    the seconds a prompt token adds to a pass. One per model; only the scheduler thread uses it."""
+
+    def __init__(self) -> None:
+        self._rows: list[float | None] = [None] * (MAX_PASS_ROWS + 1)
+        self._prompt_row: float | None = None
+
+    def observe(self, rows: int, prompt_rows: int, seconds: float) -> None:
+        """A pass of one sequence's `rows` rows with logits (0: none) and `prompt_rows` prompt tokens."""
+        if prompt_rows:
+            per_row = max(0.0, seconds - (self.decode(rows) if rows else 0.0)) / prompt_rows
+            self._prompt_row = _average(self._prompt_row, per_row)
+        elif 1 <= rows <= MAX_PASS_ROWS:
+            self._rows[rows] = _average(self._rows[rows], seconds)
+
+    def decode(self, rows: int) -> float:
+        """Seconds for a pass of `rows` rows with logits: measured, else scaled from the nearest
+        measured smaller pass by the assumed shape (1.0 for one row while nothing is measured)."""
+        for known in range(rows, 0, -1):
+            if (seconds := self._rows[known]) is not None:
+                return seconds * _assumed(rows) / _assumed(known)
+        return _assumed(rows)
+
+    def prompt(self, rows: int) -> float:
+        """Seconds that `rows` prompt tokens add to a pass (a quarter of a row with logits until measured)."""
+        per_row = self._prompt_row if self._prompt_row is not None else self.decode(1) * ROW_COST / 4
+        return rows * per_row
+
+    def guess_length(self, p: float, most: int, prompts: int = 0, prompt_rows: int = 0) -> int:
+        """How many tokens a sequence generating alone should guess, each right with probability `p`
+        given the ones before it: the length that makes its pass progress fastest. Its next token and
+        `j` guessed ones yield `1 + p + ... + p**j` tokens, and each of the `prompts` sharing the pass
+        (`prompt_rows` tokens in all) one chunk of its prefill, whatever the guess. So a guess pays
+        only when the tokens it keeps outweigh the time it adds to every sequence in the pass."""
+        p = min(0.98, p)
+        one = self.decode(1)
+        plain = one + self.prompt(prompt_rows)
+        best, best_rate = 0, (1 + prompts) / plain
+        tokens, chance = 1.0, 1.0
+        for length in range(1, min(most, MAX_PASS_ROWS - 1) + 1):
+            chance *= p
+            tokens += chance
+            rate = (tokens + prompts) / (plain - one + self.decode(1 + length))
+            if rate > best_rate:
+                best, best_rate = length, rate
+        return best
+
+
+def _assumed(rows: int) -> float:
+    """A pass's cost by its rows with logits, in one-row passes, until measured (see ROW_COST)."""
+    if rows > ROW_GROUP:
+        rows = -(-rows // ROW_GROUP) * ROW_GROUP
+    return 1 + ROW_COST * (rows - 1)
+
+
+def _average(current: float | None, seconds: float) -> float:
+    return seconds if current is None else current + TIME_WEIGHT * (seconds - current)
 
 
 class NgramIndex:
@@ -69,9 +125,9 @@ class Drafter:
 
     Of the earlier occurrences of the context's last n-gram, the one whose match with the context
     reaches furthest back is followed. How many tokens to guess follows from the chance that each is
-    right against what its row costs: the j-th guessed token is right with probability p**j, and
-    guessing stops where p**j falls below the bar. The scheduler guesses only for a sequence that
-    generates alone (docs/engine.md, Speculative decoding).
+    right against what its rows cost (PassTimes.guess_length): the j-th guessed token is right with
+    probability p**j. The scheduler guesses only for a sequence that generates alone (docs/engine.md,
+    Speculative decoding).
     """
 
     def __init__(self, prompt: NgramIndex) -> None:
@@ -91,18 +147,17 @@ class Drafter:
         """A generated token, now part of the context."""
         self._own.push(token)
 
-    def draft(self, room: int, bar: float = 0.0, beside: int = 0) -> list[int]:
-        """Guessed tokens to follow the context: at most `room`, each likelier than `bar` to be right
-        (by the acceptance rate so far, or the match length when that says more: a long copy tends to
-        go on), then as many more as fill the last row group of a pass that `beside` other rows share."""
+    def draft(self, room: int, times: PassTimes, prompts: int = 0, prompt_rows: int = 0) -> list[int]:
+        """Guessed tokens to follow the context, at most `room`: as many as make its pass (shared with
+        `prompts` prompts of `prompt_rows` tokens) progress fastest by `times`, each taken to be right
+        as often as the guesses so far, or as the match length says when that says more (a long copy
+        tends to go on)."""
         found = self._follow()
         if found is None:
             return []
         best, reach = found
-        length = self._length(max(self._rate(), reach / (reach + 2)), bar, MAX_PASS_ROWS - beside)
-        if length:
-            length = -(-(length + beside) // ROW_GROUP) * ROW_GROUP - beside
-        return self._copy(best, min(room, length))
+        p = max(self._rate(), reach / (reach + 2))
+        return self._copy(best, times.guess_length(p, room, prompts, prompt_rows))
 
     def _follow(self) -> tuple[int, int] | None:
         """Of the earlier occurrences of the context's last n-gram, the position after the one whose
@@ -134,17 +189,6 @@ class Drafter:
 
     def _rate(self) -> float:
         return (self._hits + 1) / (self._tries + 2)  # Laplace: an unknown sequence starts at 1/2
-
-    def _length(self, p: float, bar: float, most: int) -> int:
-        """How many tokens are worth guessing (at most `most`): while p**j stays above `bar`."""
-        p = min(0.98, p)
-        if p <= bar:
-            return 0
-        length, chance = 0, p
-        while chance > bar and length < most:
-            length += 1
-            chance *= p
-        return length
 
     def _reach(self, candidate: int, end: int) -> int:
         """How many tokens before `candidate` equal those before `end` (at most MATCH_WINDOW)."""
