@@ -23,7 +23,7 @@ import pytest
 
 from localxai.errors import ConfigError
 from localxai.settings import build_settings
-from localxai.terminal import Chat, Conversation, _conversation, _health_url, _server
+from localxai.terminal import Chat, Conversation, _conversation, _server, server_root
 
 from conftest import API_KEY, AUTH, Server, http_server
 from fake_hub import FakeHub
@@ -234,9 +234,9 @@ def test_a_message_carries_the_system_prompt_history_and_images() -> None:
 
 
 def test_the_probe_asks_the_servers_health_and_wants_a_200(tmp_path: Path) -> None:
-    assert _health_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/health"  # not /v1/health
-    assert _health_url("http://h:9/v1/") == "http://h:9/health"
-    assert _health_url("https://proxy.example/xai/v1") == "https://proxy.example/xai/health"
+    assert server_root("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000"  # /health there, not /v1/health
+    assert server_root("http://h:9/v1/") == "http://h:9"
+    assert server_root("https://proxy.example/xai/v1") == "https://proxy.example/xai"
 
     class NotLocalxai(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:

@@ -261,35 +261,25 @@ def _running_server(url: str | None, key: str | None) -> httpx.Client | None:
     import httpx
 
     from localxai.settings import client_api_key
-    from localxai.terminal import DEFAULT_URL, server_root
+    from localxai.terminal import running_server, server_root
 
-    client = httpx.Client(
-        base_url=server_root(url or DEFAULT_URL),
+    target, _ = running_server(url)
+    if target is None:
+        return None
+    return httpx.Client(
+        base_url=server_root(target),
         headers={"Authorization": f"Bearer {key or client_api_key() or 'local'}"},
         timeout=httpx.Timeout(None, connect=2),  # a removal waits for the model's requests to end
     )
-    try:
-        status = client.get("/health").status_code
-    except httpx.TransportError as exc:
-        client.close()
-        if url is not None:
-            raise ConfigError(f"no server at {url}: {exc}") from None
-        return None
-    if status != 200:
-        client.close()
-        if url is not None:
-            raise ConfigError(f"no localxai server at {url}: /health answered HTTP {status}")
-        return None
-    return client
 
 
 def _server_call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     """The JSON a server route answers; its error message as a ConfigError."""
-    from localxai.terminal import _error_text
+    from localxai.terminal import error_text
 
     response = client.request(method, path, **kwargs)
     if response.status_code != 200:
-        raise ConfigError(f"the server at {client.base_url} refused: {_error_text(response)}")
+        raise ConfigError(f"the server at {client.base_url} refused: {error_text(response)}")
     return response.json()
 
 

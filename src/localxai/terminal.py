@@ -86,21 +86,10 @@ def _server(
     """The API to talk to: `url`; else the default address if a server answers there; else one started here
     (with `model`, a GGUF path or hf: reference, when given)."""
     if model is None:
-        target = url or DEFAULT_URL
-        health = _health_url(target)
-        try:
-            status = httpx.get(health, timeout=2).status_code
-        except httpx.TransportError as exc:
-            if url is not None:
-                raise ConfigError(f"no server at {url}: {exc}") from None
-            why = "no server"
-        else:
-            if status == 200:
-                yield target, key
-                return
-            if url is not None:
-                raise ConfigError(f"no localxai server at {url}: {health} answered HTTP {status}")
-            why = f"no localxai server ({health} answered HTTP {status})"
+        target, why = running_server(url)
+        if target is not None:
+            yield target, key
+            return
         print(f"{why} at {DEFAULT_URL}: starting the model in this process...", file=sys.stderr)
     elif url is not None:
         raise ConfigError("--url talks to a running server: give --model its model id, not a file")
@@ -108,8 +97,22 @@ def _server(
         yield local
 
 
-def _health_url(api: str) -> str:
-    return f"{server_root(api)}/health"
+def running_server(url: str | None) -> tuple[str | None, str]:
+    """The API of a running server: `url`, which must answer (else a ConfigError), or the default
+    address if a server answers there. (None, why not) when none does."""
+    target = url or DEFAULT_URL
+    health = f"{server_root(target)}/health"
+    try:
+        status = httpx.get(health, timeout=2).status_code
+    except httpx.TransportError as exc:
+        if url is not None:
+            raise ConfigError(f"no server at {url}: {exc}") from None
+        return None, "no server"
+    if status == 200:
+        return target, ""
+    if url is not None:
+        raise ConfigError(f"no localxai server at {url}: {health} answered HTTP {status}")
+    return None, f"no localxai server ({health} answered HTTP {status})"
 
 
 def server_root(api: str) -> str:
@@ -162,7 +165,7 @@ def _conversation(client: httpx.Client, model: str | None, system: str | None) -
     except httpx.TransportError as exc:
         raise ConfigError(f"cannot reach {client.base_url}: {exc}") from None
     if response.status_code != 200:
-        raise ConfigError(f"{client.base_url}: {_error_text(response)}")
+        raise ConfigError(f"{client.base_url}: {error_text(response)}")
     try:
         body = response.json()
         models = body.get("models", []) if isinstance(body, dict) else None
@@ -179,7 +182,7 @@ def _conversation(client: httpx.Client, model: str | None, system: str | None) -
     return Conversation(chosen["id"], "image" in chosen.get("input_modalities", ()), system)
 
 
-def _error_text(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -317,7 +320,7 @@ class Chat:
             with self.client.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
-                    self.say(f"error: {self.clean(_error_text(response))}")
+                    self.say(f"error: {self.clean(error_text(response))}")
                     return
                 for delta in _deltas(response):
                     if delta.get("reasoning_content"):
