@@ -37,6 +37,7 @@ from load import RequestResult, client, percentile, stream_one
 from run import HEADERS, MODEL, grpc, http_port, memory, server, servers
 
 QUOTE_TOKENS = 256
+GREEDY_VARIANTS = [10, 11, 12]  # c = 1's first round: compared token by token, with logprobs
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,24 @@ async def w_quote(url: str, concurrency: int, round_: int = 0) -> dict[str, Any]
     }
 
 
+async def greedy_tokens(url: str, variants: list[int]) -> dict[str, list[list[Any]]]:
+    """Each variant's greedy answer token by token, with the margin between its two likeliest tokens
+    (logprob): where two servers' texts part, a margin below NEAR_TIE on either side is a near-tie."""
+    out: dict[str, list[list[Any]]] = {}
+    async with client(1, HEADERS) as http:
+        for variant in variants:
+            body = {**quote_body(variant), "logprobs": True, "top_logprobs": 2}
+            response = await http.post(url, json=body)
+            response.raise_for_status()
+            content = response.json()["choices"][0]["logprobs"]["content"]
+            tokens = []
+            for item in content:
+                top = sorted((t["logprob"] for t in item["top_logprobs"]), reverse=True)
+                tokens.append([item["token"], round(top[0] - top[1], 4) if len(top) > 1 else None])
+            out[str(variant)] = tokens
+    return out
+
+
 # -- Ceiling ---------------------------------------------------------------------------------------
 
 
@@ -343,7 +362,17 @@ def main() -> None:
         }
         for mode in ("none", "ngram-simple", "ngram-map-k", "ngram-mod"):
             plan[f"llama-server --spec-type {mode}"] = [*base_theirs, "--spec-type", mode]
-        results["w_quote"] = side_by_side(plan, quote)
+        greedy: dict[str, Any] = {}
+
+        def quote_and_greedy(urls: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+            out = quote(urls)
+            # Both servers see the same prompt tokens (prompt_tokens in each result); their greedy texts
+            # are compared token by token with the margins where they part (targets()).
+            greedy.update({name: asyncio.run(greedy_tokens(url, GREEDY_VARIANTS)) for name, url in urls.items()})
+            return out
+
+        results["w_quote"] = side_by_side(plan, quote_and_greedy)
+        results["w_quote_greedy"] = greedy
     if "defaults" in suites:
         levels = [1, 4, 8, 16]
         plan = {
@@ -437,6 +466,32 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+NEAR_TIE = 0.5  # logprob margin between the two likeliest tokens (tests/test_speculation.py)
+
+
+def parting(ours: dict[str, list[list[Any]]], theirs: dict[str, list[list[Any]]]) -> dict[str, Any]:
+    """Where two servers' greedy answers to the same prompts first differ, and whether each parting is
+    a near-tie (the two likeliest tokens closer than NEAR_TIE on either side), which llama.cpp's kernels
+    may settle either way (docs/engine.md, Determinism)."""
+    partings = {}
+    for variant in sorted(set(ours) & set(theirs)):
+        a, b = ours[variant], theirs[variant]
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x[0] != y[0]), None)
+        if at is None:
+            partings[variant] = None if len(a) == len(b) else {"at": min(len(a), len(b)), "near_tie": False}
+            continue
+        margins = [m for m in (a[at][1], b[at][1]) if m is not None]
+        partings[variant] = {"at": at, "margin": min(margins, default=None),
+                             "near_tie": bool(margins) and min(margins) < NEAR_TIE}  # fmt: skip
+    return {
+        "identical": sum(1 for p in partings.values() if p is None),
+        "parted_at_near_tie": sum(1 for p in partings.values() if p is not None and p["near_tie"]),
+        "parted_elsewhere": sum(1 for p in partings.values() if p is not None and not p["near_tie"]),
+        "compared": len(partings),
+        "partings": partings,
+    }
+
+
 def met(value: float, target: str) -> dict[str, Any]:
     """A ratio against its target (">= 1.1", "<= 0.7")."""
     op, bound = target.split()
@@ -482,6 +537,16 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
                                                   "met": ratio >= 1.3 and text["met"]}  # fmt: skip
         out["w_quote_vs_best_llama_server_c4"] = {**met(at("localxai", 4) / at(best4, 4), ">= 1.0"), "best": best4}
         out["w_quote_vs_speculation_off_c1"] = {"value": at("localxai", 1) / at("localxai --speculation off", 1)}
+        if greedy := results.get("w_quote_greedy"):
+            # Where greedy texts part, and whether at a near-tie: llama.cpp's logits for a row depend on
+            # the pass it is decoded in, so each server's own modes part from each other too.
+            pairs = [("localxai", best), ("localxai", "llama-server --spec-type none"),
+                     ("localxai", "localxai --speculation off"),
+                     ("localxai --speculation off", "llama-server --spec-type none"),
+                     ("llama-server --spec-type none", best)]  # fmt: skip
+            out["w_quote_greedy_partings"] = {
+                f"{a} vs {b}": parting(greedy[a], greedy[b]) for a, b in pairs if a in greedy and b in greedy
+            }
     if "w_defaults" in results:
         ours = {r["concurrency"]: r for r in results["w_defaults"]["localxai"]["result"]}
         theirs = {r["concurrency"]: r for r in results["w_defaults"]["llama-server"]["result"]}

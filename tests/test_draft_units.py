@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from localxai.engines.llamacpp.hostcache import HostCache, common_prefix
 from localxai.engines.llamacpp.prompt import Key
-from localxai.engines.llamacpp.speculation import MAX_PASS_ROWS, ROW_GROUP, Drafter, NgramIndex, PassTimes
+from localxai.engines.llamacpp.speculation import MAX_PASS_ROWS, ROW_GROUP, SAMPLES, Drafter, NgramIndex, PassTimes
 
 
 def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
@@ -20,12 +20,20 @@ def guesses(keys: list[Key], room: int = 100) -> list[int]:
     return Drafter(NgramIndex(keys)).draft(room, free_rows())
 
 
+def timed(costs: dict[int, float], prompt_row: float | None = None) -> PassTimes:
+    """Pass times measured SAMPLES times for each size in `costs` (seconds by rows with logits)."""
+    times = PassTimes()
+    for rows, seconds in costs.items():
+        for _ in range(SAMPLES):
+            times.observe(1, rows, 0, seconds)
+    for _ in range(SAMPLES if prompt_row is not None else 0):
+        times.observe(0, 0, 100, 100 * prompt_row)  # type: ignore[operator]
+    return times
+
+
 def free_rows() -> PassTimes:
     """Passes that cost the same whatever their rows: every guess that may be right is worth making."""
-    times = PassTimes()
-    for rows in range(1, MAX_PASS_ROWS + 1):
-        times.observe(rows, 0, 0.02)
-    return times
+    return timed(dict.fromkeys(range(1, MAX_PASS_ROWS + 1), 0.02))
 
 
 def test_draft_follows_the_latest_earlier_occurrence() -> None:
@@ -44,9 +52,7 @@ def test_own_output_is_searched_and_length_follows_the_odds() -> None:
     for token in [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 7, 8, 9]:
         drafter.push(token)
     assert drafter.draft(100, free_rows()) == [*range(10, 24), 7]  # free rows: a full pass with its next token
-    dear = PassTimes()  # a row with logits costs 0.7 of a one-row pass
-    for rows in range(1, MAX_PASS_ROWS + 1):
-        dear.observe(rows, 0, 0.02 * (1 + 0.7 * (rows - 1)))
+    dear = timed({rows: 0.02 * (1 + 0.7 * (rows - 1)) for rows in range(1, MAX_PASS_ROWS + 1)})  # 0.7 a row
     assert drafter.draft(100, dear) == []  # a short match and no history: not worth a row
     for _ in range(3):
         drafter.accepted(10, 10)
@@ -59,42 +65,73 @@ def test_own_output_is_searched_and_length_follows_the_odds() -> None:
 def test_a_guess_fills_the_last_row_group_of_its_pass_until_passes_are_timed() -> None:
     times = PassTimes()  # nothing measured: llama.cpp's CPU kernels take rows in groups of 4
     for p in (0.3, 0.5, 0.7, 0.9, 0.98):
-        length = times.guess_length(p, 100)
+        length = times.guess_length([p], 100)
         assert length == 0 or length < ROW_GROUP or (1 + length) % ROW_GROUP == 0
-    assert times.guess_length(0.98, 100) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
-    assert times.guess_length(0.98, 5) == 3  # room for 5 guesses: 6 rows would cost as much as 8, 4 pay best
-    assert times.guess_length(0.1, 100) == 0  # a row costs more than a guess right one time in ten yields
+    assert times.guess_length([0.98], 100) == MAX_PASS_ROWS - 1  # sure guesses: one full pass
+    assert times.guess_length([0.98], 5) == 3  # room for 5 guesses: 6 rows would cost as much as 8, 4 pay best
+    assert times.guess_length([0.1], 100) == 0  # a row costs more than a guess right one time in ten yields
 
 
 def test_measured_pass_times_decide_the_length() -> None:
-    times = PassTimes()
     stepped = {1: 28, 2: 39, 3: 46, 4: 50, 5: 75, 6: 82, 7: 89, 8: 80, 12: 112, 16: 138}  # ms, docs/engine.md
-    for rows, ms in stepped.items():
-        for _ in range(20):
-            times.observe(rows, 0, ms / 1000)
-    assert times.decode(8) < times.decode(7)
-    lengths = {p: times.guess_length(p, 100) for p in (0.6, 0.8, 0.9, 0.95)}
+    times = timed({rows: ms / 1000 for rows, ms in stepped.items()})
+    assert times.decode(1, 8) < times.decode(1, 7)
+    lengths = {p: times.guess_length([p], 100) for p in (0.6, 0.8, 0.9, 0.95)}
     assert all(1 + length in stepped for length in lengths.values())  # only sizes it timed
     assert lengths[0.6] <= lengths[0.8] <= lengths[0.9] <= lengths[0.95] and lengths[0.95] >= 7
-    # The machine slows down for wide passes (another model, another CPU): the same odds guess less.
-    for rows in range(2, MAX_PASS_ROWS + 1):
-        for _ in range(20):
-            times.observe(rows, 0, 0.028 * rows)
-    assert times.guess_length(0.8, 100) < lengths[0.8] and times.guess_length(0.6, 100) == 0
+    # Another machine, where wide passes are dearer (another model, another CPU): the same odds guess less.
+    slower = timed({1: 0.028, **{rows: 0.028 * rows for rows in range(2, MAX_PASS_ROWS + 1)}})
+    assert slower.guess_length([0.8], 100) < lengths[0.8] and slower.guess_length([0.6], 100) == 0
+
+
+def test_a_pass_size_is_timed_once_then_fixed() -> None:
+    """The median of its first SAMPLES timings: an outlier does not move it, and later timings do not
+    either, so a request repeated on an idle server gets the same guesses (and the same output)."""
+    times = PassTimes()
+    assert times.decode(1, 4) == times.decode(1) * (1 + 3 * 0.29)  # nothing timed: the assumed shape
+    for seconds in [0.05] * (SAMPLES - 1):
+        times.observe(1, 4, 0, seconds)
+    assert times.decode(1, 4) != 0.05  # not yet
+    times.observe(1, 4, 0, 9.0)  # one outlier among them
+    assert times.decode(1, 4) == 0.05
+    lengths = [times.guess_length([p], 100) for p in (0.5, 0.7, 0.9)]
+    for _ in range(50):
+        times.observe(1, 4, 0, 0.5)
+    assert times.decode(1, 4) == 0.05
+    assert [times.guess_length([p], 100) for p in (0.5, 0.7, 0.9)] == lengths
 
 
 def test_a_guess_beside_prompts_pays_for_the_time_it_adds_to_them() -> None:
-    times = PassTimes()
-    for rows, ms in {1: 20, 4: 40, 8: 60, 16: 100}.items():
-        times.observe(rows, 0, ms / 1000)
-    times.observe(0, 128, 0.128)  # a prompt token adds 1 ms
-    alone = times.guess_length(0.7, 100)
+    times = timed({1: 0.020, 4: 0.040, 8: 0.060, 16: 0.100}, prompt_row=0.001)  # a prompt token adds 1 ms
+    assert times.prompt(128) == 0.128
+    alone = times.guess_length([0.7], 100)
     assert alone > 0
     # One prompt's chunk of 128 tokens in the pass: the guess's rows add little to its 148 ms.
-    assert times.guess_length(0.7, 100, prompts=1, prompt_rows=128) >= alone
+    assert times.guess_length([0.7], 100, prompts=1, prompt_rows=128) >= alone
     # Seven short prompts finishing their prefill: each would wait for the guess's rows.
-    assert times.guess_length(0.7, 100, prompts=7, prompt_rows=7) < alone
-    assert times.guess_length(0.7, 100, prompts=7, prompt_rows=7) == 0
+    assert times.guess_length([0.7], 100, prompts=7, prompt_rows=7) == 0
+
+
+def test_sequences_generating_together_guess_as_many_tokens_or_none() -> None:
+    """Unequal token counts would split the pass (one KV stream per sequence): one count for all,
+    chosen from the measured passes of that many sequences."""
+    times = timed({})
+    for rows, ms in {1: 60, 2: 85, 4: 138}.items():  # 4 sequences of 1, 2 and 4 rows each
+        for _ in range(SAMPLES):
+            times.observe(4, rows, 0, ms / 1000)
+    assert times.decode(4, 4) == 0.138
+    copying = [0.97, 0.95, 0.96, 0.98]
+    assert times.guess_length(copying, 100) == 3  # 16 rows: the most a pass holds
+    assert times.guess_length([0.3] * 4, 100) == 0  # the guesses would not pay for their rows
+    assert times.guess_length(copying * 2, 100) <= 1  # 8 sequences: at most 2 rows each
+    assert times.guess_length(copying * 4, 100) == 0  # 16: no room at all
+    # Beside others a short match is no evidence of a copy; a long one is, and so are kept guesses.
+    story = Drafter(NgramIndex([5, 1, 2, 3, 9, 9, 4, 1, 2, 3]))
+    alone, beside = story.lookup(), story.lookup(beside=True)
+    assert alone is not None and beside is not None and beside.p < 0.3 < alone.p
+    for _ in range(3):
+        story.accepted(4, 4)
+    assert story.lookup(beside=True).p > 0.9  # type: ignore[union-attr]
 
 
 def test_a_loop_is_drafted_past_the_end_of_the_context() -> None:

@@ -382,7 +382,9 @@ class Scheduler:
         if beside:  # the others keep their next token for a later step
             generating = generating[: self._background_tokens]
         prompts = sorted((seq for seq in active if seq.pending), key=lambda s: self._running.index(s.job))
-        drafts = self._drafts(generating, model.shape.n_batch - len(generating), prompts)
+        # Beside interactive traffic a background step's guesses count against its tokens too.
+        width = self._background_tokens if beside else model.shape.n_batch
+        drafts = self._drafts(generating, width - len(generating), prompts)
         room = model.shape.n_batch - len(generating) - sum(len(d) for d in drafts.values())
         for seq in generating:
             assert seq.next_token is not None
@@ -427,33 +429,45 @@ class Scheduler:
                 self._prompt_done(seq, indices[0])
             else:
                 self._verify(seq, indices, draft)
-        if len(decoding) <= 1:  # a pass of one sequence (and prompts): what a guess would cost
-            rows = len(decoding[0][1]) if decoding else 0
-            self._times.observe(rows, sum(len(chunk) for _, chunk in prefilling), time.monotonic() - decode_started)
+        rows = {len(indices) for _, indices, _ in decoding}
+        if len(rows) <= 1:  # sequences of as many rows each (and prompts): what a guess would cost
+            took, prompt_rows = time.monotonic() - decode_started, sum(len(chunk) for _, chunk in prefilling)
+            self._times.observe(len(decoding), rows.pop() if rows else 0, prompt_rows, took)
         if beside:  # fewer tokens when the step took longer than its time, one more when it did not
             took, tokens = time.monotonic() - started, self._background_tokens
             self._background_tokens = max(1, int(tokens * 0.7)) if took > BACKGROUND_STEP_S else tokens + 1
             self._background_tokens = min(self._background_tokens, model.shape.n_batch)
 
     def _drafts(self, generating: list[Sequence], room: int, prompts: list[Sequence]) -> dict[Sequence, list[int]]:
-        """Guessed next tokens for speculative decoding, by sequence: only for a sequence that generates
-        alone (not for a prompt's last token). Its guess shares the llama.cpp pass of its next token and
-        of the prompts being prefilled, and is as long as pays by this model's measured pass times.
-        Beside other sequences a guess would need a pass of its own (one KV stream per sequence), which
-        the others wait for: on the bench's workloads that lost more than the guesses kept (docs/engine.md)."""
-        if len(generating) != 1:
+        """Guessed next tokens for speculative decoding, by sequence, as many for every generating one
+        or none: each sequence has a KV stream of its own, and llama.cpp decodes unequal token counts of
+        several sequences in separate passes, which the others wait for (docs/engine.md). So a guess is
+        made only when every generating sequence has one (none is at a prompt's last token), each as
+        long as the measured pass times say makes the pass, shared with the prompts being prefilled,
+        progress fastest."""
+        if not generating or any(seq.drafter is None or seq.in_prompt for seq in generating):
             return {}
-        seq = generating[0]
-        if seq.drafter is None or seq.in_prompt:
-            return {}
-        # The next token is the context's last (its sample made it so); the guess follows it.
-        room = min(room, seq.limit - seq.generated - 1, self._model.shape.ctx_size - len(seq.slot.tokens) - 1)
+        guesses = []
+        for seq in generating:
+            assert seq.drafter is not None
+            if (guess := seq.drafter.lookup(beside=len(generating) > 1)) is None:
+                return {}
+            guesses.append(guess)
+        # The next token is the context's last (its sample made it so); a guess follows it.
+        ctx_size = self._model.shape.ctx_size
+        most = min(min(seq.limit - seq.generated, ctx_size - len(seq.slot.tokens)) - 1 for seq in generating)
+        most = min(most, room // len(generating))
         reached, prompt_rows = 0, 0  # the prompts this step's prefill reaches, and its tokens
         for prompt in prompts:
             if prompt_rows >= self._prefill_chunk:
                 break
             reached, prompt_rows = reached + 1, min(self._prefill_chunk, prompt_rows + len(prompt.pending))
-        return {seq: seq.drafter.draft(room, self._times, reached, prompt_rows)}
+        length = self._times.guess_length([g.p for g in guesses], most, reached, prompt_rows)
+        if length <= 0:
+            return {}
+        drafts = [seq.drafter.copy(guess, length) for seq, guess in zip(generating, guesses, strict=True)]  # type: ignore[union-attr]
+        length = min(len(d) for d in drafts)  # a copy stops at an image: all as short
+        return {seq: d[:length] for seq, d in zip(generating, drafts, strict=True)} if length else {}
 
     def _verify(self, seq: Sequence, indices: list[int], draft: list[int]) -> None:
         """Sample each decoded position in order; a draft token whose sample agrees is kept, and the

@@ -15,7 +15,9 @@ distribution concentrated on one token, for which the usual accept/resample rule
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from localxai.engines.llamacpp.prompt import Key
 
@@ -26,60 +28,82 @@ MAX_PASS_ROWS = 16
 CANDIDATES = 8  # latest occurrences of an n-gram compared by how far their match reaches back
 MATCH_WINDOW = 96  # how far back a match is measured
 DECAY = 0.8  # weight of earlier verifications in a sequence's acceptance rate
+BESIDE_PRIOR = 8  # beside others a match reaching r tokens back is taken to be right r / (r + 8) of the time
 # Until the server has timed passes of its own, a pass's cost is assumed to follow the default model's
 # on 2 cores: one more row with logits costs ROW_COST of a one-row pass (the 262k-token output layer
 # runs for every row), and llama.cpp's CPU matrix kernels take rows in groups of ROW_GROUP and the rest
 # one by one, so 5 rows cost about as much as 8. Measured times replace the assumption size by size.
 ROW_COST = 0.29
 ROW_GROUP = 4
-TIME_WEIGHT = 0.2  # weight of the latest pass in a moving average of pass times
+# A pass size's cost is the median of its first SAMPLES timings, then fixed: a guess's length then
+# depends on the request alone, so a request repeated on an otherwise idle server gets the same passes
+# and the same output (a row's logits differ slightly between a 4-row and a 1-row kernel).
+SAMPLES = 9
 
 
 class PassTimes:
-    """How long this server's passes take, measured: a moving average of the seconds a pass of one
-    sequence takes by how many rows with logits it decodes (its next token and its guesses), and of
-    the seconds a prompt token adds to a pass. One per model; only the scheduler thread uses it."""
+    """How long this server's passes take, measured: the seconds a pass takes by how many sequences it
+    decodes and how many rows with logits each has (its next token and its guesses), and the seconds a
+    prompt token adds to a pass, each the median of its first SAMPLES timings. One per model; only the
+    scheduler thread uses it."""
 
     def __init__(self) -> None:
-        self._rows: list[float | None] = [None] * (MAX_PASS_ROWS + 1)
+        self._passes: dict[tuple[int, int], float] = {}  # (sequences, rows each): seconds
         self._prompt_row: float | None = None
+        self._timings: dict[tuple[int, int], list[float]] = {}  # until SAMPLES; (0, 0): a prompt token
 
-    def observe(self, rows: int, prompt_rows: int, seconds: float) -> None:
-        """A pass of one sequence's `rows` rows with logits (0: none) and `prompt_rows` prompt tokens."""
+    def observe(self, sequences: int, rows: int, prompt_rows: int, seconds: float) -> None:
+        """A pass of `sequences` sequences of `rows` rows with logits each (0: none) and `prompt_rows`
+        prompt tokens."""
         if prompt_rows:
-            per_row = max(0.0, seconds - (self.decode(rows) if rows else 0.0)) / prompt_rows
-            self._prompt_row = _average(self._prompt_row, per_row)
-        elif 1 <= rows <= MAX_PASS_ROWS:
-            self._rows[rows] = _average(self._rows[rows], seconds)
+            known = self._passes.get((sequences, rows)) if sequences else 0.0
+            if self._prompt_row is None and known is not None:
+                self._prompt_row = self._sample((0, 0), max(0.0, seconds - known) / prompt_rows)
+        elif sequences and rows and (key := (sequences, rows)) not in self._passes:
+            median = self._sample(key, seconds)
+            if median is not None:
+                self._passes[key] = median
 
-    def decode(self, rows: int) -> float:
-        """Seconds for a pass of `rows` rows with logits: measured, else scaled from the nearest
-        measured smaller pass by the assumed shape (1.0 for one row while nothing is measured)."""
+    def _sample(self, key: tuple[int, int], seconds: float) -> float | None:
+        """The median once SAMPLES timings are in (None until then)."""
+        timings = self._timings.setdefault(key, [])
+        timings.append(seconds)
+        if len(timings) < SAMPLES:
+            return None
+        del self._timings[key]
+        return statistics.median(timings)
+
+    def decode(self, sequences: int, rows: int = 1) -> float:
+        """Seconds for a pass of `sequences` sequences with `rows` rows with logits each: measured, else
+        scaled from the nearest measured smaller pass of as many sequences (or from one sequence's
+        one-row pass) by the assumed shape, in one-row passes while nothing is measured."""
         for known in range(rows, 0, -1):
-            if (seconds := self._rows[known]) is not None:
-                return seconds * _assumed(rows) / _assumed(known)
-        return _assumed(rows)
+            if (seconds := self._passes.get((sequences, known))) is not None:
+                return seconds * _assumed(sequences * rows) / _assumed(sequences * known)
+        return self._passes.get((1, 1), 1.0) * _assumed(sequences * rows)
 
     def prompt(self, rows: int) -> float:
         """Seconds that `rows` prompt tokens add to a pass (a quarter of a row with logits until measured)."""
         per_row = self._prompt_row if self._prompt_row is not None else self.decode(1) * ROW_COST / 4
         return rows * per_row
 
-    def guess_length(self, p: float, most: int, prompts: int = 0, prompt_rows: int = 0) -> int:
-        """How many tokens a sequence generating alone should guess, each right with probability `p`
-        given the ones before it: the length that makes its pass progress fastest. Its next token and
-        `j` guessed ones yield `1 + p + ... + p**j` tokens, and each of the `prompts` sharing the pass
-        (`prompt_rows` tokens in all) one chunk of its prefill, whatever the guess. So a guess pays
-        only when the tokens it keeps outweigh the time it adds to every sequence in the pass."""
-        p = min(0.98, p)
-        one = self.decode(1)
+    def guess_length(self, ps: Sequence[float], most: int, prompts: int = 0, prompt_rows: int = 0) -> int:
+        """How many tokens each of the sequences generating should guess (all as many, so that they stay
+        one pass), the one's guessed tokens each right with probability `ps[i]` given the ones before:
+        the length that makes the pass progress fastest. A sequence's next token and `j` guessed ones
+        yield `1 + p + ... + p**j` tokens, and each of the `prompts` sharing the pass (`prompt_rows`
+        tokens in all) one chunk of its prefill, whatever the guess. So a guess pays only when the
+        tokens kept outweigh the time it adds to every sequence in the pass."""
+        n = len(ps)
+        ps = [min(0.98, p) for p in ps]
+        one = self.decode(n)
         plain = one + self.prompt(prompt_rows)
-        best, best_rate = 0, (1 + prompts) / plain
-        tokens, chance = 1.0, 1.0
-        for length in range(1, min(most, MAX_PASS_ROWS - 1) + 1):
-            chance *= p
-            tokens += chance
-            rate = (tokens + prompts) / (plain - one + self.decode(1 + length))
+        best, best_rate = 0, (n + prompts) / plain
+        tokens, chances = float(n), [1.0] * n
+        for length in range(1, min(most, MAX_PASS_ROWS // n - 1) + 1):
+            chances = [c * p for c, p in zip(chances, ps, strict=True)]
+            tokens += sum(chances)
+            rate = (tokens + prompts) / (plain - one + self.decode(n, 1 + length))
             if rate > best_rate:
                 best, best_rate = length, rate
         return best
@@ -92,8 +116,10 @@ def _assumed(rows: int) -> float:
     return 1 + ROW_COST * (rows - 1)
 
 
-def _average(current: float | None, seconds: float) -> float:
-    return seconds if current is None else current + TIME_WEIGHT * (seconds - current)
+@dataclass(frozen=True)
+class Guess:
+    start: int  # the context position the guessed tokens are copied from
+    p: float  # the chance that each is right, given the ones before it
 
 
 class NgramIndex:
@@ -126,8 +152,8 @@ class Drafter:
     Of the earlier occurrences of the context's last n-gram, the one whose match with the context
     reaches furthest back is followed. How many tokens to guess follows from the chance that each is
     right against what its rows cost (PassTimes.guess_length): the j-th guessed token is right with
-    probability p**j. The scheduler guesses only for a sequence that generates alone (docs/engine.md,
-    Speculative decoding).
+    probability p**j. Beside other sequences every one guesses as many tokens, or none does
+    (docs/engine.md, Speculative decoding).
     """
 
     def __init__(self, prompt: NgramIndex) -> None:
@@ -147,17 +173,25 @@ class Drafter:
         """A generated token, now part of the context."""
         self._own.push(token)
 
-    def draft(self, room: int, times: PassTimes, prompts: int = 0, prompt_rows: int = 0) -> list[int]:
-        """Guessed tokens to follow the context, at most `room`: as many as make its pass (shared with
-        `prompts` prompts of `prompt_rows` tokens) progress fastest by `times`, each taken to be right
-        as often as the guesses so far, or as the match length says when that says more (a long copy
-        tends to go on)."""
+    def lookup(self, beside: bool = False) -> Guess | None:
+        """Where a guess would copy from, and the chance that each of its tokens is right given the ones
+        before: the acceptance rate so far, or what the match length says when that says more (a long
+        copy tends to go on). Beside other sequences, which wait for every guess's rows, a sequence that
+        has not guessed yet has no rate, and a match must reach further back for the same chance (a
+        short match in a story is no copy). None: the context's last n-gram occurred nowhere before."""
         found = self._follow()
         if found is None:
-            return []
-        best, reach = found
-        p = max(self._rate(), reach / (reach + 2))
-        return self._copy(best, times.guess_length(p, room, prompts, prompt_rows))
+            return None
+        start, reach = found
+        if beside:
+            return Guess(start, max(self._rate() if self._tries else 0.0, reach / (reach + BESIDE_PRIOR)))
+        return Guess(start, max(self._rate(), reach / (reach + 2)))
+
+    def draft(self, room: int, times: PassTimes, prompts: int = 0, prompt_rows: int = 0) -> list[int]:
+        """Guessed tokens to follow the context of a sequence generating alone, at most `room`: as many as
+        make its pass (shared with `prompts` prompts of `prompt_rows` tokens) progress fastest."""
+        guess = self.lookup()
+        return [] if guess is None else self.copy(guess, times.guess_length([guess.p], room, prompts, prompt_rows))
 
     def _follow(self) -> tuple[int, int] | None:
         """Of the earlier occurrences of the context's last n-gram, the position after the one whose
@@ -175,9 +209,9 @@ class Drafter:
                 return max(((e, self._reach(e, end)) for e in candidates), key=lambda pair: (pair[1], pair[0]))
         return None
 
-    def _copy(self, start: int, limit: int) -> list[int]:
-        """Up to `limit` tokens of the context from `start`, up to an image position."""
-        end = len(self)
+    def copy(self, guess: Guess, limit: int) -> list[int]:
+        """Up to `limit` tokens of the context from the guess's start, up to an image position."""
+        start, end = guess.start, len(self)
         out: list[int] = []
         for position in range(start, start + limit):
             # Past the end of the context the guess copies itself: a loop goes on looping.
