@@ -16,8 +16,14 @@ def state(size: int) -> ctypes.Array[ctypes.c_uint8]:
     return (ctypes.c_uint8 * size)()
 
 
+def draft(drafter: Drafter, room: int, times: PassTimes) -> list[int]:
+    """What the scheduler guesses for a sequence generating alone."""
+    guess = drafter.lookup()
+    return [] if guess is None else drafter.copy(guess, times.guess_length([guess.p], room))
+
+
 def guesses(keys: list[Key], room: int = 100) -> list[int]:
-    return Drafter(NgramIndex(keys)).draft(room, free_rows())
+    return draft(Drafter(NgramIndex(keys)), room, free_rows())
 
 
 def timed(costs: dict[int, float], prompt_row: float | None = None) -> PassTimes:
@@ -39,8 +45,8 @@ def free_rows() -> PassTimes:
 def test_draft_follows_the_latest_earlier_occurrence() -> None:
     assert guesses([1, 2, 3, 4, 5, 6, 9, 2, 3, 4, 7, 8]) == []  # (4, 7, 8): new
     drafter = Drafter(NgramIndex([1, 2, 3, 4, 5, 6, 0, 1, 2, 3]))
-    assert drafter.draft(4, free_rows()) == [4, 5, 6, 0]  # (1, 2, 3) seen before: what followed, then the loop
-    assert drafter.draft(2, free_rows()) == [4, 5]  # the room caps it
+    assert draft(drafter, 4, free_rows()) == [4, 5, 6, 0]  # (1, 2, 3) seen before: what followed, then the loop
+    assert draft(drafter, 2, free_rows()) == [4, 5]  # the room caps it
 
 
 def test_image_positions_break_runs() -> None:
@@ -51,15 +57,15 @@ def test_own_output_is_searched_and_length_follows_the_odds() -> None:
     drafter = Drafter(NgramIndex([50, 51]))
     for token in [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 7, 8, 9]:
         drafter.push(token)
-    assert drafter.draft(100, free_rows()) == [*range(10, 24), 7]  # free rows: a full pass with its next token
+    assert draft(drafter, 100, free_rows()) == [*range(10, 24), 7]  # free rows: a full pass with its next token
     dear = timed({rows: 0.02 * (1 + 0.7 * (rows - 1)) for rows in range(1, MAX_PASS_ROWS + 1)})  # 0.7 a row
-    assert drafter.draft(100, dear) == []  # a short match and no history: not worth a row
+    assert draft(drafter, 100, dear) == []  # a short match and no history: not worth a row
     for _ in range(3):
         drafter.accepted(10, 10)
-    assert 3 <= len(drafter.draft(100, dear)) < MAX_PASS_ROWS - 1  # right so far: a few rows are worth it
+    assert 3 <= len(draft(drafter, 100, dear)) < MAX_PASS_ROWS - 1  # right so far: a few rows are worth it
     for _ in range(8):
         drafter.accepted(6, 0)
-    assert drafter.draft(100, dear) == []  # wrong lately: none
+    assert draft(drafter, 100, dear) == []  # wrong lately: none
 
 
 def test_a_guess_fills_the_last_row_group_of_its_pass_until_passes_are_timed() -> None:

@@ -89,8 +89,8 @@ class PassTimes:
 
     def guess_length(self, ps: Sequence[float], most: int, prompts: int = 0, prompt_rows: int = 0) -> int:
         """How many tokens each of the sequences generating should guess (all as many, so that they stay
-        one pass), the one's guessed tokens each right with probability `ps[i]` given the ones before:
-        the length that makes the pass progress fastest. A sequence's next token and `j` guessed ones
+        one pass), sequence i's guessed tokens each right with probability `ps[i]` given the ones before
+        them: the length that makes the pass progress fastest. A sequence's next token and `j` guessed ones
         yield `1 + p + ... + p**j` tokens, and each of the `prompts` sharing the pass (`prompt_rows`
         tokens in all) one chunk of its prefill, whatever the guess. So a guess pays only when the
         tokens kept outweigh the time it adds to every sequence in the pass."""
@@ -186,12 +186,6 @@ class Drafter:
         if beside:
             return Guess(start, max(self._rate() if self._tries else 0.0, reach / (reach + BESIDE_PRIOR)))
         return Guess(start, max(self._rate(), reach / (reach + 2)))
-
-    def draft(self, room: int, times: PassTimes, prompts: int = 0, prompt_rows: int = 0) -> list[int]:
-        """Guessed tokens to follow the context of a sequence generating alone, at most `room`: as many as
-        make its pass (shared with `prompts` prompts of `prompt_rows` tokens) progress fastest."""
-        guess = self.lookup()
-        return [] if guess is None else self.copy(guess, times.guess_length([guess.p], room, prompts, prompt_rows))
 
     def _follow(self) -> tuple[int, int] | None:
         """Of the earlier occurrences of the context's last n-gram, the position after the one whose
