@@ -73,7 +73,7 @@ smoke:
 	.ci/smoke
 
 # Benchmarks (not tests): localxai vs llama-server built from the same llama.cpp source: the fresh-prompt
-# workload (run.py), then W-conv, W-quote, W-defaults and the raw decode ceiling (workloads.py).
+# workload (run.py), then the raw decode ceiling, W-conv, W-fit, W-mid, W-quote and W-defaults (workloads.py).
 bench: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -8,7 +8,9 @@
 - W-mid: in between: 12 conversations (1.5x the 8 slots) x 3 turns, the ~700-token prompt, turns
   round the conversations.
 - W-quote: answers that repeat their input (a ~600-token code file to rewrite), 256 output tokens,
-  concurrency 1 and 4; llama-server with each of its n-gram speculation modes.
+  concurrency 1 and 4; llama-server with each of its n-gram speculation modes. Then each server's
+  greedy answers to the first round's prompts with logprobs: where two servers' texts part, the
+  margin between the two likeliest tokens says whether it was a near-tie (targets()).
 - W-defaults: both servers with no tuning flags, the fresh-prompt workload at 1, 4, 8, 16.
 - Ceiling: raw llama_decode tokens/s for batches of 1, 4, 8 and 16 one-token sequences, no server.
 
