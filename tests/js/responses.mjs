@@ -8,19 +8,20 @@ import OpenAI from "openai";
 const [baseURL, apiKey, model] = process.argv.slice(2);
 const xai = createXai({ baseURL, apiKey });
 const out = {};
+// Greedy: the default model samples at temperature 1 otherwise, and a sampled end of turn first is an empty answer.
 
-const generated = await generateText({ model: xai.responses(model), prompt: "Say hello.", maxOutputTokens: 8 });
+const generated = await generateText({ model: xai.responses(model), prompt: "Say hello.", maxOutputTokens: 8, temperature: 0 });
 out.generateText = { text: generated.text, inputTokens: generated.usage.inputTokens, finish: generated.finishReason };
 
-const streamed = streamText({ model: xai.responses(model), prompt: "Count to three.", maxOutputTokens: 8 });
+const streamed = streamText({ model: xai.responses(model), prompt: "Count to three.", maxOutputTokens: 8, temperature: 0 });
 let text = "";
 for await (const delta of streamed.textStream) text += delta;
 out.streamText = { text, finish: await streamed.finishReason, usage: await streamed.usage };
 
 const client = new OpenAI({ baseURL, apiKey });
-const first = await client.responses.create({ model, input: "Name a city.", max_output_tokens: 8 });
+const first = await client.responses.create({ model, input: "Name a city.", max_output_tokens: 8, temperature: 0 });
 const second = await client.responses.create({
-  model, input: "Another one?", previous_response_id: first.id, max_output_tokens: 8,
+  model, input: "Another one?", previous_response_id: first.id, max_output_tokens: 8, temperature: 0,
 });
 out.openai = {
   first: first.output_text, second: second.output_text,
