@@ -32,5 +32,8 @@ def test_vercel_ai_sdk_and_openai_node_on_the_responses_api(real_server: Server)
     assert seen["generateText"]["text"] and seen["generateText"]["inputTokens"] > 0
     assert seen["streamText"]["text"] and seen["streamText"]["usage"]["outputTokens"] > 0
     openai_node = seen["openai"]
-    assert openai_node["first"] and openai_node["secondInput"] > openai_node["firstInput"]
+    # The answer's text itself may be empty: on a server that has served the whole suite, the prompt's
+    # cached KV can tip this base model's first greedy token to its end of turn (docs/engine.md, Determinism).
+    assert isinstance(openai_node["first"], str) and openai_node["firstStatus"] in ("completed", "incomplete")
+    assert openai_node["secondInput"] > openai_node["firstInput"]
     assert openai_node["cached"] >= openai_node["firstInput"] - 1  # the stored conversation hit the cache

@@ -24,7 +24,7 @@ const second = await client.responses.create({
   model, input: "Another one?", previous_response_id: first.id, max_output_tokens: 8, temperature: 0,
 });
 out.openai = {
-  first: first.output_text, second: second.output_text,
+  first: first.output_text, second: second.output_text, firstStatus: first.status,
   firstInput: first.usage.input_tokens, secondInput: second.usage.input_tokens,
   cached: second.usage.input_tokens_details.cached_tokens,
 };
